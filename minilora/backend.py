@@ -1,0 +1,94 @@
+"""Array backends and devices: which array module (NumPy or CuPy) holds a tensor's data.
+
+Every op works on raw arrays through ``xp``, the array module of the device the tensor lives on:
+``numpy`` on "cpu", ``cupy`` on "cuda". This file is the only place that imports CuPy, so the rest
+of minilora runs (and every error message stays readable) on a machine that has no GPU.
+"""
+
+import numpy as np
+
+DEVICES = ("cpu", "cuda")
+FLOAT_DTYPES = (np.dtype("float32"), np.dtype("float64"))
+
+_cupy = None
+_cupy_error = None
+
+
+def _import_cupy():
+    """Import CuPy once; remember why it failed so `minilora info` can say so."""
+    global _cupy, _cupy_error
+    if _cupy is None and _cupy_error is None:
+        try:
+            import cupy
+
+            _cupy = cupy
+        except Exception as exc:  # ImportError, or a CUDA library that fails to load
+            _cupy_error = f"CuPy is not importable ({type(exc).__name__}: {exc})"
+    return _cupy
+
+
+def cuda_status():
+    """Return ``(usable, reason)``: whether CuPy sees a GPU, and if not, why not (one line)."""
+    cupy = _import_cupy()
+    if cupy is None:
+        return False, _cupy_error
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:
+        return False, f"no usable GPU: CUDA driver or runtime error ({exc})"
+    if count == 0:
+        return False, "no usable GPU: the CUDA driver reports 0 devices"
+    name = cupy.cuda.runtime.getDeviceProperties(0)["name"]
+    name = name.decode() if isinstance(name, bytes) else name
+    return True, f"{count} device(s), device 0 is {name}"
+
+
+def cuda_available():
+    """True when arrays can be put on "cuda" (CuPy is installed and sees a GPU)."""
+    return cuda_status()[0]
+
+
+def check_device(device):
+    """Normalise a device name; raise a clear error for anything else."""
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+    if device == "cuda" and not cuda_available():
+        raise RuntimeError(f"device 'cuda' is not usable here: {cuda_status()[1]}")
+    return device
+
+
+def xp_for(device):
+    """The array module for a device: numpy for "cpu", cupy for "cuda"."""
+    return np if device == "cpu" else _import_cupy()
+
+
+def device_of(array):
+    """"cuda" for a CuPy array, "cpu" for anything else."""
+    return "cuda" if _cupy is not None and isinstance(array, _cupy.ndarray) else "cpu"
+
+
+def xp_of(array):
+    """The array module that owns ``array``."""
+    return xp_for(device_of(array))
+
+
+def to_device(array, device):
+    """Copy an array to ``device`` (no copy if it is already there)."""
+    if device_of(array) == device:
+        return array
+    if device == "cpu":
+        return _cupy.asnumpy(array)
+    return xp_for("cuda").asarray(array)
+
+
+def to_numpy(array):
+    """A NumPy view or copy of any backend array."""
+    return to_device(array, "cpu")
+
+
+def parse_dtype(dtype, argname="dtype"):
+    """Accept a NumPy dtype, a dtype-like name ("float32") or a Python type; return np.dtype."""
+    try:
+        return np.dtype(dtype)
+    except TypeError as exc:
+        raise TypeError(f"{argname} must be a NumPy dtype or its name (e.g. 'float32'), got {dtype!r}") from exc

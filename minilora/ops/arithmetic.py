@@ -1,0 +1,118 @@
+"""Elementwise arithmetic with broadcasting: add, sub, mul, div, neg, pow (scalar exponent)."""
+
+from minilora.function import Function
+from minilora.ops.broadcast import as_tensor, unbroadcast
+from minilora.tensor import Tensor
+
+
+class Add(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.shapes = a.shape, b.shape
+        return a + b
+
+    @staticmethod
+    def backward(ctx, grad):
+        a_shape, b_shape = ctx.shapes
+        return unbroadcast(grad, a_shape), unbroadcast(grad, b_shape)
+
+
+class Sub(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.shapes = a.shape, b.shape
+        return a - b
+
+    @staticmethod
+    def backward(ctx, grad):
+        a_shape, b_shape = ctx.shapes
+        return unbroadcast(grad, a_shape), unbroadcast(-grad, b_shape)
+
+
+class Mul(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return a * b
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, b = ctx.saved
+        return unbroadcast(grad * b, a.shape), unbroadcast(grad * a, b.shape)
+
+
+class Div(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return a / b
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, b = ctx.saved
+        return unbroadcast(grad / b, a.shape), unbroadcast(-grad * a / (b * b), b.shape)
+
+
+class Neg(Function):
+    @staticmethod
+    def forward(ctx, a):
+        return -a
+
+    @staticmethod
+    def backward(ctx, grad):
+        return -grad
+
+
+class Pow(Function):
+    """a ** exponent for a Python-number exponent."""
+
+    @staticmethod
+    def forward(ctx, a, exponent):
+        ctx.save_for_backward(a)
+        ctx.exponent = exponent
+        return a ** exponent
+
+    @staticmethod
+    def backward(ctx, grad):
+        (a,) = ctx.saved
+        return grad * ctx.exponent * a ** (ctx.exponent - 1)
+
+
+def _pair(a, b):
+    """Let one side of a binary op be a Python number: it takes the tensor side's dtype and device."""
+    if not isinstance(a, Tensor) and not isinstance(b, Tensor):
+        raise TypeError(f"at least one operand must be a Tensor, got {type(a).__name__} and {type(b).__name__}")
+    like = a if isinstance(a, Tensor) else b
+    return as_tensor(a, like), as_tensor(b, like)
+
+
+def add(a, b):
+    """a + b with broadcasting. a, b: Tensors or Python numbers."""
+    return Add.apply(*_pair(a, b))
+
+
+def sub(a, b):
+    """a - b with broadcasting."""
+    return Sub.apply(*_pair(a, b))
+
+
+def mul(a, b):
+    """a * b with broadcasting."""
+    return Mul.apply(*_pair(a, b))
+
+
+def div(a, b):
+    """a / b with broadcasting."""
+    return Div.apply(*_pair(a, b))
+
+
+def neg(a):
+    """-a."""
+    return Neg.apply(a)
+
+
+def pow(a, exponent):
+    """a ** exponent, where exponent is a Python int or float (not a Tensor)."""
+    if isinstance(exponent, Tensor) or not isinstance(exponent, (int, float)):
+        raise TypeError(f"pow: exponent must be a Python int or float, got {type(exponent).__name__}")
+    return Pow.apply(a, exponent=exponent)
