@@ -5,6 +5,8 @@ Every op works on raw arrays through ``xp``, the array module of the device the 
 of minilora runs (and every error message stays readable) on a machine that has no GPU.
 """
 
+import importlib
+
 import numpy as np
 
 DEVICES = ("cpu", "cuda")
@@ -48,6 +50,31 @@ def cuda_available():
     return cuda_status()[0]
 
 
+# ---- the compiled extension minilora._C ----------------------------------------------------------
+_extension = None
+_extension_error = None
+
+
+def _import_extension():
+    """Import minilora._C once; remember why it failed, so every path can fall back to NumPy."""
+    global _extension, _extension_error
+    if _extension is None and _extension_error is None:
+        try:
+            _extension = importlib.import_module("minilora._C")
+        except ImportError as exc:  # not built, or built for another Python or with a missing library
+            _extension_error = f"minilora._C is not importable ({type(exc).__name__}: {exc})"
+    return _extension
+
+
+def extension_status():
+    """Return ``(module, reason)``: the compiled extension minilora._C and a one-line description,
+    or ``(None, why it could not be loaded)``. Imported once; the package works without it."""
+    ext = _import_extension()
+    if ext is None:
+        return None, _extension_error
+    return ext, f"built {'with' if ext.with_cuda else 'without'} CUDA ({ext.__file__})"
+
+
 def check_device(device):
     """Normalise a device name; raise a clear error for anything else."""
     if device not in DEVICES:
@@ -84,6 +111,16 @@ def to_device(array, device):
 def to_numpy(array):
     """A NumPy view or copy of any backend array."""
     return to_device(array, "cpu")
+
+
+def scatter_add(target, index, values):
+    """``target[index] += values`` in place, where every repeat of an index adds its own share.
+
+    Plain ``target[index] += values`` keeps only one contribution per repeated index; ``add.at`` keeps
+    them all (NumPy; CuPy >= 12 implements it with atomic adds, like ``cupyx.scatter_add``).
+    Used by the backward of indexing and of embedding lookups.
+    """
+    xp_of(target).add.at(target, index, values)
 
 
 def parse_dtype(dtype, argname="dtype"):

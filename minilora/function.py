@@ -61,7 +61,8 @@ class Function:
         _check_same_device_and_dtype(cls, inputs)
         device = inputs[0].device
         ctx = Context(cls, inputs, backend.xp_for(device))
-        out = cls.forward(ctx, *(t.data for t in inputs), **options)
+        # NumPy returns a scalar, not an array, for 0-d results (x.sum()): keep Tensor.data an array.
+        out = ctx.xp.asarray(cls.forward(ctx, *(t.data for t in inputs), **options))
         _check_output_dtype(cls, inputs, out)
         requires_grad = is_grad_enabled() and any(ctx.needs_input_grad)
         return Tensor(out, requires_grad=requires_grad, _ctx=ctx if requires_grad else None)

@@ -5,3 +5,13 @@ side by side. Tensor methods and operators (`+`, `@`, `.sum()`) call these.
 """
 
 from minilora.ops.arithmetic import add, div, mul, neg, pow, sub  # noqa: F401
+from minilora.ops.dropout import dropout  # noqa: F401
+from minilora.ops.embedding import embedding  # noqa: F401
+from minilora.ops.loss import cross_entropy  # noqa: F401
+from minilora.ops.matmul import matmul  # noqa: F401
+from minilora.ops.norm import layer_norm  # noqa: F401
+from minilora.ops.reduce import max, mean, sum  # noqa: F401
+from minilora.ops.select import getitem, masked_fill, where  # noqa: F401
+from minilora.ops.shape import concatenate, permute, reshape, split, stack, swapaxes, transpose  # noqa: F401
+from minilora.ops.softmax import log_softmax, softmax  # noqa: F401
+from minilora.ops.unary import exp, gelu, log, relu, tanh  # noqa: F401

@@ -128,7 +128,7 @@ class Tensor:
                                    "gradient: pass grad= of that shape, or reduce it first (e.g. .sum())")
             grad = xp.ones_like(self.data)
         else:
-            grad = grad.data if isinstance(grad, Tensor) else xp.asarray(grad, dtype=self.dtype)
+            grad = xp.asarray(grad.data if isinstance(grad, Tensor) else grad, dtype=self.dtype)
             if grad.shape != self.data.shape:
                 raise ValueError(f"backward(grad=...) needs shape {self.shape}, got {tuple(grad.shape)}")
 
@@ -138,7 +138,9 @@ class Tensor:
             if g is None:
                 continue
             if t._ctx is None:
-                t.grad = g if t.grad is None else t.grad + g
+                # Always a fresh array: `g` may be shared with another input's gradient (add passes
+                # the same array to both sides), be a read-only broadcast view, or a NumPy scalar.
+                t.grad = xp.array(g if t.grad is None else t.grad + g)
                 continue
             ctx = t._ctx
             input_grads = ctx.function.backward(ctx, g)

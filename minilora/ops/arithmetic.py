@@ -1,7 +1,7 @@
 """Elementwise arithmetic with broadcasting: add, sub, mul, div, neg, pow (scalar exponent)."""
 
 from minilora.function import Function
-from minilora.ops.broadcast import as_tensor, unbroadcast
+from minilora.ops.broadcast import as_tensor_pair, unbroadcast
 from minilora.tensor import Tensor
 
 
@@ -78,32 +78,24 @@ class Pow(Function):
         return grad * ctx.exponent * a ** (ctx.exponent - 1)
 
 
-def _pair(a, b):
-    """Let one side of a binary op be a Python number: it takes the tensor side's dtype and device."""
-    if not isinstance(a, Tensor) and not isinstance(b, Tensor):
-        raise TypeError(f"at least one operand must be a Tensor, got {type(a).__name__} and {type(b).__name__}")
-    like = a if isinstance(a, Tensor) else b
-    return as_tensor(a, like), as_tensor(b, like)
-
-
 def add(a, b):
     """a + b with broadcasting. a, b: Tensors or Python numbers."""
-    return Add.apply(*_pair(a, b))
+    return Add.apply(*as_tensor_pair(a, b))
 
 
 def sub(a, b):
     """a - b with broadcasting."""
-    return Sub.apply(*_pair(a, b))
+    return Sub.apply(*as_tensor_pair(a, b))
 
 
 def mul(a, b):
     """a * b with broadcasting."""
-    return Mul.apply(*_pair(a, b))
+    return Mul.apply(*as_tensor_pair(a, b))
 
 
 def div(a, b):
     """a / b with broadcasting."""
-    return Div.apply(*_pair(a, b))
+    return Div.apply(*as_tensor_pair(a, b))
 
 
 def neg(a):

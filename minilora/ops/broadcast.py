@@ -24,4 +24,16 @@ def as_tensor(value, like):
     if isinstance(value, Tensor):
         return value
     xp = backend.xp_of(like.data)
+    if like.dtype.kind in "iub" and isinstance(value, float):
+        # Casting 0.5 to an integer dtype would silently give 0.
+        raise TypeError(f"cannot combine the float {value!r} with a {like.dtype} tensor; "
+                        "cast the tensor first with .to(dtype='float32')")
     return Tensor(xp.asarray(value, dtype=like.dtype))
+
+
+def as_tensor_pair(a, b):
+    """Let one side of a binary op be a Python number: it takes the tensor side's dtype and device."""
+    if not isinstance(a, Tensor) and not isinstance(b, Tensor):
+        raise TypeError(f"at least one operand must be a Tensor, got {type(a).__name__} and {type(b).__name__}")
+    like = a if isinstance(a, Tensor) else b
+    return as_tensor(a, like), as_tensor(b, like)

@@ -1,0 +1,38 @@
+"""dropout: during training, zero each element with probability p and scale the rest by 1/(1-p).
+
+The scaling ("inverted dropout") keeps the expected value of every element unchanged, so the model
+needs no change at evaluation time, when dropout is the identity. The mask comes from
+minilora.random, so `minilora.manual_seed` makes it reproducible.
+"""
+
+from minilora import random
+from minilora.function import Function
+
+
+class Dropout(Function):
+    @staticmethod
+    def forward(ctx, x, mask):
+        ctx.save_for_backward(mask)
+        return x * mask
+
+    @staticmethod
+    def backward(ctx, grad):
+        (mask,) = ctx.saved
+        return grad * mask  # the same zeros and the same 1/(1-p) as the forward
+
+
+def dropout(x, p, training=True):
+    """x with each element zeroed with probability p and the rest scaled by 1/(1-p). x: any shape.
+
+    p: a number in [0, 1). Returns x itself when not training or when p == 0.
+    """
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
+        raise ValueError(f"dropout: p must be a number in [0, 1), got {p!r}")
+    if x.dtype.kind != "f":
+        raise TypeError(f"dropout needs a floating tensor, got dtype {x.dtype}")
+    if not training or p == 0:
+        return x
+    keep = random.rand(x.shape, dtype=x.dtype, device=x.device) >= p
+    # mask holds 0 or 1/(1-p) in x's dtype: one multiply applies both the dropping and the scaling.
+    mask = keep.astype(x.dtype) / (1 - p)
+    return Dropout.apply(x, mask=mask)

@@ -1,0 +1,55 @@
+"""softmax and log_softmax along one axis, computed stably.
+
+exp(x) overflows for x around 90 in float32, so both subtract the largest value along the axis
+first; the result is unchanged because softmax(x) = softmax(x - c) for any constant c.
+"""
+
+from minilora.function import Function
+from minilora.ops.axes import normalize_axis
+
+
+def log_softmax_array(xp, x, axis):
+    """log(softmax(x)) on a raw array: (x - max) - log(sum(exp(x - max))). Shared with cross_entropy."""
+    shifted = x - x.max(axis=axis, keepdims=True)
+    return shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+
+
+class Softmax(Function):
+    @staticmethod
+    def forward(ctx, x, axis):
+        shifted = ctx.xp.exp(x - x.max(axis=axis, keepdims=True))
+        y = shifted / shifted.sum(axis=axis, keepdims=True)
+        ctx.save_for_backward(y)
+        ctx.axis = axis
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved
+        # Jacobian diag(y) - y·yᵀ applied to grad, without building it: y·(grad - <grad, y>).
+        return y * (grad - (grad * y).sum(axis=ctx.axis, keepdims=True))
+
+
+class LogSoftmax(Function):
+    @staticmethod
+    def forward(ctx, x, axis):
+        out = log_softmax_array(ctx.xp, x, axis)
+        ctx.save_for_backward(out)
+        ctx.axis = axis
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        (out,) = ctx.saved
+        # d/dx_j of (x_i - log Σ exp x) is δ_ij - softmax_j, so each input gets grad_j - softmax_j·Σ grad.
+        return grad - ctx.xp.exp(out) * grad.sum(axis=ctx.axis, keepdims=True)
+
+
+def softmax(x, axis=-1):
+    """exp(x) / sum(exp(x)) along `axis` (default: the last). Same shape as x."""
+    return Softmax.apply(x, axis=normalize_axis(axis, x.ndim))
+
+
+def log_softmax(x, axis=-1):
+    """log(softmax(x)) along `axis`, without the underflow of taking log of a tiny softmax."""
+    return LogSoftmax.apply(x, axis=normalize_axis(axis, x.ndim))

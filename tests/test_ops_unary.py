@@ -1,0 +1,61 @@
+"""exp, log, tanh, relu, gelu: values against NumPy formulas and gradients against central differences."""
+
+import math
+
+import numpy as np
+import pytest
+
+import minilora
+from minilora import F
+from minilora.backend import to_numpy
+
+
+def gelu_formula(x):
+    return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
+
+
+UNARY = {
+    "exp": (F.exp, np.exp, "randn"),
+    "log": (F.log, np.log, "positive"),
+    "tanh": (F.tanh, np.tanh, "randn"),
+    "relu": (F.relu, lambda x: np.maximum(x, 0), "away_from_zero"),
+    "gelu": (F.gelu, gelu_formula, "randn"),
+}
+
+
+@pytest.mark.parametrize("name", UNARY)
+@pytest.mark.parametrize("shape", [(), (5,), (2, 3, 4)], ids=str)
+def test_unary_values_and_gradients(make, name, shape):
+    op, formula, kind = UNARY[name]
+    x = getattr(make, kind)(*shape)
+    np.testing.assert_allclose(op(x).numpy(), formula(x.numpy()), rtol=1e-12, atol=1e-15)
+    minilora.assert_gradcheck(op, [x])
+
+
+@pytest.mark.parametrize("name", ["exp", "log", "tanh", "relu"])
+def test_tensor_methods(make, name):
+    x = make.positive(3)
+    np.testing.assert_allclose(getattr(x, name)().numpy(), UNARY[name][1](x.numpy()), rtol=1e-12)
+
+
+def test_gelu_is_close_to_the_exact_erf_gelu():
+    # The tanh form approximates x·Φ(x) (Φ the normal CDF) to within about 5e-4 everywhere.
+    xs = np.linspace(-6, 6, 241)
+    exact = [0.5 * v * (1 + math.erf(v / math.sqrt(2))) for v in xs]
+    approx = F.gelu(minilora.tensor(xs)).numpy()
+    np.testing.assert_allclose(approx, exact, atol=5e-4)
+    assert np.abs(approx - exact).max() > 1e-5  # and it is an approximation, not the erf form
+
+
+def test_relu_gradient_at_zero_is_zero(device):
+    x = minilora.tensor([-1.0, 0.0, 2.0], device=device, requires_grad=True)
+    F.relu(x).sum().backward()
+    np.testing.assert_array_equal(to_numpy(x.grad), [0.0, 0.0, 1.0])
+
+
+@pytest.mark.parametrize("name", UNARY)
+def test_float32_stays_float32(device, name):
+    x = minilora.tensor([0.5, 1.5], device=device, requires_grad=True)
+    out = UNARY[name][0](x)
+    out.sum().backward()
+    assert out.dtype == x.grad.dtype == np.float32
