@@ -70,7 +70,7 @@ class Gelu(Function):
 
     @staticmethod
     def forward(ctx, x):
-        t = ctx.xp.tanh(GELU_C * (x + GELU_K * x ** 3))
+        t = ctx.xp.tanh(GELU_C * (x + GELU_K * x * x * x))
         ctx.save_for_backward(x, t)
         return 0.5 * x * (1 + t)
 

@@ -1,0 +1,141 @@
+"""Optimizer: the base class that holds parameter groups and per-parameter state.
+
+    optimizer = AdamW(model.parameters(), lr=3e-4)                     # one group
+    optimizer = AdamW([{"params": decay, "weight_decay": 0.1},           # groups with their own
+                       {"params": no_decay, "weight_decay": 0.0}], lr=3e-4)   # options
+
+A group is a dict with "params" and options (lr, weight_decay, ...); options missing from a group
+come from the optimizer's defaults. A learning-rate schedule changes `group["lr"]` between steps.
+`step()` updates, in place and outside the graph, the raw array of every parameter that has a
+gradient; a parameter whose grad is None (frozen, or not used this step) is left alone and gets no
+state, which is why fine-tuning only LoRA's small matrices also keeps the optimizer small.
+"""
+
+import numpy as np
+
+from minilora import backend
+from minilora.nn.module import Module
+from minilora.tensor import Tensor, no_grad
+
+# Keys a group may carry besides the optimizer's options: "params", and a "name" for logging.
+_GROUP_KEYS = ("params", "name")
+
+
+class Optimizer:
+    def __init__(self, params, defaults):
+        if isinstance(params, (Tensor, Module)):
+            raise TypeError(f"an optimizer needs an iterable of parameters or of group dicts, got a "
+                            f"{type(params).__name__}; pass model.parameters()")
+        self.defaults = defaults
+        self.param_groups = []
+        # id(parameter) -> {name: array or number}, made at the parameter's first update.
+        # Keyed by id because Tensors compare elementwise, not by identity.
+        self.state = {}
+        params = list(params)
+        if not params:
+            raise ValueError("the optimizer got an empty list of parameters")
+        groups = params if isinstance(params[0], dict) else [{"params": params}]
+        for group in groups:
+            self.add_param_group(group)
+
+    def add_param_group(self, group):
+        """Add a dict {"params": [...], option: value, ...}; missing options take the defaults."""
+        if not isinstance(group, dict) or "params" not in group:
+            raise TypeError(f"a parameter group must be a dict with a 'params' entry, got {group!r}")
+        unknown = [k for k in group if k not in _GROUP_KEYS and k not in self.defaults]
+        if unknown:
+            raise ValueError(f"unknown option(s) {unknown} in a parameter group of {type(self).__name__}; "
+                             f"its options are {sorted(self.defaults)}")
+        params = group["params"]
+        params = [params] if isinstance(params, Tensor) else list(params)
+        taken = {id(p) for g in self.param_groups for p in g["params"]}
+        for i, p in enumerate(params):
+            if not isinstance(p, Tensor) or p.dtype.kind != "f":
+                raise TypeError(f"parameter {i} of a group must be a floating Tensor, got {p!r}")
+            if id(p) in taken:
+                raise ValueError(f"parameter {i} of the new group (shape {p.shape}) is listed twice; "
+                                 "each parameter may appear once, in one group")
+            taken.add(id(p))
+        full = {**self.defaults, **group, "params": params}
+        self.check_options(full)
+        self.param_groups.append(full)
+
+    def check_options(self, group):
+        """Raise a clear error for a bad option value; subclasses check their own options."""
+        check_number("lr", group["lr"], low=0.0)
+
+    def parameters(self):
+        return [p for group in self.param_groups for p in group["params"]]
+
+    def zero_grad(self):
+        """Set every parameter's grad to None, so the next backward starts from nothing."""
+        for p in self.parameters():
+            p.grad = None
+
+    def step(self):
+        """Update every parameter that has a gradient, using its group's current options."""
+        with no_grad():
+            for group in self.param_groups:
+                for p in group["params"]:
+                    if p.grad is not None:
+                        self.update(p, p.grad, self.state.setdefault(id(p), {}), group)
+
+    def update(self, p, grad, state, group):
+        """Change p.data in place from grad (an array of p's shape) and this parameter's state."""
+        raise NotImplementedError
+
+    def state_nbytes(self):
+        """Bytes held in optimizer state (moments, momentum buffers) now; state is made at each
+        parameter's first step, so call this after one step() to see the training-time size."""
+        return sum(v.nbytes for s in self.state.values() for v in s.values() if hasattr(v, "nbytes"))
+
+    # ---- checkpoints ---------------------------------------------------------------------------
+    def state_dict(self):
+        """{"state": {index: {name: NumPy array or number}}, "param_groups": [options + "params":
+        [indices]]}, where index counts the parameters across the groups in order. Copied."""
+        index = {id(p): i for i, p in enumerate(self.parameters())}
+        state = {index[key]: {k: _copy_to_numpy(v) for k, v in s.items()}
+                 for key, s in self.state.items() if key in index}
+        groups = [{**g, "params": [index[id(p)] for p in g["params"]]} for g in self.param_groups]
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict):
+        """Restore options and state saved by state_dict() from an optimizer over the same
+        parameters, in the same groups and order."""
+        groups, params = state_dict["param_groups"], self.parameters()
+        sizes, saved_sizes = [len(g["params"]) for g in self.param_groups], [len(g["params"]) for g in groups]
+        if sizes != saved_sizes:
+            raise ValueError(f"the state_dict has groups of sizes {saved_sizes}, this optimizer {sizes}")
+        for index, s in state_dict["state"].items():
+            for name, value in s.items():
+                if hasattr(value, "shape") and tuple(value.shape) != params[index].shape:
+                    raise ValueError(f"state {name!r} of parameter {index} has shape {tuple(value.shape)}, "
+                                     f"the parameter has {params[index].shape}")
+        for group, saved in zip(self.param_groups, groups):
+            options = {k: v for k, v in saved.items() if k != "params"}
+            self.check_options({**group, **options})
+            group.update(options)
+        self.state = {}
+        for index, s in state_dict["state"].items():
+            p = params[index]
+            self.state[id(p)] = {k: _to_param(v, p) for k, v in s.items()}
+
+
+def check_number(name, value, low=None, below=None):
+    """Raise unless value is a real number with low <= value (and value < below, if given)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    if (low is not None and value < low) or (below is not None and value >= below):
+        expected = f">= {low}" if below is None else f"in [{low}, {below})"
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
+
+
+def _copy_to_numpy(value):
+    return backend.to_numpy(value).copy() if hasattr(value, "shape") else value
+
+
+def _to_param(value, p):
+    """A saved state array, copied onto p's device and cast to p's dtype (numbers pass through)."""
+    if not hasattr(value, "shape"):
+        return value
+    return backend.to_device(np.array(backend.to_numpy(value), dtype=p.dtype), p.device)
