@@ -1,0 +1,74 @@
+"""Run every CUDA kernel variant once, forward and backward, on small awkward shapes, and check the
+results: the program compute-sanitizer watches in benchmarks/gpu_check.sh.
+
+    compute-sanitizer --tool memcheck --error-exitcode 1 python3 benchmarks/sanitize_kernels.py
+
+The shapes are not multiples of any tile and include the ones that make the kernels split a long
+inner dimension into partial sums, so every kernel (naive, tiled, fused, and the second pass that
+adds partial sums) and every bounds check runs. Exits 1 if an output is wrong (NaN-poisoned outputs,
+float64 NumPy reference), 0 otherwise; prints one line per run.
+"""
+
+import os
+import sys
+
+import numpy as np
+
+# Every launch waits for its kernel, so an error is reported against the kernel that caused it.
+os.environ.setdefault("MINILORA_CUDA_SYNC", "1")
+
+from minilora import backend  # noqa: E402
+from minilora.kernels import cuda as cuda_kernels  # noqa: E402
+from minilora.kernels import reference  # noqa: E402
+
+# (M, N, K, r)
+SHAPES = [(1, 1, 1, 1), (3, 5, 7, 2), (17, 33, 19, 5), (130, 129, 131, 3), (8, 300, 1030, 4),
+          (600, 20, 40, 3)]
+TOLERANCE = {np.float32: 1e-5, np.float64: 1e-12}
+
+
+def relative_error(out, ref):
+    return float(np.linalg.norm(backend.to_numpy(out) - ref) / np.linalg.norm(ref))
+
+
+def check(variant, dtype, M, N, K, r, rng):
+    cp = backend.xp_for("cuda")
+    host = {name: rng.standard_normal(shape).astype(dtype).astype(np.float64) for name, shape in
+            (("x", (M, K)), ("W", (N, K)), ("A", (r, K)), ("B", (N, r)), ("bias", (N,)), ("dy", (M, N)))}
+    dev = {name: cp.asarray(value.astype(dtype)) for name, value in host.items()}
+    scaling = 1.5
+
+    def nan(*shape):
+        return cp.full(shape, np.nan, dtype=dtype)
+
+    y, u = cuda_kernels.forward(dev["x"], dev["W"], dev["A"], dev["B"], scaling, dev["bias"],
+                                variant=variant, out=(nan(M, N), nan(M, r)))
+    grads = cuda_kernels.backward(dev["dy"], dev["x"], dev["W"], dev["A"], dev["B"], u, scaling,
+                                  variant=variant, out=(nan(M, K), nan(r, K), nan(N, r)))
+    cp.cuda.get_current_stream().synchronize()
+
+    y_ref, _ = reference.lora_forward(host["x"], host["W"], host["A"], host["B"], scaling, host["bias"])
+    u_used = backend.to_numpy(u).astype(np.float64)  # the backward's error measured on its own input
+    refs = reference.lora_backward(host["dy"], host["x"], host["W"], host["A"], host["B"], u_used, scaling)
+    errors = [relative_error(y, y_ref)] + [relative_error(g, ref) for g, ref in zip(grads, refs)]
+    worst = max(errors)
+    ok = worst <= TOLERANCE[dtype]  # NaN compares False: an unwritten element fails
+    print(f"{variant:>5} {np.dtype(dtype).name} M={M} N={N} K={K} r={r}: worst relative error "
+          f"{worst:.2e} {'ok' if ok else 'WRONG'}", flush=True)
+    return ok
+
+
+def main():
+    usable, reason = cuda_kernels.status()
+    if not usable:
+        print(f"sanitize_kernels: the CUDA kernels cannot run here: {reason}")
+        return 1
+    rng = np.random.default_rng(0)
+    results = [check(variant, dtype, *shape, rng) for variant in cuda_kernels.VARIANTS
+               for dtype in (np.float32, np.float64) for shape in SHAPES]
+    print(f"sanitize_kernels: {sum(results)} of {len(results)} runs correct")
+    return 0 if all(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+// The LoRA layer on the GPU: forward and backward of y = x·Wᵀ + s·(x·Aᵀ)·Bᵀ (+ bias), each a short
+// sequence of matrix products (matmul.cuh) run by one rung of the kernel ladder.
+//
+// Shapes (M rows of input, K input features, N output features, rank r), all row-major:
+//     x (M, K)   W (N, K)   A (r, K)   B (N, r)   bias (N,) or nullptr
+//     y (M, N)   u = x·Aᵀ (M, r), kept for the backward
+//     dy (M, N)  dx (M, K)  dA (r, K)  dB (N, r)
+//
+// The workspace is scratch of the same element type, at least forward_workspace or
+// backward_workspace elements, allocated by the caller (Python, with CuPy): nothing here allocates
+// device memory.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace minilora::cuda {
+
+enum class Variant { Naive, Tiled, Fused };
+
+struct LoraShape {
+  int64_t M, N, K, r;  // checked against the kernels' int indices before any use
+};
+
+template <typename T>
+struct ForwardArrays {
+  const T *x, *W, *A, *B, *bias;
+  T *y, *u;
+};
+
+template <typename T>
+struct BackwardArrays {
+  const T *dy, *x, *W, *A, *B, *u;
+  T *dx, *dA, *dB;
+};
+
+template <typename T>
+int64_t forward_workspace(Variant variant, const LoraShape& shape);
+
+template <typename T>
+int64_t backward_workspace(Variant variant, const LoraShape& shape);
+
+// Both queue their kernels on `stream` and return; they throw std::invalid_argument for bad sizes
+// or too small a workspace, and std::runtime_error when a launch fails.
+template <typename T>
+void lora_forward(Variant variant, const LoraShape& shape, const ForwardArrays<T>& arrays,
+                  T scaling, T* workspace, int64_t workspace_size, cudaStream_t stream);
+
+template <typename T>
+void lora_backward(Variant variant, const LoraShape& shape, const BackwardArrays<T>& arrays,
+                   T scaling, T* workspace, int64_t workspace_size, cudaStream_t stream);
+
+}  // namespace minilora::cuda

@@ -1,0 +1,132 @@
+// What every LoRA kernel computes: one matrix product C = alpha·(L·R) (+ bias), where L and R are
+// *logical* matrices read through small views (Operand) over the arrays in device memory.
+//
+// Why views: each of the six products of a LoRA layer is a matrix product, but its operands are
+// stored in different orders, and two of them are really two products summed. Take y:
+//
+//     y[m, n] = sum_k x[m, k]·W[n, k]  +  sum_j (s·u[m, j])·B[n, j]
+//
+// Glue [x | s·u] side by side (M × (K + r)) and [W | B] side by side (N × (K + r)), and y is ONE
+// product over an inner dimension of length K + r: the LoRA term rides in the same accumulator as
+// x·Wᵀ, and no second pass over y is ever made. An Operand is such a glued matrix, never built in
+// memory: element (outer, inner) comes from the first array while inner < split and from the
+// second (times a scale) after it. The kernels (lora_naive.cu, lora_tiled.cu, lora_fused.cu) know
+// nothing about LoRA; lora_layer.cu describes the six products with Operands.
+//
+// Indexing: C is rows × cols, row-major. The left operand L is read as L(row, i), the right one as
+// R(col, i), with i along the inner (summed) dimension. "outer" below means row for L, col for R.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace minilora::cuda {
+
+// Which index of an operand is contiguous in memory. A kernel reading a tile of the operand lets
+// neighbouring threads walk along the contiguous index, so a warp reads consecutive addresses.
+enum class Contiguous {
+  Inner,  // element (outer, i) at outer·ld + i: e.g. x (M, K) read as L(m, k)
+  Outer,  // element (outer, i) at i·ld + outer: e.g. W (N, K) read as R(k, n) in dx = dy·W
+};
+
+// A logical matrix that is `first` for inner indices [0, split) and `scale·second` after.
+// A plain matrix has split = kNoSplit and no second array.
+template <typename T, Contiguous C>
+struct Operand {
+  const T* first;
+  int64_t first_ld;  // elements between consecutive rows of the stored array
+  int split;         // inner index where `second` starts
+  const T* second;
+  int64_t second_ld;
+  T second_scale;
+
+  __device__ __forceinline__ T at(int outer, int inner) const {
+    if (inner < split) return first[offset(outer, inner, first_ld)];
+    return second_scale * second[offset(outer, inner - split, second_ld)];
+  }
+
+  __device__ __forceinline__ static int64_t offset(int outer, int inner, int64_t ld) {
+    return C == Contiguous::Inner ? outer * ld + inner : inner * ld + outer;
+  }
+};
+
+constexpr int kNoSplit = 0x7fffffff;
+
+template <Contiguous C, typename T>
+Operand<T, C> plain(const T* data, int64_t ld) {
+  return {data, ld, kNoSplit, nullptr, 0, T(1)};
+}
+
+template <Contiguous C, typename T>
+Operand<T, C> glued(const T* first, int64_t first_ld, int split, const T* second, int64_t second_ld,
+                    T second_scale) {
+  return {first, first_ld, split, second, second_ld, second_scale};
+}
+
+// C (rows × cols, row-major) = alpha·(L·R) + bias, summed over `inner`.
+template <typename T, Contiguous LC, Contiguous RC>
+struct Matmul {
+  int rows, cols, inner;
+  Operand<T, LC> left;   // L(row, i), rows × inner
+  Operand<T, RC> right;  // R(col, i), cols × inner
+  T alpha;
+  const T* bias;  // (cols,) or nullptr
+  T* out;
+};
+
+// The value stored for one element of C, given its sum over the inner dimension.
+template <typename T, Contiguous LC, Contiguous RC>
+__device__ __forceinline__ T finish(const Matmul<T, LC, RC>& p, int col, T sum) {
+  const T value = p.alpha * sum;
+  return p.bias ? value + p.bias[col] : value;
+}
+
+// How a product is cut along its inner dimension: `splits` pieces of `chunk` indices each (the last
+// may be shorter). Block z of the grid sums [z·chunk, min(inner, (z+1)·chunk)). With splits > 1
+// each piece writes partial sums to a scratch buffer and sum_splits adds them up in a fixed order,
+// so the result is the same on every run (no atomics).
+struct SplitPlan {
+  int splits;
+  int chunk;
+};
+
+// Cut the inner dimension only when the output alone has too few tiles to fill the GPU (a small
+// u = x·Aᵀ, or dA = s·vᵀ·x with its long sum over M). The plan depends on the shapes alone, so
+// Python can size the scratch buffer before the launch and results do not depend on the GPU model.
+SplitPlan plan_splits(int rows, int cols, int inner, int tile_rows, int tile_cols, int tile_inner);
+
+// Elements of scratch a plan needs (0 when the product is not split).
+int64_t split_scratch(const SplitPlan& plan, int rows, int cols);
+
+// out = alpha·(sum over z of partial[z]) + bias: the second pass of a split product.
+template <typename T>
+void sum_splits(const T* partial, int splits, int rows, int cols, T alpha, const T* bias, T* out,
+                cudaStream_t stream, const char* product);
+
+// Raise a std::runtime_error naming the kernel and the product if the launch just made failed (and,
+// with MINILORA_CUDA_SYNC=1, if the kernel failed while running).
+void check_launch(const char* kernel, const char* product, cudaStream_t stream);
+
+// Raise a std::invalid_argument when a grid has more blocks along y or z than CUDA allows.
+void check_grid(const dim3& grid, const char* kernel, const char* product);
+
+__host__ __device__ constexpr int ceil_div(int a, int b) { return (a + b - 1) / b; }
+
+// The three rungs of the ladder, each in its own file. `scratch` holds the partial sums of a split
+// product (split_scratch elements); the naive rung never splits.
+template <typename T, Contiguous LC, Contiguous RC>
+void naive_matmul(const Matmul<T, LC, RC>& p, cudaStream_t stream, const char* product);
+
+SplitPlan tiled_plan(int rows, int cols, int inner);
+template <typename T, Contiguous LC, Contiguous RC>
+void tiled_matmul(const Matmul<T, LC, RC>& p, const SplitPlan& plan, T* scratch,
+                  cudaStream_t stream, const char* product);
+
+template <typename T>
+SplitPlan fused_plan(int rows, int cols, int inner);
+template <typename T, Contiguous LC, Contiguous RC>
+void fused_matmul(const Matmul<T, LC, RC>& p, const SplitPlan& plan, T* scratch,
+                  cudaStream_t stream, const char* product);
+
+}  // namespace minilora::cuda

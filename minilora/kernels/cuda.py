@@ -1,0 +1,145 @@
+"""The fused LoRA op on the GPU: the Python side of the CUDA kernels in csrc/cuda/.
+
+Where it sits: `minilora.kernels.lora_forward` / `lora_backward` with backend "cuda" call
+`forward` and `backward` here with 2-D CuPy arrays. This file checks the arrays (device, dtype,
+contiguity, shapes) before anything reaches the GPU, allocates the outputs and the kernels' scratch
+with CuPy, and queues the kernels on CuPy's current stream through the compiled module
+`minilora._C` (csrc/cuda/register_cuda.h). Nothing here waits for the GPU: the results are
+ordinary CuPy arrays, ordered on the stream like the result of any CuPy operation.
+
+The kernels come as a ladder a student can read in order (csrc/cuda/lora_naive.cu, lora_tiled.cu,
+lora_fused.cu); `variant` picks the rung, "fused" by default:
+
+    "naive"  one thread per output element
+    "tiled"  16 × 16 shared-memory tiles
+    "fused"  register-blocked tiles, the LoRA term in the same accumulator as x·Wᵀ
+
+Outputs are allocated with `cupy.empty`, whose memory may still hold an earlier, correct-looking
+result. A test that wants to see an element a kernel forgot to write passes its own NaN-filled
+buffers as `out=`; they are checked like the inputs and written in place.
+"""
+
+from minilora import backend
+from minilora.kernels import checks
+
+VARIANTS = ("naive", "tiled", "fused")
+DEFAULT_VARIANT = "fused"
+
+
+def forward(x, W, A, B, scaling, bias=None, variant=DEFAULT_VARIANT, out=None):
+    """LoRA forward on the GPU: ``u = x·Aᵀ`` and ``y = x·Wᵀ + scaling·u·Bᵀ (+ bias)``.
+
+    x (M, K), W (N, K), A (r, K), B (N, r), bias (N,) or None: C-contiguous CuPy arrays of one
+    float dtype on the current device. `out` is None or a pair (y, u) of arrays to write into.
+    Returns ``(y, u)``: y (M, N), and u (M, r), which the backward needs.
+    """
+    _check_variant(variant)
+    named = {"x": x, "W": W, "A": A, "B": B} | ({} if bias is None else {"bias": bias})
+    dtype = _check_arrays(named)
+    checks.expect_2d("x", x, "(M, K)")
+    M, K, N, r = checks.lora_sizes(x, W, A, B, bias)
+    scaling = checks.check_scaling(scaling)
+    y, u = _outputs(out, {"y": (M, N), "u": (M, r)}, dtype)
+
+    lib = _cuda_library()
+    workspace = _workspace(lib, variant, dtype, M, N, K, r, backward=False)
+    lib.lora_forward_cuda(variant, dtype.name, x.data.ptr, W.data.ptr, A.data.ptr, B.data.ptr,
+                          0 if bias is None else bias.data.ptr, y.data.ptr, u.data.ptr,
+                          workspace.data.ptr, workspace.size, M, N, K, r, scaling, _current_stream())
+    return y, u
+
+
+def backward(dy, x, W, A, B, u, scaling, variant=DEFAULT_VARIANT, out=None):
+    """LoRA backward on the GPU, W frozen: with ``v = dy·B``,
+    ``dx = dy·W + scaling·v·A``, ``dA = scaling·vᵀ·x``, ``dB = scaling·dyᵀ·u``.
+
+    dy (M, N), x (M, K), W (N, K), A (r, K), B (N, r), u (M, r) from the forward: C-contiguous
+    CuPy arrays of one float dtype on the current device. `out` is None or a triple (dx, dA, dB)
+    of arrays to write into. Returns ``(dx, dA, dB)`` of shapes (M, K), (r, K), (N, r).
+    """
+    _check_variant(variant)
+    dtype = _check_arrays({"dy": dy, "x": x, "W": W, "A": A, "B": B, "u": u})
+    checks.expect_2d("x", x, "(M, K)")
+    M, K, N, r = checks.lora_sizes(x, W, A, B)
+    checks.check_backward_shapes(dy, x, u, N, r)
+    scaling = checks.check_scaling(scaling)
+    dx, dA, dB = _outputs(out, {"dx": (M, K), "dA": (r, K), "dB": (N, r)}, dtype)
+
+    lib = _cuda_library()
+    workspace = _workspace(lib, variant, dtype, M, N, K, r, backward=True)
+    lib.lora_backward_cuda(variant, dtype.name, dy.data.ptr, x.data.ptr, W.data.ptr, A.data.ptr,
+                           B.data.ptr, u.data.ptr, dx.data.ptr, dA.data.ptr, dB.data.ptr,
+                           workspace.data.ptr, workspace.size, M, N, K, r, scaling,
+                           _current_stream())
+    return dx, dA, dB
+
+
+def status():
+    """``(usable, reason)``: can the CUDA kernels run here, and if not, why not (one line)."""
+    usable, reason = backend.cuda_status()
+    if not usable:
+        return False, reason
+    try:
+        lib = _cuda_library()
+    except RuntimeError as exc:
+        return False, str(exc)
+    count, error = lib.cuda_device_status()
+    if count == 0:
+        return False, f"minilora._C's CUDA runtime sees no usable GPU: {error or 'no CUDA device'}"
+    return True, f"CUDA kernels in minilora._C ({', '.join(VARIANTS)}); {reason}"
+
+
+# ---- the compiled module ----------------------------------------------------------------------
+def _cuda_library():
+    ext, reason = backend.extension_status()
+    if ext is None:
+        raise RuntimeError(f"backend 'cuda' needs minilora's compiled extension: {reason}; "
+                           "build it where nvcc is installed with: MINILORA_CUDA=1 pip install -e .")
+    if not ext.with_cuda:
+        raise RuntimeError("minilora._C was built without the CUDA kernels; rebuild it where nvcc "
+                           "is installed with: MINILORA_CUDA=1 pip install -e .")
+    return ext
+
+
+def _workspace(lib, variant, dtype, M, N, K, r, backward):
+    """Scratch for partial sums (and v in the backward); its size comes from the kernels' own plan."""
+    size = lib.lora_workspace_size(variant, dtype.name, M, N, K, r, backward)
+    return backend.xp_for("cuda").empty(size, dtype=dtype)
+
+
+def _current_stream():
+    return backend.xp_for("cuda").cuda.get_current_stream().ptr
+
+
+# ---- checks (all before any launch) -----------------------------------------------------------
+def _check_variant(variant):
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+
+
+def _check_arrays(named):
+    """CuPy arrays of one float dtype, C-contiguous, on the current GPU (the kernels launch there)."""
+    dtype, _ = checks.check_arrays(named, device="cuda")
+    checks.check_contiguous(named)
+    current = backend.xp_for("cuda").cuda.Device().id
+    for name, array in named.items():
+        if array.device.id != current:
+            raise ValueError(f"{name} is on GPU {array.device.id} but the current GPU is {current}; "
+                             f"run under `with cupy.cuda.Device({array.device.id}):` or move it")
+    return dtype
+
+
+def _outputs(out, shapes, dtype):
+    """Fresh arrays of `shapes` (name -> shape), or the caller's `out` arrays once they pass the same
+    checks as the inputs."""
+    if out is None:
+        return tuple(backend.xp_for("cuda").empty(shape, dtype=dtype) for shape in shapes.values())
+    if len(out) != len(shapes):
+        raise ValueError(f"out must be {len(shapes)} arrays {tuple(shapes)}, got {len(out)}")
+    given = dict(zip(shapes, out))
+    out_dtype = _check_arrays(given)
+    if out_dtype != dtype:
+        raise TypeError(f"out arrays have dtype {out_dtype}, expected {dtype} like the inputs")
+    for name, shape in shapes.items():
+        checks.expect_shape(name, given[name], shape)
+    return tuple(out)

@@ -1,0 +1,131 @@
+"""`minilora bench` without a GPU: the command explains itself and exits 0, and the arithmetic that
+turns timings into tables (FLOP counts, TFLOP/s, R_base, R_peft) and files is right.
+
+The timing itself needs a GPU and runs in benchmarks/gpu_check.sh; nothing here asserts a speed.
+"""
+
+import argparse
+import json
+
+import pytest
+
+from minilora import bench, cli
+from minilora.kernels import cuda as cuda_kernels
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+@pytest.fixture
+def no_gpu(monkeypatch):
+    monkeypatch.setattr(cuda_kernels, "status", lambda: (False, "no usable GPU: test says so"))
+
+
+def test_without_a_gpu_it_says_why_and_exits_0(no_gpu, capsys, tmp_path):
+    assert bench.run(parse(["--quick", "--out", str(tmp_path)])) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out == ["minilora bench: nothing to time, no usable GPU here (no usable GPU: test says so)"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_minilora_bench_command_reaches_the_module(no_gpu, capsys):
+    assert cli.main(["bench", "--quick"]) == 0
+    assert "no usable GPU here" in capsys.readouterr().out
+
+
+def test_without_a_gpu_on_this_machine_it_exits_0(capsys):
+    if cuda_kernels.status()[0]:
+        pytest.skip("the CUDA kernels can run here: the command would time them")
+    assert bench.run(parse([])) == 0
+    assert capsys.readouterr().out.startswith("minilora bench: nothing to time, no usable GPU here (")
+
+
+def test_shape_options_parse():
+    args = parse(["--M", "128,512", "--NK", "4096x4096,11008X4096", "--r", "8", "--methods", "fused,base"])
+    assert args.M == (128, 512)
+    assert args.NK == ((4096, 4096), (11008, 4096))
+    assert args.r == (8,)
+    assert args.methods == ("fused", "base")
+
+
+def matmul_flops(*products):
+    """2·a·b·c for each (a × b)·(b × c) product."""
+    return sum(2 * a * b * c for a, b, c in products)
+
+
+def test_flop_counts_list_every_product():
+    M, N, K, r = 3, 5, 7, 2
+    forward = matmul_flops((M, K, N), (M, K, r), (M, r, N))  # x·Wᵀ, u = x·Aᵀ, u·Bᵀ
+    backward = matmul_flops((M, N, r), (M, N, K), (M, r, K), (r, M, K), (N, M, r))  # v, dy·W, v·A, dA, dB
+    assert bench.lora_flops(M, N, K, r, backward=False) == forward
+    assert bench.lora_flops(M, N, K, r, backward=True) == forward + backward
+    assert bench.base_flops(M, N, K, backward=False) == matmul_flops((M, K, N))
+    assert bench.base_flops(M, N, K, backward=True) == matmul_flops((M, K, N), (M, N, K))
+
+
+def record(method, device_ms, host_ms=1.0, pass_="forward", M=128, N=1024, K=512, r=16):
+    return {"M": M, "N": N, "K": K, "r": r, "method": method, "pass": pass_,
+            "device_ms": device_ms, "host_ms": host_ms}
+
+
+def test_summarize_computes_tflops_and_ratios_per_shape_and_pass():
+    records = [record("base", 2.0), record("fused", 2.2), record("peft", 4.4),
+               record("base", 5.0, pass_="forward+backward"), record("fused", 6.0, pass_="forward+backward"),
+               record("fused", 1.0, M=256)]  # a shape without a base timing
+    rows = {(row["method"], row["pass"], row["M"]): row for row in bench.summarize(records)}
+
+    fused = rows[("fused", "forward", 128)]
+    assert fused["r_base"] == pytest.approx(1.1)
+    assert fused["r_peft"] == pytest.approx(0.5)
+    assert fused["tflops"] == pytest.approx(2 * 128 * (1024 * 512 + 512 * 16 + 16 * 1024) / 2.2e-3 / 1e12)
+    base = rows[("base", "forward", 128)]
+    assert base["r_base"] == pytest.approx(1.0)
+    assert base["tflops"] == pytest.approx(2 * 128 * 1024 * 512 / 2.0e-3 / 1e12)
+    both = rows[("fused", "forward+backward", 128)]
+    assert both["r_base"] == pytest.approx(1.2)
+    assert both["r_peft"] is None
+    assert rows[("fused", "forward", 256)]["r_base"] is None
+    assert fused["host_ms"] == 1.0 and fused["device_ms"] == 2.2  # the measurements are kept
+
+
+def test_pivot_table_has_one_line_per_shape_and_pass():
+    rows = bench.summarize([record("base", 2.0), record("fused", 2.2),
+                            record("base", 5.0, pass_="forward+backward")])
+    lines = bench.pivot_table(rows, "device").splitlines()
+    assert lines[2] == "| M | N | K | r | pass | base | fused |"
+    assert lines[4] == "| 128 | 1024 | 512 | 16 | forward | 2.000 | 2.200 (1.10x) |"
+    assert lines[5] == "| 128 | 1024 | 512 | 16 | forward+backward | 5.000 | - |"
+    assert len(lines) == 6
+
+
+def test_headline_puts_the_fused_forward_backward_next_to_the_baselines():
+    both = "forward+backward"
+    rows = bench.summarize([record("base", 5.0, pass_=both), record("fused", 6.0, pass_=both),
+                            record("composed", 5.5, pass_=both), record("peft", 12.0, pass_=both),
+                            record("fused", 1.0), record("base", 1.0, M=512, pass_=both)])
+    lines = bench.headline(rows).splitlines()
+    assert lines[0] == "| M | N | K | r | fused ms | R_base | composed R_base | cupy R_base | R_peft |"
+    assert lines[2:] == ["| 128 | 1024 | 512 | 16 | 6.000 | 1.20x | 1.10x | - | 0.50x |"]
+
+
+def test_results_are_written_as_json_markdown_and_png(tmp_path):
+    rows = bench.summarize([record("base", 2.0), record("fused", 2.2), record("peft", 3.0),
+                            record("base", 5.0, pass_="forward+backward"),
+                            record("fused", 6.0, pass_="forward+backward")])
+    meta = {"device": "Test GPU", "dtype": "float32", "notes": ["a note"],
+            "skipped_shapes": [[8192, 1, 1, 1]]}
+    bench.write_results(tmp_path, rows, meta, plot=True)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["lora_bench.json", "lora_bench.md", "lora_bench.png"]
+
+    saved = json.loads((tmp_path / "lora_bench.json").read_text())
+    assert saved["meta"] == meta
+    assert saved["results"] == rows
+    markdown = (tmp_path / "lora_bench.md").read_text()
+    assert markdown.startswith("# LoRA layer benchmark: Test GPU, float32")
+    assert "| 128 | 1024 | 512 | 16 | forward | 2.000 | 2.200 (1.10x) | 3.000 (1.50x) |" in markdown
+    assert "R_peft" in markdown and "- a note" in markdown and "[8192, 1, 1, 1]" in markdown
+    assert (tmp_path / "lora_bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

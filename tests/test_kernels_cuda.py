@@ -1,0 +1,375 @@
+"""The CUDA kernels (minilora.kernels.cuda) and the CuPy baseline against the float64 reference.
+
+Every rung of the kernel ladder ("naive", "tiled", "fused") in float32 and float64, forward and
+backward, on fresh random inputs (never zeros) and on shapes that are not multiples of any tile:
+‖out − ref‖ / ‖ref‖ <= 1e-5 in float32 and <= 1e-12 in float64. Outputs are NaN-poisoned buffers
+passed as `out=`, so an element a kernel forgot to write fails the test.
+
+GPU tests are marked `gpu` and skipped with the reason where the kernels cannot run. The tests
+without the mark run everywhere: argument checks that happen before anything touches a GPU, that a
+build on a machine with nvcc contains the CUDA kernels, and the sizes of their scratch buffers.
+"""
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import minilora
+import minilora.kernels
+from minilora import backend
+from minilora.kernels import cuda as cuda_kernels
+from minilora.kernels import cupy_baseline, reference
+
+KERNELS_USABLE, KERNELS_REASON = cuda_kernels.status()
+needs_kernels = pytest.mark.skipif(not KERNELS_USABLE, reason=KERNELS_REASON or "")
+CUPY_USABLE, CUPY_REASON = backend.cuda_status()
+needs_cupy = pytest.mark.skipif(not CUPY_USABLE, reason=CUPY_REASON or "")
+
+TOLERANCE = {np.float32: 1e-5, np.float64: 1e-12}
+DTYPES = [np.float32, np.float64]
+
+# (M, N, K, r): ones, a prime K, r larger than K, tile sizes and tile + 1 (16 for the naive and
+# tiled rungs, 128 / 64 for the fused one), and shapes that make the kernels split a long inner
+# dimension into partial sums (u and y at small M; dA and dB at large M).
+SHAPES = [
+    (1, 1, 1, 1),
+    (1, 5, 3, 1),
+    (4, 1, 3, 2),
+    (5, 7, 1, 1),
+    (2, 3, 3, 256),
+    (16, 16, 16, 16),
+    (17, 33, 17, 5),
+    (65, 64, 63, 8),
+    (129, 128, 127, 3),
+    (257, 129, 515, 16),
+    (8, 600, 1030, 4),
+    (700, 20, 40, 3),
+]
+
+
+def cupy():
+    return backend.xp_for("cuda")
+
+
+def relative_error(out, ref):
+    out = backend.to_numpy(out).astype(np.float64)
+    return np.linalg.norm(out - ref) / np.linalg.norm(ref)
+
+
+def poisoned(*shapes, dtype):
+    return tuple(cupy().full(shape, np.nan, dtype=dtype) for shape in shapes)
+
+
+class Problem:
+    """Random float64 inputs of one LoRA layer, and their copies on the GPU in `dtype`."""
+
+    def __init__(self, rng, M, N, K, r, dtype, bias=True):
+        self.shape = (M, N, K, r)
+        self.dtype = dtype
+        self.scaling = float(rng.uniform(0.5, 4.0))
+        # Inputs are rounded to `dtype` first, so the float64 reference sees exactly what the
+        # kernel sees and the error measures the kernel's arithmetic alone.
+        host = {
+            "x": rng.standard_normal((M, K)),
+            "W": rng.standard_normal((N, K)),
+            "A": rng.standard_normal((r, K)),
+            "B": rng.standard_normal((N, r)),
+            "dy": rng.standard_normal((M, N)),
+        }
+        if bias:
+            host["bias"] = rng.standard_normal(N)
+        self.host = {k: v.astype(dtype).astype(np.float64) for k, v in host.items()}
+        self.dev = {k: cupy().asarray(v.astype(dtype)) for k, v in self.host.items()}
+
+    def reference_forward(self):
+        h = self.host
+        return reference.lora_forward(h["x"], h["W"], h["A"], h["B"], self.scaling, h.get("bias"))
+
+    def reference_backward(self):
+        h = self.host
+        _, u = self.reference_forward()
+        return reference.lora_backward(h["dy"], h["x"], h["W"], h["A"], h["B"], u, self.scaling)
+
+    def forward(self, variant):
+        M, N, K, r = self.shape
+        d = self.dev
+        out = poisoned((M, N), (M, r), dtype=self.dtype)
+        return cuda_kernels.forward(d["x"], d["W"], d["A"], d["B"], self.scaling, d.get("bias"),
+                                    variant=variant, out=out)
+
+    def backward(self, variant, u):
+        M, N, K, r = self.shape
+        d = self.dev
+        out = poisoned((M, K), (r, K), (N, r), dtype=self.dtype)
+        return cuda_kernels.backward(d["dy"], d["x"], d["W"], d["A"], d["B"], u, self.scaling,
+                                     variant=variant, out=out)
+
+
+def assert_close(name, out, ref, dtype):
+    assert out.dtype == dtype, f"{name} has dtype {out.dtype}, expected {np.dtype(dtype)}"
+    assert out.shape == ref.shape, f"{name} has shape {out.shape}, expected {ref.shape}"
+    error = relative_error(out, ref)
+    assert error <= TOLERANCE[dtype], f"{name}: relative error {error:.3g} > {TOLERANCE[dtype]:g}"
+
+
+def check_variant(rng, variant, dtype, M, N, K, r, bias=True):
+    problem = Problem(rng, M, N, K, r, dtype, bias=bias)
+    y, u = problem.forward(variant)
+    y_ref, u_ref = problem.reference_forward()
+    assert_close("y", y, y_ref, dtype)
+    assert_close("u", u, u_ref, dtype)
+
+    # The backward gets the u of the reference, rounded to dtype, so its error is its own.
+    u_in = cupy().asarray(u_ref.astype(dtype))
+    grads = problem.backward(variant, u_in)
+    u_rounded = u_ref.astype(dtype).astype(np.float64)
+    h = problem.host
+    refs = reference.lora_backward(h["dy"], h["x"], h["W"], h["A"], h["B"], u_rounded, problem.scaling)
+    for name, out, ref in zip(("dx", "dA", "dB"), grads, refs):
+        assert_close(name, out, ref, dtype)
+
+
+# ---- every rung, both dtypes, awkward shapes --------------------------------------------------
+@pytest.mark.gpu
+@needs_kernels
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "M{}_N{}_K{}_r{}".format(*s))
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("variant", cuda_kernels.VARIANTS)
+def test_variant_matches_reference(rng, variant, dtype, shape):
+    check_variant(rng, variant, dtype, *shape)
+
+
+@pytest.mark.gpu
+@needs_kernels
+@pytest.mark.parametrize("variant", cuda_kernels.VARIANTS)
+def test_forward_without_bias(rng, variant):
+    check_variant(rng, variant, np.float64, 33, 17, 21, 4, bias=False)
+
+
+@pytest.mark.gpu
+@needs_kernels
+@settings(max_examples=60)
+@given(M=st.integers(1, 70), N=st.integers(1, 70), K=st.integers(1, 70), r=st.integers(1, 40),
+       variant=st.sampled_from(cuda_kernels.VARIANTS), dtype=st.sampled_from(DTYPES),
+       bias=st.booleans(), seed=st.integers(0, 2**32 - 1))
+def test_random_shapes_match_reference(M, N, K, r, variant, dtype, bias, seed):
+    check_variant(np.random.default_rng(seed), variant, dtype, M, N, K, r, bias=bias)
+
+
+@pytest.mark.gpu
+@needs_kernels
+@pytest.mark.parametrize("variant", cuda_kernels.VARIANTS)
+def test_split_sums_are_deterministic(rng, variant):
+    """Split products add their partial sums in a fixed order: two runs agree to the bit."""
+    problem = Problem(rng, 700, 20, 1030, 3, np.float32)
+
+    def run():
+        y, u = problem.forward(variant)
+        return (y, u) + problem.backward(variant, u)
+
+    for first, second in zip(run(), run()):
+        assert bool(cupy().array_equal(first, second))
+
+
+@pytest.mark.gpu
+@needs_kernels
+def test_kernels_run_on_the_current_stream(rng):
+    """Work queued on a non-default CuPy stream is ordered with the kernels on that stream."""
+    problem = Problem(rng, 300, 200, 100, 8, np.float32)
+    stream = cupy().cuda.Stream(non_blocking=True)
+    with stream:
+        x = problem.dev["x"] * 1  # written on `stream` just before the kernel reads it
+        y, _ = cuda_kernels.forward(x, problem.dev["W"], problem.dev["A"], problem.dev["B"],
+                                    problem.scaling, problem.dev["bias"])
+        y_host = cupy().asnumpy(y, stream=stream)
+    stream.synchronize()
+    assert_close("y", y_host, problem.reference_forward()[0], np.float32)
+
+
+@pytest.mark.gpu
+@needs_kernels
+def test_default_outputs_are_fresh_arrays(rng):
+    """Without out=, the outputs are new CuPy arrays of the right shape, dtype and values."""
+    problem = Problem(rng, 9, 10, 11, 2, np.float64)
+    d = problem.dev
+    y, u = cuda_kernels.forward(d["x"], d["W"], d["A"], d["B"], problem.scaling, d["bias"])
+    dx, dA, dB = cuda_kernels.backward(d["dy"], d["x"], d["W"], d["A"], d["B"], u, problem.scaling)
+    y_ref, u_ref = problem.reference_forward()
+    assert_close("y", y, y_ref, np.float64)
+    for name, out, ref in zip(("dx", "dA", "dB"), (dx, dA, dB), problem.reference_backward()):
+        assert_close(name, out, ref, np.float64)
+
+
+# ---- the CuPy baseline ------------------------------------------------------------------------
+@pytest.mark.gpu
+@needs_cupy
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("bias", [True, False])
+def test_cupy_baseline_matches_reference(rng, dtype, bias):
+    problem = Problem(rng, 37, 29, 45, 6, dtype, bias=bias)
+    d = problem.dev
+    y, u = cupy_baseline.forward(d["x"], d["W"], d["A"], d["B"], problem.scaling, d.get("bias"))
+    y_ref, u_ref = problem.reference_forward()
+    assert_close("y", y, y_ref, dtype)
+    assert_close("u", u, u_ref, dtype)
+    grads = cupy_baseline.backward(d["dy"], d["x"], d["W"], d["A"], d["B"], u, problem.scaling)
+    refs = problem.reference_backward()  # from the float64 u; the baseline's u is rounded to dtype
+    for name, out, ref in zip(("dx", "dA", "dB"), grads, refs):
+        assert_close(name, out, ref, dtype)
+
+
+# ---- bad input, on the GPU --------------------------------------------------------------------
+@pytest.fixture
+def arrays(rng):
+    problem = Problem(rng, 6, 5, 4, 3, np.float32)
+    return problem.dev, problem.scaling
+
+
+def forward_with(dev, scaling, **changes):
+    args = {"x": dev["x"], "W": dev["W"], "A": dev["A"], "B": dev["B"], "bias": dev["bias"]}
+    args.update(changes)
+    return cuda_kernels.forward(args["x"], args["W"], args["A"], args["B"], scaling, args["bias"])
+
+
+@pytest.mark.gpu
+@needs_kernels
+def test_wrong_dtype_is_refused(arrays):
+    dev, s = arrays
+    with pytest.raises(TypeError, match=r"W has dtype float64 but x has float32"):
+        forward_with(dev, s, W=dev["W"].astype(np.float64))
+    with pytest.raises(TypeError, match=r"x has dtype float16, expected float32 or float64"):
+        forward_with(dev, s, x=dev["x"].astype(np.float16))
+
+
+@pytest.mark.gpu
+@needs_kernels
+def test_non_contiguous_is_refused(arrays):
+    dev, s = arrays
+    with pytest.raises(ValueError, match=r"A must be C-contiguous \(row-major\)"):
+        forward_with(dev, s, A=cupy().asfortranarray(dev["A"]))
+    with pytest.raises(ValueError, match=r"x must be C-contiguous"):
+        forward_with(dev, s, x=cupy().ones((6, 8), np.float32)[:, ::2])
+
+
+@pytest.mark.gpu
+@needs_kernels
+def test_mismatched_shapes_are_refused(arrays):
+    dev, s = arrays
+    with pytest.raises(ValueError, match=r"W has shape \(5, 3\), expected \(5, 4\)"):
+        forward_with(dev, s, W=dev["W"][:, :3].copy())
+    with pytest.raises(ValueError, match=r"B has shape \(5, 2\), expected \(5, 3\)"):
+        forward_with(dev, s, B=dev["B"][:, :2].copy())
+    with pytest.raises(ValueError, match=r"bias has shape \(4,\), expected \(5,\)"):
+        forward_with(dev, s, bias=dev["bias"][:4].copy())
+    with pytest.raises(ValueError, match=r"x must be 2-D"):
+        forward_with(dev, s, x=dev["x"].reshape(1, 6, 4))
+    u = cupy().ones((6, 2), np.float32)
+    with pytest.raises(ValueError, match=r"u has shape \(6, 2\), expected \(6, 3\)"):
+        cuda_kernels.backward(dev["dy"], dev["x"], dev["W"], dev["A"], dev["B"], u, s)
+    with pytest.raises(ValueError, match=r"y has shape \(6, 4\), expected \(6, 5\)"):
+        cuda_kernels.forward(dev["x"], dev["W"], dev["A"], dev["B"], s,
+                             out=poisoned((6, 4), (6, 3), dtype=np.float32))
+
+
+@pytest.mark.gpu
+@needs_kernels
+def test_rank_zero_is_refused(arrays):
+    dev, s = arrays
+    with pytest.raises(ValueError, match=r"the LoRA rank r = A.shape\[0\] is 0; it must be at least 1"):
+        forward_with(dev, s, A=dev["A"][:0].copy(), B=dev["B"][:, :0].copy())
+
+
+@pytest.mark.gpu
+@needs_kernels
+def test_bad_variant_and_scaling_are_refused_on_gpu_arrays(arrays):
+    dev, s = arrays
+    with pytest.raises(ValueError, match=r"variant must be one of .*got 'blocked'"):
+        cuda_kernels.forward(dev["x"], dev["W"], dev["A"], dev["B"], s, variant="blocked")
+    with pytest.raises(TypeError, match=r"scaling must be a real number"):
+        cuda_kernels.forward(dev["x"], dev["W"], dev["A"], dev["B"], "2.0")
+
+
+# ---- through minilora.kernels and F.lora_linear -----------------------------------------------
+@pytest.mark.gpu
+@needs_kernels
+@pytest.mark.parametrize("variant", cuda_kernels.VARIANTS)
+def test_dispatch_with_batch_dims_runs_the_chosen_variant(rng, variant):
+    """minilora.kernels flattens leading dims of x and hands 2-D arrays to the kernels."""
+    problem = Problem(rng, 2 * 3 * 7, 19, 23, 4, np.float64)
+    d, h = problem.dev, problem.host
+    x3 = d["x"].reshape(2, 3 * 7, 23)
+    y, u = minilora.kernels.lora_forward(x3, d["W"], d["A"], d["B"], problem.scaling, d["bias"],
+                                         backend="cuda", variant=variant)
+    assert y.shape == (2, 21, 19) and u.shape == (2, 21, 4)
+    y_ref, u_ref = problem.reference_forward()
+    assert_close("y", y.reshape(42, 19), y_ref, np.float64)
+    dy3 = d["dy"].reshape(2, 21, 19)
+    dx, dA, dB = minilora.kernels.lora_backward(dy3, x3, d["W"], d["A"], d["B"], u, problem.scaling,
+                                                backend="cuda", variant=variant)
+    assert dx.shape == (2, 21, 23)
+    refs = reference.lora_backward(h["dy"], h["x"], h["W"], h["A"], h["B"], u_ref, problem.scaling)
+    for name, out, ref in zip(("dx", "dA", "dB"), (dx.reshape(42, 23), dA, dB), refs):
+        assert_close(name, out, ref, np.float64)
+
+
+@pytest.mark.gpu
+@needs_kernels
+def test_lora_linear_gradcheck_on_cuda(rng):
+    """Float64 central differences agree with the gradients of F.lora_linear on the CUDA kernels."""
+    def t(*shape):
+        return minilora.tensor(rng.standard_normal(shape), requires_grad=True, device="cuda")
+
+    x, W, A, B, bias = t(2, 3, 5), t(4, 5), t(2, 5), t(4, 2), t(4)
+    with minilora.kernels.use_backend("cuda"):
+        result = minilora.gradcheck(
+            lambda x, W, A, B, bias: minilora.F.lora_linear(x, W, A, B, 1.5, bias), [x, W, A, B, bias])
+    assert result.ok, str(result)
+
+
+# ---- without a GPU ----------------------------------------------------------------------------
+def test_numpy_arrays_are_refused_with_a_clear_error(rng):
+    x, W, A, B = (rng.standard_normal(s) for s in ((3, 4), (5, 4), (2, 4), (5, 2)))
+    with pytest.raises(ValueError, match=r"x is a NumPy array but this needs CuPy arrays"):
+        cuda_kernels.forward(x, W, A, B, 2.0)
+    with pytest.raises(ValueError, match=r"dy is a NumPy array but this needs CuPy arrays"):
+        cuda_kernels.backward(rng.standard_normal((3, 5)), x, W, A, B, rng.standard_normal((3, 2)), 2.0)
+
+
+def test_unknown_variant_is_refused_before_anything_else(rng):
+    x = rng.standard_normal((3, 4))
+    with pytest.raises(ValueError, match=r"variant must be one of \('naive', 'tiled', 'fused'\), got 'fast'"):
+        cuda_kernels.forward(x, x, x, x, 1.0, variant="fast")
+
+
+def _compiled_module():
+    return pytest.importorskip("minilora._C", reason="minilora._C is not built here")
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not on PATH: no CUDA build here")
+@pytest.mark.skipif(os.environ.get("MINILORA_CUDA") == "0", reason="MINILORA_CUDA=0 builds the CPU op only")
+def test_build_with_nvcc_contains_the_cuda_kernels():
+    """The default build compiles csrc/cuda/ whenever nvcc is found (tests/test_build.py checks that
+    the functions match the flag and that the device query never crashes)."""
+    assert _compiled_module().with_cuda is True
+
+
+def test_workspace_size_follows_the_split_plan():
+    """Scratch is only needed where a product is split, and the backward always holds v (M × r)."""
+    _C = _compiled_module()
+    if not _C.with_cuda:
+        pytest.skip("minilora._C was built without CUDA")
+    assert _C.lora_workspace_size("naive", "float32", 128, 4096, 4096, 16, False) == 0
+    assert _C.lora_workspace_size("naive", "float32", 128, 4096, 4096, 16, True) == 128 * 16
+    # Large M: every product has enough output tiles, nothing is split.
+    assert _C.lora_workspace_size("fused", "float32", 8192, 4096, 4096, 16, False) == 0
+    # Small M: u (128 × 16, summed over 4096) is split, so is y; the scratch holds whole copies.
+    size = _C.lora_workspace_size("fused", "float32", 128, 4096, 4096, 16, False)
+    assert size > 0 and size % (128 * 4096) == 0
+    with pytest.raises(ValueError, match=r"variant must be 'naive', 'tiled' or 'fused'"):
+        _C.lora_workspace_size("fast", "float32", 1, 1, 1, 1, False)
+    with pytest.raises(ValueError, match=r"M = 0, expected 1 <= M"):
+        _C.lora_workspace_size("fused", "float32", 0, 1, 1, 1, False)
