@@ -15,3 +15,4 @@ from minilora.ops.select import getitem, masked_fill, where  # noqa: F401
 from minilora.ops.shape import concatenate, permute, reshape, split, stack, swapaxes, transpose  # noqa: F401
 from minilora.ops.softmax import log_softmax, softmax  # noqa: F401
 from minilora.ops.unary import exp, gelu, log, relu, tanh  # noqa: F401
+from minilora.ops.lora_linear import lora_linear  # noqa: F401

@@ -1,0 +1,32 @@
+// The fused LoRA op on the CPU: forward and backward of
+//     y = x·Wᵀ + s·(x·Aᵀ)·Bᵀ (+ bias)
+// for float and double, on raw pointers to C-contiguous (row-major) arrays.
+//
+// Shapes (M rows of input, K input features, N output features, rank r):
+//     x (M, K)   W (N, K)   A (r, K)   B (N, r)   bias (N) or nullptr
+//     y (M, N)   u = x·Aᵀ (M, r), kept for the backward
+//     dy (M, N)  dx (M, K)  dA (r, K)  dB (N, r)
+//
+// Where it sits: Python (minilora/kernels/cpp.py) validates the arrays, allocates the outputs and
+// calls these through the pybind11 module minilora._C (csrc/bindings.cpp). Nothing here checks or
+// allocates user-visible memory; every output element is written (never accumulated into).
+#pragma once
+
+#include <cstdint>
+
+namespace minilora {
+
+// Forward: u = x·Aᵀ, then y = [x, s·u]·[Wᵀ; Bᵀ] (+ bias), one accumulator per element of y.
+template <typename T>
+void lora_forward_cpu(const T* x, const T* W, const T* A, const T* B, const T* bias, T scaling,
+                      T* y, T* u, int64_t M, int64_t K, int64_t N, int64_t r);
+
+// Backward with W frozen: v = dy·B, dx = [dy, s·v]·[W; A], dA = s·vᵀ·x, dB = s·dyᵀ·u.
+template <typename T>
+void lora_backward_cpu(const T* dy, const T* x, const T* W, const T* A, const T* B, const T* u,
+                       T scaling, T* dx, T* dA, T* dB, int64_t M, int64_t K, int64_t N, int64_t r);
+
+// Number of threads the loops above use (1 when built without OpenMP).
+int cpu_threads();
+
+}  // namespace minilora

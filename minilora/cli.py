@@ -1,0 +1,52 @@
+"""The `minilora` command: `minilora <command> [options]` (also `python -m minilora.cli`).
+
+Each command lives in its own module, which has two functions:
+
+    add_arguments(parser)   add the command's options to its argparse parser
+    run(args)               do the work; return an exit code (None means 0)
+
+To add a command, write such a module and add one line to COMMANDS. Only the module of the
+command being run is imported, so `minilora --help` stays instant and one command's imports
+(CuPy, say) never slow down or break another.
+"""
+
+import argparse
+import importlib
+import sys
+
+import minilora
+
+# name -> (module, one-line description shown by `minilora --help`)
+COMMANDS = {
+    "info": ("minilora.info", "versions, the compiled extension, and which backends work here (and why not)"),
+    "bench": ("minilora.bench", "time the fused LoRA kernels on every backend against the matmul baselines"),
+}
+
+
+def build_parser(command=None):
+    """The argument parser, with the options of `command` (a name in COMMANDS) filled in."""
+    parser = argparse.ArgumentParser(
+        prog="minilora", description="minilora: Low-Rank Adaptation from scratch, every line readable.")
+    parser.add_argument("--version", action="version", version=f"minilora {minilora.__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="<command>", required=True)
+    for name, (module_name, description) in COMMANDS.items():
+        sub = commands.add_parser(name, help=description, description=description)
+        if name == command:
+            module = importlib.import_module(module_name)
+            module.add_arguments(sub)
+            sub.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv=None):
+    """Run the command in `argv` (default: sys.argv[1:]); returns its exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # The top-level parser has no options that take a value, so the first word that is not an
+    # option is the command.
+    command = next((word for word in argv if not word.startswith("-")), None)
+    args = build_parser(command).parse_args(argv)
+    return args.run(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

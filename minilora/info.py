@@ -1,0 +1,56 @@
+"""`minilora info`: what this installation can do, and for what cannot run, exactly why.
+
+Prints the versions (minilora, Python, NumPy, CuPy), whether the compiled extension minilora._C is
+built and with CUDA, and one line per backend of the fused LoRA op: "yes" with what it is, or
+"no" with the reason (the extension's import error, built without CUDA, no CuPy, no driver, no
+GPU), followed by the backend each kind of array gets by default.
+"""
+
+import platform
+import sys
+
+import numpy as np
+
+import minilora
+from minilora import backend, kernels
+
+
+def add_arguments(parser):
+    """`minilora info` takes no options."""
+
+
+def run(args):
+    for line in report_lines():
+        print(line)
+    return 0
+
+
+def report_lines():
+    """The report, one string per line."""
+    ext, ext_reason = backend.extension_status()
+    lines = [
+        f"minilora   {minilora.__version__}",
+        f"Python     {platform.python_version()} ({sys.executable})",
+        f"NumPy      {np.__version__}",
+        f"CuPy       {_cupy_version()}",
+        f"extension  {'minilora._C ' + ext_reason if ext is not None else 'not built: ' + ext_reason}",
+        "",
+        "backends of the fused LoRA op (minilora.kernels):",
+    ]
+    for name in kernels.BACKENDS:
+        usable, reason = kernels.backend_status(name)
+        lines.append(f"  {name:<6} {'yes' if usable else 'no ':<4} {reason}")
+    lines += [
+        "",
+        f"default for NumPy arrays: {kernels.default_backend('cpu')}; "
+        f"for CuPy arrays: {kernels.default_backend('cuda')} "
+        "(override with MINILORA_BACKEND or minilora.kernels.use_backend)",
+    ]
+    return lines
+
+
+def _cupy_version():
+    cupy = backend.xp_for("cuda")  # None when CuPy cannot be imported
+    if cupy is None:
+        return f"not available: {backend.cuda_status()[1]}"
+    return cupy.__version__

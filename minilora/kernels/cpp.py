@@ -1,0 +1,67 @@
+"""Backend "cpp": the Python side of the C++ fused LoRA op (csrc/lora_cpu.cpp, in minilora._C).
+
+Where it sits: `minilora.kernels.lora_forward` / `lora_backward` call `forward` / `backward` here
+with 2-D NumPy arrays. This file checks them again (they are the last Python stop before raw
+pointers), allocates the outputs, and calls the compiled loops, which fill every output element.
+The compiled functions take the outputs as arguments, so a test can pass NaN-filled buffers and
+see any element the loops forgot to write.
+"""
+
+import numpy as np
+
+from minilora import backend
+from minilora.kernels import checks
+
+
+def forward(x, W, A, B, scaling, bias=None):
+    """``u = x·Aᵀ`` and ``y = x·Wᵀ + scaling·u·Bᵀ (+ bias)``; returns ``(y, u)``.
+
+    x (M, K), W (N, K), A (r, K), B (N, r), bias (N,) or None: C-contiguous NumPy arrays of one
+    float dtype. y (M, N), u (M, r).
+    """
+    named = {"x": x, "W": W, "A": A, "B": B} | ({} if bias is None else {"bias": bias})
+    dtype, _ = checks.check_arrays(named, device="cpu")
+    checks.expect_2d("x", x, "(M, K)")
+    M, K, N, r = checks.lora_sizes(x, W, A, B, bias)
+    checks.check_contiguous(named)
+    y = np.empty((M, N), dtype=dtype)
+    u = np.empty((M, r), dtype=dtype)
+    _extension().lora_forward_cpu(x, W, A, B, checks.check_scaling(scaling), bias, y, u)
+    return y, u
+
+
+def backward(dy, x, W, A, B, u, scaling):
+    """With ``v = dy·B``: ``dx = dy·W + scaling·v·A``, ``dA = scaling·vᵀ·x``,
+    ``dB = scaling·dyᵀ·u``; returns ``(dx, dA, dB)``.
+
+    dy (M, N), x (M, K), W (N, K), A (r, K), B (N, r), u (M, r): C-contiguous NumPy arrays of one
+    float dtype. dx (M, K), dA (r, K), dB (N, r).
+    """
+    named = {"dy": dy, "x": x, "W": W, "A": A, "B": B, "u": u}
+    dtype, _ = checks.check_arrays(named, device="cpu")
+    checks.expect_2d("x", x, "(M, K)")
+    M, K, N, r = checks.lora_sizes(x, W, A, B)
+    checks.check_backward_shapes(dy, x, u, N, r)
+    checks.check_contiguous(named)
+    dx = np.empty((M, K), dtype=dtype)
+    dA = np.empty((r, K), dtype=dtype)
+    dB = np.empty((N, r), dtype=dtype)
+    _extension().lora_backward_cpu(dy, x, W, A, B, u, checks.check_scaling(scaling), dx, dA, dB)
+    return dx, dA, dB
+
+
+def status():
+    """``(usable, reason)``: is the C++ op built, and if not, why not (one line)."""
+    ext, reason = backend.extension_status()
+    if ext is None:
+        return False, reason
+    threads = ext.cpu_threads()
+    return True, f"C++ fused op in minilora._C, {threads} thread{'s' if threads != 1 else ''}"
+
+
+def _extension():
+    ext, reason = backend.extension_status()
+    if ext is None:
+        raise RuntimeError(f"backend 'cpp' needs minilora's compiled extension: {reason}; "
+                           "build it with: pip install -e .")
+    return ext

@@ -1,0 +1,189 @@
+"""Which backend runs the fused LoRA op, and the public entry points that go to it.
+
+Where it sits: F.lora_linear (minilora/ops/lora_linear.py) and the benchmarks call
+`lora_forward` / `lora_backward` here. They check the arrays (checks.py), flatten leading batch
+dims, pick a backend and call its `forward` / `backward` with 2-D C-contiguous arrays:
+
+    "numpy"  reference.py       the matrix products in NumPy: the ground truth
+    "cpp"    cpp.py             the C++ fused op in minilora._C (NumPy arrays)
+    "cuda"   cuda.py            the CUDA kernels in minilora._C (CuPy arrays)
+    "cupy"   cupy_baseline.py   the matrix products in CuPy (cuBLAS): the GPU baseline
+
+The backend is, in order of precedence: the `backend=` argument; the innermost
+`use_backend(name)` block; the environment variable MINILORA_BACKEND; otherwise the fastest one
+for the arrays' device: "cpp" for NumPy arrays when minilora._C is built (else "numpy"), "cuda"
+for CuPy arrays when minilora._C has CUDA (else "cupy").
+"""
+
+import contextlib
+import os
+
+from minilora.backend import cuda_status, extension_status, xp_for
+from minilora.kernels import checks, cpp, cuda, cupy_baseline, reference
+
+BACKENDS = ("numpy", "cpp", "cuda", "cupy")
+DEVICE_OF_BACKEND = {"numpy": "cpu", "cpp": "cpu", "cuda": "cuda", "cupy": "cuda"}
+_ARRAYS = {"cpu": "NumPy arrays", "cuda": "CuPy arrays"}
+
+_chosen = []  # the names given to the use_backend blocks we are inside, innermost last
+
+
+# ---- which backends work here ------------------------------------------------------------------
+def backend_status(name):
+    """``(usable, reason)``: can backend `name` run here, and if not, exactly why (one line)."""
+    _check_name(name, "backend")
+    if name == "numpy":
+        return True, "NumPy reference (always available)"
+    if name == "cpp":
+        return cpp.status()
+    if name == "cupy":
+        usable, reason = cuda_status()
+        return usable, (f"CuPy matrix products (cuBLAS); {reason}" if usable else reason)
+    return _cuda_status()
+
+
+def _cuda_status():
+    ext, reason = extension_status()
+    if ext is None:
+        return False, reason
+    if not ext.with_cuda:
+        return False, ("minilora._C was built without CUDA (no nvcc was found, or MINILORA_CUDA=0); "
+                       "rebuild it where nvcc is installed: MINILORA_CUDA=1 pip install -e .")
+    count, error = ext.cuda_device_status()
+    if count == 0:
+        return False, f"no usable GPU: {error or 'the CUDA driver reports 0 devices'}"
+    usable, reason = cuda_status()
+    if not usable:
+        return False, f"the kernels take CuPy arrays, and {reason}"
+    return True, f"fused CUDA kernels in minilora._C; {reason}"
+
+
+def available_backends():
+    """The names of the backends that can run here, e.g. ("numpy", "cpp")."""
+    return tuple(name for name in BACKENDS if backend_status(name)[0])
+
+
+def default_backend(device):
+    """The backend used for arrays on `device` ("cpu" or "cuda") when nothing else is chosen."""
+    ext, _ = extension_status()
+    if device == "cpu":
+        return "cpp" if ext is not None else "numpy"
+    return "cuda" if ext is not None and ext.with_cuda else "cupy"
+
+
+@contextlib.contextmanager
+def use_backend(name):
+    """Run the fused LoRA op on backend `name` inside the block (tutorials, tests, benchmarks)::
+
+        with minilora.kernels.use_backend("numpy"):
+            loss = model(idx, targets)[1]
+    """
+    _check_name(name, "use_backend(name)")
+    _chosen.append(name)
+    try:
+        yield
+    finally:
+        _chosen.pop()
+
+
+def resolve_backend(name, device):
+    """The backend to run for arrays on `device`: `name` if given, else the one chosen as the module
+    docstring says. Raises a clear error if it is unknown, unusable here, or for the other device."""
+    if name is not None:
+        source = "backend="
+        _check_name(name, "backend")
+    elif _chosen:
+        name, source = _chosen[-1], "use_backend()"
+    elif os.environ.get("MINILORA_BACKEND"):
+        name, source = os.environ["MINILORA_BACKEND"], "MINILORA_BACKEND"
+        _check_name(name, "the environment variable MINILORA_BACKEND")
+    else:
+        return default_backend(device)
+    if DEVICE_OF_BACKEND[name] != device:
+        raise ValueError(f"backend {name!r} (from {source}) works on {_ARRAYS[DEVICE_OF_BACKEND[name]]}, "
+                         f"but the arrays are {_ARRAYS[device]}")
+    usable, reason = backend_status(name)
+    if not usable:
+        raise RuntimeError(f"backend {name!r} (from {source}) is not available here: {reason}")
+    return name
+
+
+def _check_name(name, what):
+    if name not in BACKENDS:
+        raise ValueError(f"{what} must be one of {BACKENDS}, got {name!r}")
+
+
+def _check_variant(name, variant):
+    """`variant` picks a rung of the CUDA kernel ladder, so it means something only for "cuda"."""
+    if name != "cuda":
+        if variant is not None:
+            raise ValueError(f"variant= applies only to backend 'cuda', got variant={variant!r} with "
+                             f"backend {name!r}")
+        return None
+    if variant is None:
+        return cuda.DEFAULT_VARIANT
+    if variant not in cuda.VARIANTS:
+        raise ValueError(f"variant must be one of {cuda.VARIANTS}, got {variant!r}")
+    return variant
+
+
+# ---- the entry points --------------------------------------------------------------------------
+def lora_forward(x, W, A, B, scaling, bias=None, backend=None, variant=None):
+    """The fused LoRA forward: ``u = x·Aᵀ`` and ``y = x·Wᵀ + scaling·u·Bᵀ (+ bias)``.
+
+    x (..., K), W (N, K), A (r, K), B (N, r), bias (N,) or None: NumPy or CuPy arrays, all of one
+    float dtype (float32 or float64) and on one device; scaling a real number (alpha / r).
+    backend: "numpy", "cpp", "cuda", "cupy" or None (see the module docstring); variant: only for
+    "cuda", "naive", "tiled" or "fused" (the default).
+    Returns ``(y, u)``: y (..., N) and u = x·Aᵀ (..., r), which `lora_backward` needs.
+    Arrays that are not C-contiguous (a transposed view, a slice) are copied once; others are not.
+    """
+    named = {"x": x, "W": W, "A": A, "B": B} | ({} if bias is None else {"bias": bias})
+    _, device = checks.check_arrays(named)
+    M, K, N, r = checks.lora_sizes(x, W, A, B, bias)
+    scaling = checks.check_scaling(scaling)
+    name = resolve_backend(backend, device)
+    variant = _check_variant(name, variant)
+
+    x2, W, A, B, bias = _contiguous(device, x.reshape(M, K), W, A, B, bias)
+    if name == "cuda":
+        y, u = cuda.forward(x2, W, A, B, scaling, bias, variant)
+    else:
+        y, u = _FORWARD[name](x2, W, A, B, scaling, bias)
+    lead = tuple(x.shape[:-1])
+    return y.reshape(lead + (N,)), u.reshape(lead + (r,))
+
+
+def lora_backward(dy, x, W, A, B, u, scaling, backend=None, variant=None):
+    """The fused LoRA backward, W frozen: with ``v = dy·B``,
+    ``dx = dy·W + scaling·v·A``, ``dA = scaling·vᵀ·x``, ``dB = scaling·dyᵀ·u``.
+
+    dy (..., N) the gradient of the loss with respect to y; x (..., K), W (N, K), A (r, K),
+    B (N, r) as in the forward; u (..., r) as it returned. Same rules for dtypes, devices,
+    backend and variant as `lora_forward`.
+    Returns ``(dx, dA, dB)``: dx (..., K), dA (r, K), dB (N, r).
+    """
+    named = {"dy": dy, "x": x, "W": W, "A": A, "B": B, "u": u}
+    _, device = checks.check_arrays(named)
+    M, K, N, r = checks.lora_sizes(x, W, A, B)
+    checks.check_backward_shapes(dy, x, u, N, r)
+    scaling = checks.check_scaling(scaling)
+    name = resolve_backend(backend, device)
+    variant = _check_variant(name, variant)
+
+    dy2, x2, W, A, B, u2 = _contiguous(device, dy.reshape(M, N), x.reshape(M, K), W, A, B, u.reshape(M, r))
+    if name == "cuda":
+        dx, dA, dB = cuda.backward(dy2, x2, W, A, B, u2, scaling, variant)
+    else:
+        dx, dA, dB = _BACKWARD[name](dy2, x2, W, A, B, u2, scaling)
+    return dx.reshape(x.shape), dA, dB
+
+
+def _contiguous(device, *arrays):
+    """C-contiguous versions (copies only of the arrays that are not); None stays None."""
+    xp = xp_for(device)
+    return tuple(None if a is None else xp.ascontiguousarray(a) for a in arrays)
+
+
+_FORWARD = {"numpy": reference.lora_forward, "cpp": cpp.forward, "cupy": cupy_baseline.forward}
+_BACKWARD = {"numpy": reference.lora_backward, "cpp": cpp.backward, "cupy": cupy_baseline.backward}
