@@ -61,7 +61,7 @@ def test_package_runs_on_numpy_without_the_extension(without_extension, rng, mon
     assert kernels.available_backends()[:1] == ("numpy",) and "cpp" not in kernels.available_backends()
     usable, why = kernels.backend_status("cpp")
     assert not usable and why == reason
-    assert not kernels.backend_status("cuda")[0] and kernels.backend_status("cuda")[1] == reason
+    assert not kernels.backend_status("cuda")[0] and reason in kernels.backend_status("cuda")[1]
 
     shapes = ((3, 4), (5, 4), (2, 4), (5, 2))
     x, W, A, B = (minilora.tensor(rng.standard_normal(s), requires_grad=True) for s in shapes)

@@ -1,4 +1,4 @@
-// The CUDA half of the pybind11 module minilora._C (defined in register_cuda.cu).
+// The CUDA half of the pybind11 module minilora._C (defined in register_cuda.cpp, compiled by the C++ compiler: it holds no device code).
 //
 // csrc/bindings.cpp calls register_cuda(m) when the module is built with CUDA (MINILORA_WITH_CUDA).
 // It adds these functions, all thin: Python (minilora/kernels/cuda.py) validates the arrays,

@@ -75,18 +75,22 @@ def backward(dy, x, W, A, B, u, scaling, variant=DEFAULT_VARIANT, out=None):
 
 
 def status():
-    """``(usable, reason)``: can the CUDA kernels run here, and if not, why not (one line)."""
-    usable, reason = backend.cuda_status()
-    if not usable:
-        return False, reason
+    """``(usable, reason)``: can the CUDA kernels run here, and if not, why not (one line).
+
+    Checked in the order that gives the most useful reason on a machine without a GPU: the
+    extension, then whether it has CUDA, then the driver's device count, then CuPy.
+    """
     try:
         lib = _cuda_library()
     except RuntimeError as exc:
         return False, str(exc)
     count, error = lib.cuda_device_status()
     if count == 0:
-        return False, f"minilora._C's CUDA runtime sees no usable GPU: {error or 'no CUDA device'}"
-    return True, f"CUDA kernels in minilora._C ({', '.join(VARIANTS)}); {reason}"
+        return False, f"no usable GPU: {error or 'the CUDA driver reports 0 devices'}"
+    usable, reason = backend.cuda_status()
+    if not usable:
+        return False, f"the kernels take CuPy arrays, and {reason}"
+    return True, f"fused CUDA kernels in minilora._C ({', '.join(VARIANTS)}); {reason}"
 
 
 # ---- the compiled module ----------------------------------------------------------------------

@@ -39,23 +39,7 @@ def backend_status(name):
     if name == "cupy":
         usable, reason = cuda_status()
         return usable, (f"CuPy matrix products (cuBLAS); {reason}" if usable else reason)
-    return _cuda_status()
-
-
-def _cuda_status():
-    ext, reason = extension_status()
-    if ext is None:
-        return False, reason
-    if not ext.with_cuda:
-        return False, ("minilora._C was built without CUDA (no nvcc was found, or MINILORA_CUDA=0); "
-                       "rebuild it where nvcc is installed: MINILORA_CUDA=1 pip install -e .")
-    count, error = ext.cuda_device_status()
-    if count == 0:
-        return False, f"no usable GPU: {error or 'the CUDA driver reports 0 devices'}"
-    usable, reason = cuda_status()
-    if not usable:
-        return False, f"the kernels take CuPy arrays, and {reason}"
-    return True, f"fused CUDA kernels in minilora._C; {reason}"
+    return cuda.status()
 
 
 def available_backends():
