@@ -1,5 +1,7 @@
 """`python -m minilora ...` does what the `minilora` command does."""
 
+import sys
+
 from minilora.cli import main
 
-main()
+sys.exit(main())
