@@ -19,6 +19,8 @@ import minilora
 # name -> (module, one-line description shown by `minilora --help`)
 COMMANDS = {
     "info": ("minilora.info", "versions, the compiled extension, and which backends work here (and why not)"),
+    "train": ("minilora.train", "train a small GPT: two-digit addition/subtraction scored by exact match, "
+                                "or a character model of Python's help texts"),
     "bench": ("minilora.bench", "time the fused LoRA kernels on every backend against the matmul baselines"),
 }
 
