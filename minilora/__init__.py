@@ -6,7 +6,7 @@
     x.grad            # array([[2., 4.]], dtype=float32)
 """
 
-from minilora import functional, nn, optim
+from minilora import functional, kernels, lora, nn, optim
 from minilora.backend import cuda_available
 from minilora.creation import arange, ones, randn, zeros
 from minilora.gradcheck import assert_gradcheck, gradcheck
@@ -16,5 +16,6 @@ from minilora.tensor import Tensor, is_grad_enabled, no_grad, tensor
 F = functional
 
 __all__ = ["F", "Tensor", "arange", "assert_gradcheck", "cuda_available", "functional", "gradcheck",
-           "is_grad_enabled", "manual_seed", "nn", "no_grad", "ones", "optim", "randn", "tensor", "zeros"]
+           "is_grad_enabled", "kernels", "lora", "manual_seed", "nn", "no_grad", "ones", "optim", "randn",
+           "tensor", "zeros"]
 __version__ = "0.1.0"
