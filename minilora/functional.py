@@ -7,6 +7,7 @@ side by side. Tensor methods and operators (`+`, `@`, `.sum()`) call these.
 from minilora.ops.arithmetic import add, div, mul, neg, pow, sub  # noqa: F401
 from minilora.ops.dropout import dropout  # noqa: F401
 from minilora.ops.embedding import embedding  # noqa: F401
+from minilora.ops.linear import linear  # noqa: F401
 from minilora.ops.loss import cross_entropy  # noqa: F401
 from minilora.ops.matmul import matmul  # noqa: F401
 from minilora.ops.norm import layer_norm  # noqa: F401

@@ -4,8 +4,7 @@ The weight is stored (out_features, in_features), as in the LoRA paper's W ∈ R
 update B·A (B: out×r, A: r×in) has exactly the weight's shape and can be merged into it.
 """
 
-import math
-
+from minilora import functional as F
 from minilora.nn import parameter
 from minilora.nn.checks import positive_int
 from minilora.nn.module import Module
@@ -27,15 +26,8 @@ class Linear(Module):
         self.bias = parameter.zeros((out_features,), dtype, device) if bias else None           # (out,)
 
     def forward(self, x):
-        if x.shape[-1] != self.in_features:
-            raise ValueError(f"Linear expects input (..., {self.in_features}), got shape {x.shape}")
-        # Fold the leading dims into one so the product is a single 2-D matmul: one BLAS call
-        # forward, and one for the weight gradient instead of a batch of them summed afterwards.
-        lead = x.shape[:-1]
-        y = x.reshape(math.prod(lead), self.in_features) @ self.weight.T  # (N, out)
-        if self.bias is not None:
-            y = y + self.bias
-        return y.reshape(*lead, self.out_features)                          # (..., out)
+        # One op (minilora/ops/linear.py), which also checks that x ends in in_features.
+        return F.linear(x, self.weight, self.bias)                          # (..., out)
 
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"

@@ -1,4 +1,8 @@
-"""Elementwise arithmetic with broadcasting: add, sub, mul, div, neg, pow (scalar exponent)."""
+"""Elementwise arithmetic with broadcasting: add, sub, mul, div, neg, pow (scalar exponent).
+
+The binary ops compute a gradient only for the sides that need one (ctx.needs_input_grad): a
+constant side (a Python number, a mask, a frozen weight) costs no product and no reduction.
+"""
 
 from minilora.function import Function
 from minilora.ops.broadcast import as_tensor_pair, unbroadcast
@@ -14,7 +18,9 @@ class Add(Function):
     @staticmethod
     def backward(ctx, grad):
         a_shape, b_shape = ctx.shapes
-        return unbroadcast(grad, a_shape), unbroadcast(grad, b_shape)
+        need_a, need_b = ctx.needs_input_grad
+        return (unbroadcast(grad, a_shape) if need_a else None,
+                unbroadcast(grad, b_shape) if need_b else None)
 
 
 class Sub(Function):
@@ -26,7 +32,9 @@ class Sub(Function):
     @staticmethod
     def backward(ctx, grad):
         a_shape, b_shape = ctx.shapes
-        return unbroadcast(grad, a_shape), unbroadcast(-grad, b_shape)
+        need_a, need_b = ctx.needs_input_grad
+        return (unbroadcast(grad, a_shape) if need_a else None,
+                unbroadcast(-grad, b_shape) if need_b else None)
 
 
 class Mul(Function):
@@ -38,7 +46,9 @@ class Mul(Function):
     @staticmethod
     def backward(ctx, grad):
         a, b = ctx.saved
-        return unbroadcast(grad * b, a.shape), unbroadcast(grad * a, b.shape)
+        need_a, need_b = ctx.needs_input_grad
+        return (unbroadcast(grad * b, a.shape) if need_a else None,
+                unbroadcast(grad * a, b.shape) if need_b else None)
 
 
 class Div(Function):
@@ -50,7 +60,9 @@ class Div(Function):
     @staticmethod
     def backward(ctx, grad):
         a, b = ctx.saved
-        return unbroadcast(grad / b, a.shape), unbroadcast(-grad * a / (b * b), b.shape)
+        need_a, need_b = ctx.needs_input_grad
+        return (unbroadcast(grad / b, a.shape) if need_a else None,
+                unbroadcast(-grad * a / (b * b), b.shape) if need_b else None)
 
 
 class Neg(Function):

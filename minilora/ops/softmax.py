@@ -17,8 +17,10 @@ def log_softmax_array(xp, x, axis):
 class Softmax(Function):
     @staticmethod
     def forward(ctx, x, axis):
-        shifted = ctx.xp.exp(x - x.max(axis=axis, keepdims=True))
-        y = shifted / shifted.sum(axis=axis, keepdims=True)
+        # One fresh array, exponentiated and normalised in place: no temporary per step.
+        y = x - x.max(axis=axis, keepdims=True)
+        ctx.xp.exp(y, out=y)
+        y /= y.sum(axis=axis, keepdims=True)
         ctx.save_for_backward(y)
         ctx.axis = axis
         return y
@@ -27,7 +29,10 @@ class Softmax(Function):
     def backward(ctx, grad):
         (y,) = ctx.saved
         # Jacobian diag(y) - y·yᵀ applied to grad, without building it: y·(grad - <grad, y>).
-        return y * (grad - (grad * y).sum(axis=ctx.axis, keepdims=True))
+        dot = (grad * y).sum(axis=ctx.axis, keepdims=True)
+        dx = grad - dot
+        dx *= y
+        return dx
 
 
 class LogSoftmax(Function):
