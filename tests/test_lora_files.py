@@ -9,8 +9,8 @@ import pytest
 
 from minilora import io
 from minilora.checkpoint import load_checkpoint
-from minilora.lora import (LoRAConfig, LoRALinear, add_adapter, apply_lora, load_adapter, save_adapter,
-                           set_adapter)
+from minilora.lora import (LoRAConfig, LoRALinear, add_adapter, apply_lora, load_adapter, merge_adapters,
+                           save_adapter, set_adapter)
 from minilora.lora.files import adapter_and_checkpoint_sizes
 from minilora.nn import GPTConfig
 from test_lora_support import logits, randomise_adapter, relative_error, tiny_gpt, tokens
@@ -59,6 +59,10 @@ def test_load_next_to_other_adapters(rng, tmp_path):
     assert list(other.lora_configs) == ["k", "qv"]
     with pytest.raises(ValueError, match="already has an adapter named 'qv'"):
         load_adapter(other, path, adapter_name="qv")
+    merge_adapters(other)
+    with pytest.raises(RuntimeError, match="merged into its weight; unmerge first"):
+        load_adapter(other, path, adapter_name="again")
+    assert list(other.lora_configs) == ["k", "qv"]
 
 
 def test_saving_a_model_without_lora_is_an_error_and_writes_nothing(tmp_path):

@@ -152,11 +152,11 @@ def test_several_adapters_in_one_layer(rng):
     x = rng.standard_normal((3, 7))
     W, b, A, B, s = numpy_params(layer)
     first = layer(minilora.tensor(x)).numpy()
-    np.testing.assert_allclose(first, x @ W.T + b + s * (x @ A.T) @ B.T, rtol=1e-12)
+    np.testing.assert_allclose(first, x @ W.T + b + s * (x @ A.T) @ B.T, rtol=1e-12, atol=1e-12)
     layer.active_adapter = "other"
     assert layer.r == 4 and layer.scaling == 0.5 and layer.lora_A is other.lora_A
     A2, B2 = other.lora_A.numpy(), other.lora_B.numpy()
-    np.testing.assert_allclose(layer(minilora.tensor(x)).numpy(), x @ W.T + b + 0.5 * (x @ A2.T) @ B2.T, rtol=1e-12)
+    np.testing.assert_allclose(layer(minilora.tensor(x)).numpy(), x @ W.T + b + 0.5 * (x @ A2.T) @ B2.T, rtol=1e-12, atol=1e-12)
     layer.active_adapter = "missing"   # a layer without the active adapter is the base layer
     assert np.array_equal(layer(minilora.tensor(x)).numpy(), layer.base(minilora.tensor(x)).numpy())
     with pytest.raises(RuntimeError, match="no adapter named 'missing'"):

@@ -70,12 +70,26 @@ def test_modules_to_save_get_a_trainable_copy_per_adapter(rng):
     np.testing.assert_allclose(logits(model, idx), logits(plain, idx), rtol=1e-5, atol=1e-6)  # B = 0
     model.lm_head.copies["default"].weight.data[...] *= 2.0
     assert not np.allclose(logits(model, idx), logits(plain, idx))
+    assert model.lm_head.weight is model.lm_head.copies["default"].weight    # the wrapper stands for it
     with disable_adapters(model):
         assert np.array_equal(logits(model, idx), logits(plain, idx))
+        assert model.lm_head.weight is model.lm_head.original.weight
     with pytest.raises(ValueError, match="'lm_head' names lm_head, which is also a LoRA target"):
         apply_lora(tiny_gpt(), LoRAConfig(r=2, target_modules=("lm_head",), modules_to_save=["lm_head"]))
     with pytest.raises(ValueError, match="modules_to_save entry 'head' matches no module"):
         apply_lora(tiny_gpt(), LoRAConfig(r=2, modules_to_save=["head"]))
+
+
+def test_embeddings_can_be_trained_next_to_lora(rng):
+    """A new token's embedding row is trained with modules_to_save=["wte", "lm_head"]."""
+    model = apply_lora(tiny_gpt(), LoRAConfig(r=2, modules_to_save=["wte", "lm_head"]))
+    randomise_adapter(model, "default", rng)
+    model.train()
+    idx = tokens(rng)
+    _, loss = model(idx, idx)
+    loss.backward()
+    assert model.wte.copies["default"].weight.grad is not None and model.wte.original.weight.grad is None
+    assert model.num_parameters(trainable_only=True) == 2 * 2 * 2 * (16 + 16) + 2 * 13 * 16
 
 
 def test_a_config_that_does_not_fit_leaves_the_model_untouched():

@@ -72,6 +72,9 @@ def load_adapter(model, path, adapter_name="default"):
     if adapter_name in lora_configs(model):
         raise ValueError(f"load_adapter: the model already has an adapter named {adapter_name!r}; "
                          "pick another adapter_name or delete_adapter it first")
+    merged = [name for name, layer in lora_layers(model) if layer.merged]
+    if merged:
+        raise RuntimeError(f"load_adapter: {merged[0]} has an adapter merged into its weight; unmerge first")
     arrays, metadata = io.load_arrays(path)
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
         raise ValueError(f"{path} is not a minilora adapter file (format "
@@ -79,6 +82,8 @@ def load_adapter(model, path, adapter_name="default"):
     if metadata.get("version") != VERSION:
         raise ValueError(f"{path} has adapter format version {metadata.get('version')!r}; this minilora "
                          f"reads version {VERSION}")
+    if not isinstance(metadata.get("config"), dict) or not isinstance(metadata.get("base_shapes"), dict):
+        raise ValueError(f"{path}: the adapter metadata needs a 'config' and a 'base_shapes' object")
     config = LoRAConfig.from_dict(metadata["config"])
     _check_base(model, metadata["base_shapes"], path)
     targets, saved = plan(model, config)

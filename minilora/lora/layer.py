@@ -157,6 +157,15 @@ class LoRALinear(Module):
         return self._require_active().dropout
 
     @property
+    def weight(self):
+        """The base layer's weight W (out, in), frozen (merged into, while merged)."""
+        return self.base.weight
+
+    @property
+    def bias(self):
+        return self.base.bias
+
+    @property
     def merged(self):
         return self.merged_adapter is not None
 

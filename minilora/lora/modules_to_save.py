@@ -36,5 +36,14 @@ class ModulesToSave(Module):
     def forward(self, *args, **kwargs):
         return self.active(*args, **kwargs)
 
+    def __getattr__(self, name):
+        # The wrapper stands for the module: `model.wte.weight` is the weight forward uses now.
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name.startswith("_") or "_modules" not in self.__dict__:
+                raise
+            return getattr(self.active, name)
+
     def extra_repr(self):
         return f"active_adapter={self.active_adapter!r}"
