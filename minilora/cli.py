@@ -21,6 +21,7 @@ COMMANDS = {
     "info": ("minilora.info", "versions, the compiled extension, and which backends work here (and why not)"),
     "train": ("minilora.train", "train a small GPT: two-digit addition/subtraction scored by exact match, "
                                 "or a character model of Python's help texts"),
+    "finetune": ("minilora.lora.finetune", "LoRA against full fine-tuning on a task the base model cannot do"),
     "bench": ("minilora.bench", "time the fused LoRA kernels on every backend against the matmul baselines"),
 }
 
