@@ -6,6 +6,7 @@ of minilora runs (and every error message stays readable) on a machine that has 
 """
 
 import importlib
+import os
 
 import numpy as np
 
@@ -59,6 +60,9 @@ def _import_extension():
     """Import minilora._C once; remember why it failed, so every path can fall back to NumPy."""
     global _extension, _extension_error
     if _extension is None and _extension_error is None:
+        # OpenMP threads of the C++ op otherwise spin between calls, holding the cores that NumPy's
+        # BLAS threads need for the matmuls around them; read once, when OpenMP loads with _C.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         try:
             _extension = importlib.import_module("minilora._C")
         except ImportError as exc:  # not built, or built for another Python or with a missing library
