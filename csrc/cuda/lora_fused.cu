@@ -206,20 +206,8 @@ template <typename T, Contiguous LC, Contiguous RC>
 void fused_matmul(const Matmul<T, LC, RC>& p, const SplitPlan& plan, T* scratch,
                   cudaStream_t stream, const char* product) {
   const dim3 grid(ceil_div(p.rows, Fused<T>::rows), ceil_div(p.cols, Fused<T>::cols), plan.splits);
-  check_grid(grid, "fused_matmul_kernel", product);
-  if (plan.splits == 1) {
-    fused_matmul_kernel<<<grid, kThreads, 0, stream>>>(p, plan.chunk);
-    check_launch("fused_matmul_kernel", product, stream);
-    return;
-  }
-  // Plain partial sums into scratch; alpha and bias are applied once, by the second pass.
-  Matmul<T, LC, RC> partial = p;
-  partial.alpha = T(1);
-  partial.bias = nullptr;
-  partial.out = scratch;
-  fused_matmul_kernel<<<grid, kThreads, 0, stream>>>(partial, plan.chunk);
-  check_launch("fused_matmul_kernel", product, stream);
-  sum_splits(scratch, plan.splits, p.rows, p.cols, p.alpha, p.bias, p.out, stream, product);
+  launch_split<T, LC, RC>(fused_matmul_kernel<T, LC, RC>, "fused_matmul_kernel", grid, dim3(kThreads), p,
+                          plan, scratch, stream, product);
 }
 
 template SplitPlan fused_plan<float>(int, int, int);

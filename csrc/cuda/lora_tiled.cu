@@ -82,20 +82,8 @@ void tiled_matmul(const Matmul<T, LC, RC>& p, const SplitPlan& plan, T* scratch,
                   cudaStream_t stream, const char* product) {
   const dim3 block(kTile, kTile);
   const dim3 grid(ceil_div(p.rows, kTile), ceil_div(p.cols, kTile), plan.splits);
-  check_grid(grid, "tiled_matmul_kernel", product);
-  if (plan.splits == 1) {
-    tiled_matmul_kernel<<<grid, block, 0, stream>>>(p, plan.chunk);
-    check_launch("tiled_matmul_kernel", product, stream);
-    return;
-  }
-  // Plain partial sums into scratch; alpha and bias are applied once, by the second pass.
-  Matmul<T, LC, RC> partial = p;
-  partial.alpha = T(1);
-  partial.bias = nullptr;
-  partial.out = scratch;
-  tiled_matmul_kernel<<<grid, block, 0, stream>>>(partial, plan.chunk);
-  check_launch("tiled_matmul_kernel", product, stream);
-  sum_splits(scratch, plan.splits, p.rows, p.cols, p.alpha, p.bias, p.out, stream, product);
+  launch_split<T, LC, RC>(tiled_matmul_kernel<T, LC, RC>, "tiled_matmul_kernel", grid, block, p, plan,
+                          scratch, stream, product);
 }
 
 #define MINILORA_TILED(T, LC, RC)                                                              \

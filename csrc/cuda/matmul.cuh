@@ -113,6 +113,28 @@ void check_grid(const dim3& grid, const char* kernel, const char* product);
 
 __host__ __device__ constexpr int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
+// Launch a tiled or fused matmul kernel over `grid`: straight into p.out when the plan does not split
+// the inner dimension, else as plain partial sums into `scratch` (alpha and bias applied once, by
+// the second pass, sum_splits). `kernel_name` is what an error message calls the kernel.
+template <typename T, Contiguous LC, Contiguous RC>
+void launch_split(void (*kernel)(Matmul<T, LC, RC>, int), const char* kernel_name, dim3 grid,
+                  dim3 block, const Matmul<T, LC, RC>& p, const SplitPlan& plan, T* scratch,
+                  cudaStream_t stream, const char* product) {
+  check_grid(grid, kernel_name, product);
+  if (plan.splits == 1) {
+    kernel<<<grid, block, 0, stream>>>(p, plan.chunk);
+    check_launch(kernel_name, product, stream);
+    return;
+  }
+  Matmul<T, LC, RC> partial = p;
+  partial.alpha = T(1);
+  partial.bias = nullptr;
+  partial.out = scratch;
+  kernel<<<grid, block, 0, stream>>>(partial, plan.chunk);
+  check_launch(kernel_name, product, stream);
+  sum_splits(scratch, plan.splits, p.rows, p.cols, p.alpha, p.bias, p.out, stream, product);
+}
+
 // The three rungs of the ladder, each in its own file. `scratch` holds the partial sums of a split
 // product (split_scratch elements); the naive rung never splits.
 template <typename T, Contiguous LC, Contiguous RC>
