@@ -42,17 +42,28 @@ void check_shape(const py::array& a, const char* name, const std::vector<py::ssi
   }
 }
 
+// M, K, N, r read off x (M, K), W (N, K) and A (r, K), once W, A and B are checked to agree.
+struct LoraSizes {
+  py::ssize_t M, K, N, r;
+};
+
+template <typename T>
+LoraSizes lora_sizes(const Array<T>& x, const Array<T>& W, const Array<T>& A, const Array<T>& B) {
+  if (x.ndim() != 2 || A.ndim() != 2 || W.ndim() != 2) {
+    throw py::value_error("x, W and A must be 2-D arrays");
+  }
+  const LoraSizes sizes{x.shape(0), x.shape(1), W.shape(0), A.shape(0)};
+  check_shape(W, "W", {sizes.N, sizes.K});
+  check_shape(A, "A", {sizes.r, sizes.K});
+  check_shape(B, "B", {sizes.N, sizes.r});
+  return sizes;
+}
+
 template <typename T>
 void lora_forward_cpu(const Array<T>& x, const Array<T>& W, const Array<T>& A, const Array<T>& B,
                       double scaling, const std::optional<Array<T>>& bias, Array<T>& y,
                       Array<T>& u) {
-  if (x.ndim() != 2 || A.ndim() != 2 || W.ndim() != 2) {
-    throw py::value_error("x, W and A must be 2-D arrays");
-  }
-  const py::ssize_t M = x.shape(0), K = x.shape(1), N = W.shape(0), r = A.shape(0);
-  check_shape(W, "W", {N, K});
-  check_shape(A, "A", {r, K});
-  check_shape(B, "B", {N, r});
+  const auto [M, K, N, r] = lora_sizes(x, W, A, B);
   check_shape(y, "y", {M, N});
   check_shape(u, "u", {M, r});
   if (bias) check_shape(*bias, "bias", {N});
@@ -69,14 +80,8 @@ template <typename T>
 void lora_backward_cpu(const Array<T>& dy, const Array<T>& x, const Array<T>& W,
                        const Array<T>& A, const Array<T>& B, const Array<T>& u, double scaling,
                        Array<T>& dx, Array<T>& dA, Array<T>& dB) {
-  if (x.ndim() != 2 || A.ndim() != 2 || W.ndim() != 2) {
-    throw py::value_error("x, W and A must be 2-D arrays");
-  }
-  const py::ssize_t M = x.shape(0), K = x.shape(1), N = W.shape(0), r = A.shape(0);
+  const auto [M, K, N, r] = lora_sizes(x, W, A, B);
   check_shape(dy, "dy", {M, N});
-  check_shape(W, "W", {N, K});
-  check_shape(A, "A", {r, K});
-  check_shape(B, "B", {N, r});
   check_shape(u, "u", {M, r});
   check_shape(dx, "dx", {M, K});
   check_shape(dA, "dA", {r, K});
