@@ -23,6 +23,7 @@ COMMANDS = {
                                 "or a character model of Python's help texts"),
     "finetune": ("minilora.lora.finetune", "LoRA against full fine-tuning on a task the base model cannot do"),
     "bench": ("minilora.bench", "time the fused LoRA kernels on every backend against the matmul baselines"),
+    "lab": ("minilora.labs.command", "gradient labs: list them, or check your backward against numerical gradients"),
 }
 
 

@@ -1,0 +1,1 @@
+"""The labs' specifications, one module per lab; minilora.labs.registry lists them in order."""
