@@ -54,6 +54,11 @@ def plot_history(history, path, title=None, reference=None):
     if title:
         fig.suptitle(title)
     fig.tight_layout()
+    return save_png(fig, path)
+
+
+def save_png(fig, path):
+    """Write matplotlib Figure `fig` to `path` as a PNG, atomically; return path."""
     with atomic_write(path) as f:
         fig.savefig(f, format="png", dpi=100)
     return path

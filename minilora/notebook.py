@@ -1,0 +1,47 @@
+"""What every tutorial needs to run both as a script and as a notebook.
+
+    from minilora.notebook import FAST, show
+
+    steps = 20 if FAST else 800          # fast mode: seconds, for CI and a first look
+    show(fig, "01_params_over_rank")     # saves minilora_runs/figures/01_params_over_rank.png
+
+FAST is on when the script was started with `--fast` or the environment has MINILORA_FAST=1
+(a notebook has no command line, so the variable is its switch too).
+
+show(fig, name) writes the figure as a PNG (atomically) to MINILORA_FIGURES, by default
+minilora_runs/figures under the current folder, prints where, and in a notebook also draws it in
+the page. Figures are made with matplotlib.figure.Figure, not pyplot: no screen is needed and no
+global backend is switched under a notebook that has its own.
+"""
+
+import os
+import sys
+
+from minilora.plot import save_png
+
+FAST = "--fast" in sys.argv[1:] or os.environ.get("MINILORA_FAST", "") == "1"
+
+
+def figure_dir():
+    """The folder the figures go to (made if missing)."""
+    folder = os.environ.get("MINILORA_FIGURES") or os.path.join("minilora_runs", "figures")
+    os.makedirs(folder, exist_ok=True)
+    return folder
+
+
+def in_notebook():
+    """True inside a Jupyter (IPython kernel) session, where a figure can be drawn in the page."""
+    return "ipykernel" in sys.modules
+
+
+def show(fig, name):
+    """Save `fig` (a matplotlib Figure) as <figure_dir>/<name>.png, say where; draw it in a notebook.
+    Returns the path."""
+    if not isinstance(name, str) or not name or os.sep in name:
+        raise ValueError(f"name must be a file name without folders, like '01_params', got {name!r}")
+    path = save_png(fig, os.path.join(figure_dir(), name + ".png"))
+    print(f"figure: {path}")
+    if in_notebook():
+        from IPython.display import display
+        display(fig)
+    return path
