@@ -27,11 +27,12 @@ import json
 import math
 import os
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
 from minilora import backend
+from minilora.io import atomic_write
+from minilora.plot import save_png
 
 FULL = {"M": (128, 512, 2048, 8192), "NK": ((1024, 1024), (4096, 4096), (11008, 4096)), "r": (8, 16, 64)}
 QUICK = {"M": (128, 2048), "NK": ((1024, 1024), (4096, 4096)), "r": (16,)}
@@ -214,62 +215,46 @@ def markdown_report(rows, meta):
 
 def write_results(out_dir, rows, meta, plot=True):
     """lora_bench.json, lora_bench.md and (with plot) lora_bench.png in out_dir, each written
-    atomically (a temporary file, then os.replace)."""
+    atomically (minilora.io.atomic_write)."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out_dir / "lora_bench.json", json.dumps({"meta": meta, "results": rows}, indent=1).encode())
-    _write_atomic(out_dir / "lora_bench.md", markdown_report(rows, meta).encode())
+    with atomic_write(out_dir / "lora_bench.json", mode="w") as f:
+        json.dump({"meta": meta, "results": rows}, f, indent=1)
+    with atomic_write(out_dir / "lora_bench.md", mode="w") as f:
+        f.write(markdown_report(rows, meta))
     if plot:
-        _write_atomic(out_dir / "lora_bench.png", _plot_png(rows, meta))
+        save_png(results_figure(rows, meta), out_dir / "lora_bench.png")
 
 
-def _write_atomic(path, data):
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
-def _plot_png(rows, meta):
-    """R_base of the forward + backward against M, one panel per layer size (N, K) and rank."""
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def results_figure(rows, meta):
+    """A matplotlib Figure: R_base of the forward + backward against M, one panel per layer size
+    (N, K) and rank, one line per method."""
+    from matplotlib.figure import Figure
 
     rows = [row for row in rows if row["pass"] == "forward+backward" and row["r_base"] is not None
             and row["method"] != "base"]
     panels = sorted({(row["N"], row["K"], row["r"]) for row in rows})
     cols = min(3, max(1, len(panels)))
     nrows = max(1, math.ceil(len(panels) / cols))
-    fig, axes = plt.subplots(nrows, cols, figsize=(4.5 * cols, 3.4 * nrows), squeeze=False)
-    for ax, (N, K, r) in zip(axes.flat, panels):
+    fig = Figure(figsize=(max(6.5, 4.5 * cols), 3.6 * nrows))
+    axes = fig.subplots(nrows, cols, squeeze=False).ravel()
+    for ax, (N, K, r) in zip(axes, panels):
         for method in dict.fromkeys(row["method"] for row in rows):
             points = sorted((row["M"], row["r_base"]) for row in rows
                             if (row["N"], row["K"], row["r"], row["method"]) == (N, K, r, method))
             if points:
                 ax.plot(*zip(*points), marker="o", label=method)
         ax.axhline(1.0, color="gray", linewidth=0.8)
+        ax.set(yscale="log", xlabel="M (tokens)", ylabel="time ÷ base layer", title=f"N={N} K={K} r={r}")
         ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_title(f"N={N} K={K} r={r}", fontsize=9)
-        ax.set_xlabel("M (tokens)")
-        ax.set_ylabel("time ÷ base layer")
-    for ax in list(axes.flat)[len(panels):]:
+        Ms = sorted({row["M"] for row in rows})
+        ax.set_xticks(Ms, [str(m) for m in Ms])
+        ax.minorticks_off()
+        ax.legend(fontsize=7)
+    for ax in axes[len(panels):]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=7)
-    fig.suptitle(f"LoRA layer forward + backward, {meta['device']}, {meta['dtype']}", fontsize=10)
+    fig.suptitle(f"LoRA layer forward + backward on {meta['device']} ({meta['dtype']})", fontsize=10)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    return buffer.getvalue()
+    return fig
 
 
 # ---- timing on the GPU -------------------------------------------------------------------------

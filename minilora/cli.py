@@ -18,6 +18,8 @@ import minilora
 
 # name -> (module, one-line description shown by `minilora --help`)
 COMMANDS = {
+    "demo": ("minilora.demo", "the whole story on embedded data: pretrain, fail a new task, LoRA next to full "
+                              "fine-tuning, merge, save the adapter, plot"),
     "info": ("minilora.info", "versions, the compiled extension, and which backends work here (and why not)"),
     "train": ("minilora.train", "train a small GPT: two-digit addition/subtraction scored by exact match, "
                                 "or a character model of Python's help texts"),

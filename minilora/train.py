@@ -14,9 +14,9 @@ runs and a row is added to the history, a dict of lists that minilora.plot draws
 
 A loss that becomes NaN or inf stops training with TrainingDiverged naming the step.
 
-The runs (`python -m minilora.train --task add|sub|text`, also `minilora train`):
-    add, sub   a 4-layer, 128-wide GPT learns two-digit addition (or subtraction) from scratch and
-               is scored by exact match of greedily generated answers on held-out operand pairs;
+The runs (`python -m minilora.train --task add|coded|sub|text`, also `minilora train`):
+    add, coded, sub   a 4-layer, 128-wide GPT learns two-digit addition (in plain or coded
+               digits) or subtraction from scratch (minilora.data.tasks) and is scored by exact match of greedily generated answers on held-out operand pairs;
     text       a character model of the pydoc help texts, against the text's unigram entropy.
 """
 
@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from minilora import backend, random
 from minilora.checkpoint import save_checkpoint
+from minilora.data.tasks import TASKS
 from minilora.io import atomic_write
 from minilora.nn import GPT, GPTConfig
 from minilora.optim import AdamW, CosineWithWarmup, clip_grad_norm
@@ -210,7 +211,7 @@ TEXT_TRAINING = TrainConfig(steps=300, batch_size=32, lr=3e-3, warmup_steps=30, 
 
 def task_run(task_name, config=TASK_TRAINING, seed=0, device="cpu", quiet=False, eval_examples=500,
              checkpoint_path=None, model_config=None):
-    """Train a new GPT on task `task_name` ("add" or "sub"); return (model, history, dataset).
+    """Train a new GPT on task `task_name` (a name in minilora.data.TASKS); return (model, history, dataset).
     The history's accuracy is exact match on the first eval_examples held-out examples."""
     from minilora.data import TaskDataset, get_task
 
@@ -250,8 +251,8 @@ def text_run(config=TEXT_TRAINING, seed=0, device="cpu", quiet=False, val_batche
 
 # ---- the command ---------------------------------------------------------------------------------
 def add_arguments(parser):
-    parser.add_argument("--task", choices=["add", "sub", "text"], default="add",
-                        help="add / sub: two-digit arithmetic scored by exact match; text: a character "
+    parser.add_argument("--task", choices=[*TASKS, "text"], default="add",
+                        help="add / coded / sub: two-digit arithmetic scored by exact match; text: a character "
                              "model of Python's pydoc help texts (default: add)")
     parser.add_argument("--steps", type=int, help="training steps (default: the run's tuned value)")
     parser.add_argument("--lr", type=float, help="peak learning rate")

@@ -28,6 +28,27 @@ def test_every_answer_is_right_by_plain_arithmetic():
         assert add[:6] == f"{a:02d}+{b:02d}=" and sub[:6] == f"{a:02d}-{b:02d}="
 
 
+def test_coded_addition_writes_each_operand_digit_d_as_9_minus_d():
+    coded = get_task("coded")
+    assert coded.example(37 * 100 + 25) == "62+74=062."
+    assert coded.example(5) == "99+94=005."
+    assert get_task("coded", digits=1).example(79) == "2+0=16."
+    for i in range(0, 10_000, 7):
+        a, b = divmod(i, 100)
+        example = coded.example(i)
+        # the operands decoded digit by digit give back a and b; the answer is the plain sum
+        decoded = ["".join(str(9 - int(c)) for c in example[k:k + 2]) for k in (0, 3)]
+        assert [int(d) for d in decoded] == [a, b]
+        assert example[2] == "+" and example[5] == "=" and int(example[6:9]) == a + b
+        assert len(example) == coded.length == get_task("add").length
+
+
+def test_coded_prompts_differ_from_plain_ones_unless_every_digit_is_its_own_code():
+    add, coded = get_task("add"), get_task("coded")
+    # no digit equals 9 - itself, so every coded prompt differs from the plain one
+    assert all(add.prompt(i) != coded.prompt(i) for i in range(add.num_examples))
+
+
 def test_fine_tuning_answers_differ_from_pretraining_answers_for_the_same_operands():
     add, sub = get_task("add"), get_task("sub")
     for i in range(add.num_examples):

@@ -13,6 +13,6 @@ def test_quick_experiment_runs_and_counts_what_trains():
     assert results["lora"]["adamw_bytes"] == 2 * 4 * 512
     # with the adapter off, the LoRA model scores exactly what the pretrained model scored
     assert results["lora"]["old"] == results["base"]["old"]
-    assert 0 < results["adapter_bytes"] < results["checkpoint_bytes"]
+    assert 0 < results["files"]["adapter_bytes"] < results["files"]["checkpoint_bytes"]
     text = format_report(results)
     assert "full fine-tuning" in text and "512" in text and "whole experiment" in text

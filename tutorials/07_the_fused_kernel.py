@@ -394,32 +394,7 @@ for path, data in recorded:
     print()
     print(bench.pivot_table(rows, "device"))
 
-    timed = [row for row in rows if row["pass"] == "forward+backward" and row["method"] != "base"
-             and row.get("r_base") is not None]
-    panels = sorted({(row["N"], row["K"], row["r"]) for row in timed})
-    if not panels:
-        continue
-    cols = min(3, len(panels))
-    nrows = math.ceil(len(panels) / cols)
-    fig = Figure(figsize=(max(6.5, 4.5 * cols), 3.6 * nrows))
-    axes = fig.subplots(nrows, cols, squeeze=False).ravel()
-    for ax, (N_, K_, r_) in zip(axes, panels):
-        for method in dict.fromkeys(row["method"] for row in timed):
-            points = sorted((row["M"], row["r_base"]) for row in timed
-                            if (row["N"], row["K"], row["r"], row["method"]) == (N_, K_, r_, method))
-            if points:
-                ax.plot(*zip(*points), marker="o", label=method)
-        ax.axhline(1.0, color="gray", linewidth=0.8)
-        ax.set(yscale="log", xlabel="M (tokens)", ylabel="time ÷ base layer", title=f"N={N_} K={K_} r={r_}")
-        ax.set_xscale("log", base=2)
-        Ms = sorted({row["M"] for row in timed})
-        ax.set_xticks(Ms, [str(m) for m in Ms])
-        ax.minorticks_off()
-        ax.legend(fontsize=7)
-    for ax in axes[len(panels):]:
-        ax.axis("off")
-    fig.suptitle(f"LoRA layer forward + backward on {meta['device']} ({meta['dtype']})", fontsize=10)
-    fig.tight_layout()
+    fig = bench.results_figure(rows, meta)
     show(fig, "07_gpu_benchmark_" + re.sub(r"[^A-Za-z0-9]+", "_", path.stem))
 
 # %% [markdown]

@@ -6,8 +6,8 @@
 """
 
 from minilora.data.corpus import TextCorpus, pydoc_text
-from minilora.data.tasks import ALPHABET, TASKS, Addition, Subtraction, Task, TaskDataset, get_task
+from minilora.data.tasks import ALPHABET, TASKS, Addition, CodedAddition, Subtraction, Task, TaskDataset, get_task
 from minilora.data.tokenizer import CharTokenizer
 
-__all__ = ["ALPHABET", "TASKS", "Addition", "CharTokenizer", "Subtraction", "Task", "TaskDataset", "TextCorpus",
+__all__ = ["ALPHABET", "TASKS", "Addition", "CharTokenizer", "CodedAddition", "Subtraction", "Task", "TaskDataset", "TextCorpus",
            "get_task", "pydoc_text"]

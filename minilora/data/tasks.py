@@ -1,13 +1,20 @@
-"""Synthetic tasks with exact answers: two-digit addition (to pretrain) and subtraction (to fine-tune).
+"""Synthetic tasks with exact answers: two-digit addition (to pretrain), and two related tasks that
+a model pretrained on addition fails (to fine-tune on).
 
 Each example is one string "prompt=answer." of fixed length, over one shared alphabet, so a single
 tokenizer serves both tasks and every batch is a dense (B, T) array with no padding:
 
-    add   "37+25=062."      the sum, zero-padded to digits + 1 characters
-    sub   "37-25=+12."      the signed difference: a sign, then digits characters
+    add     "37+25=062."    the sum, zero-padded to digits + 1 characters
+    coded   "62+74=062."    the same sum, but the question is written in a digit code: each digit d
+                            of the operands appears as 9 - d (37 as "62", 25 as "74")
+    sub     "37-25=+12."    the signed difference: a sign, then digits characters
 
-A model pretrained on addition has never seen "-" nor a signed answer, so it scores 0% on
-subtraction; teaching it subtraction is the fine-tuning exercise (with LoRA: a small adapter).
+A model pretrained on addition reads "62+74=" as 62 + 74 and answers "136.", so it fails the coded
+task: the skill (adding) is there, the way the question is written is new. That is the kind of
+change LoRA is good at, and the fine-tuning experiment (minilora.lora.finetune) uses it.
+Subtraction asks for a new skill (borrowing, a sign) as well as a new symbol; LoRA on the
+attention projections learns it only in part, full fine-tuning learns it: a contrast worth running
+(minilora finetune --task sub).
 
 Example i of a task uses the operands (a, b) = divmod(i, 10**digits), for both tasks alike, and
 TaskDataset splits the example numbers with one seeded permutation. So for a given seed the two
@@ -52,7 +59,11 @@ class Task:
     def prompt(self, i):
         """The prompt of example i, ending with "="."""
         a, b = self.operands(i)
-        return f"{a:0{self.digits}d}{self.operator}{b:0{self.digits}d}="
+        return f"{self.write_operand(a)}{self.operator}{self.write_operand(b)}="
+
+    def write_operand(self, n):
+        """How operand n appears in the prompt: zero-padded to `digits` characters."""
+        return f"{n:0{self.digits}d}"
 
     def answer(self, a, b):
         """The answer to a `operator` b, ending with the end marker "."."""
@@ -77,6 +88,15 @@ class Addition(Task):
         return f"{a + b:0{self.digits + 1}d}{END}"
 
 
+class CodedAddition(Addition):
+    name = "coded"
+    description = "a+b with each operand digit d written as 9-d; the plain sum, zero-padded"
+    CODE = str.maketrans("0123456789", "9876543210")
+
+    def write_operand(self, n):
+        return super().write_operand(n).translate(self.CODE)
+
+
 class Subtraction(Task):
     name = "sub"
     description = "a-b with two zero-padded operands; the signed difference"
@@ -87,11 +107,11 @@ class Subtraction(Task):
         return f"{sign}{abs(a - b):0{self.digits}d}{END}"
 
 
-TASKS = {task.name: task for task in (Addition, Subtraction)}
+TASKS = {task.name: task for task in (Addition, CodedAddition, Subtraction)}
 
 
 def get_task(name, digits=2):
-    """The task called `name` ("add" or "sub")."""
+    """The task called `name`: one of TASKS ("add", "coded", "sub")."""
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; the tasks are {sorted(TASKS)}")
     return TASKS[name](digits)
