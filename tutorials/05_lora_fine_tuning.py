@@ -55,9 +55,10 @@ for i in (3725, 5008, 9999):
 #
 # `load_or_pretrain_base` pretrains the GPT on addition (under a minute on a CPU), or loads the
 # one `minilora demo` already trained and saved in `minilora_runs/demo` with the same settings.
+# (Fast mode keeps its tiny model in `minilora_runs/demo_quick`, out of the demo's way.)
 
 # %%
-base = load_or_pretrain_base(config, "minilora_runs/demo", quiet=True)
+base = load_or_pretrain_base(config, "minilora_runs/demo_quick" if FAST else "minilora_runs/demo", quiet=True)
 
 
 def accuracy(model, dataset):

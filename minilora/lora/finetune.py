@@ -6,7 +6,7 @@
 1. Pretrain a small GPT on one synthetic task (two-digit addition) until it solves it.
 2. Score it on a related task it has never seen: the same sums with the operands written in a
    digit code (each digit d as 9 - d, minilora.data.tasks): it fails.
-3. Fine-tune two copies on the new task:
+3. Fine-tune two copies on the new task (batches of 64):
      full fine-tuning: every parameter trains (AdamW keeps two moments for each of them);
      LoRA: the base is frozen; only A and B in q_proj and v_proj train (r = 8), 2.05% of the model.
 4. Report held-out exact match before and after, trainable parameters, AdamW memory, time, the
@@ -155,8 +155,8 @@ def format_report(results):
                      f"{row['seconds']:>7.0f}s")
     r, targets = config.lora.r, ", ".join(config.lora.target_modules)
     lines += ["",
-              f"LoRA: r={r}, alpha={config.lora.alpha:g} on {targets}; lr {config.lora_training.lr:g} "
-              f"(full fine-tuning: lr {config.full.lr:g}), {config.lora_training.steps} steps each",
+              f"LoRA: r={r}, alpha={config.lora.alpha:g} on {targets}; lr {config.lora_training.lr:g}, "
+              f"{config.lora_training.steps} steps. Full fine-tuning: lr {config.full.lr:g}, {config.full.steps} steps",
               f"LoRA's '{old}' accuracy is the model's with the adapter switched off (the base is untouched)",
               f"LoRA merged into W: {lora['merged_new']:.1%} on '{new}' (unmerged: {lora['new']:.1%})",
               f"adapter file {format_bytes(results['files']['adapter_bytes'])} against a full checkpoint of "
