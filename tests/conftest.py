@@ -85,3 +85,18 @@ class TensorMaker:
 @pytest.fixture
 def make(rng, device):
     return TensorMaker(rng, device)
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Record the name of every backend of the fused LoRA op whose forward or backward runs."""
+    from minilora.kernels import dispatch
+    seen = []
+    for table in (dispatch._FORWARD, dispatch._BACKWARD):
+        for name, fn in list(table.items()):
+            def spy(*args, _name=name, _fn=fn):
+                seen.append(_name)
+                return _fn(*args)
+            monkeypatch.setitem(table, name, spy)
+    monkeypatch.delenv("MINILORA_BACKEND", raising=False)
+    return seen

@@ -7,27 +7,13 @@ import numpy as np
 import pytest
 
 from minilora import backend
-from minilora.kernels import (BACKENDS, available_backends, backend_status, default_backend, dispatch,
+from minilora.kernels import (BACKENDS, available_backends, backend_status, default_backend,
                               lora_backward, lora_forward, reference, use_backend)
 
 EXTENSION, EXTENSION_REASON = backend.extension_status()
 needs_extension = pytest.mark.skipif(EXTENSION is None,
                                      reason=f"the C++ op is not built ({EXTENSION_REASON}); "
                                      "tests/test_build.py fails for it")
-
-
-@pytest.fixture
-def calls(monkeypatch):
-    """Record the name of every backend whose forward or backward runs."""
-    seen = []
-    for table in (dispatch._FORWARD, dispatch._BACKWARD):
-        for name, fn in list(table.items()):
-            def spy(*args, _name=name, _fn=fn):
-                seen.append(_name)
-                return _fn(*args)
-            monkeypatch.setitem(table, name, spy)
-    monkeypatch.delenv("MINILORA_BACKEND", raising=False)
-    return seen
 
 
 @pytest.fixture

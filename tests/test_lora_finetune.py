@@ -1,7 +1,9 @@
 """A smoke run of the fine-tuning experiment (a few steps: it checks the plumbing and the counts;
 the accuracies are measured by `python -m minilora.lora.finetune`, not asserted here)."""
 
-from minilora.lora.finetune import QUICK, format_report, run_experiment
+import dataclasses
+
+from minilora.lora.finetune import QUICK, TRAINING_BACKEND, format_report, run_experiment
 
 
 def test_quick_experiment_runs_and_counts_what_trains():
@@ -16,3 +18,15 @@ def test_quick_experiment_runs_and_counts_what_trains():
     assert 0 < results["files"]["adapter_bytes"] < results["files"]["checkpoint_bytes"]
     text = format_report(results)
     assert "full fine-tuning" in text and "512" in text and "whole experiment" in text
+
+
+def test_the_lora_model_trains_on_the_backend_asked_for(calls):
+    small = dataclasses.replace(QUICK, pretrain=dataclasses.replace(QUICK.pretrain, steps=2, warmup_steps=0),
+                                full=dataclasses.replace(QUICK.full, steps=2, warmup_steps=0),
+                                lora_training=dataclasses.replace(QUICK.lora_training, steps=2, warmup_steps=0),
+                                eval_examples=4)
+    results = run_experiment(small, quiet=True)   # CPU default: the NumPy reference (TRAINING_BACKEND)
+    assert results["lora"]["backend"] == TRAINING_BACKEND["cpu"] == "numpy"
+    # two training steps: a forward and a backward per LoRA layer (q and v of one block), all numpy
+    assert calls[:8].count("numpy") == 8
+    assert "'numpy' backend" in format_report(results)

@@ -22,7 +22,6 @@
 # %%
 import inspect
 import json
-import math
 import os
 import re
 import statistics

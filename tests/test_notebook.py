@@ -1,0 +1,40 @@
+"""minilora.notebook: the fast switch and the figure saver every tutorial uses."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from matplotlib.figure import Figure
+
+from minilora import notebook
+
+
+def test_show_writes_a_png_where_minilora_figures_points(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MINILORA_FIGURES", str(tmp_path / "figs"))
+    fig = Figure()
+    fig.subplots().plot([0, 1], [1, 0])
+    path = notebook.show(fig, "01_line")
+    assert path == str(tmp_path / "figs" / "01_line.png")
+    assert (tmp_path / "figs" / "01_line.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"figure: {path}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["", "a/b", 3])
+def test_show_rejects_names_that_are_not_plain_file_names(name, tmp_path, monkeypatch):
+    monkeypatch.setenv("MINILORA_FIGURES", str(tmp_path))
+    with pytest.raises(ValueError, match="name must be a file name without folders"):
+        notebook.show(Figure(), name)
+
+
+@pytest.mark.parametrize("argv, env, expected", [
+    ([], {}, False), (["--fast"], {}, True), ([], {"MINILORA_FAST": "1"}, True), ([], {"MINILORA_FAST": "0"}, False)])
+def test_fast_comes_from_the_command_line_or_the_environment(argv, env, expected):
+    code = "from minilora.notebook import FAST; print(FAST)"
+    result = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, check=True,
+                            env={**_clean_env(), **env})
+    assert result.stdout.strip() == str(expected)
+
+
+def _clean_env():
+    return {k: v for k, v in os.environ.items() if k != "MINILORA_FAST"}
