@@ -1,7 +1,6 @@
 """save_adapter / load_adapter: a round trip that reproduces the adapted model exactly, files that
 hold only the adapter, and clear errors for empty, tampered, truncated and mismatched files."""
 
-import copy
 import os
 
 import numpy as np

@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 
-import minilora
 from minilora.lora import (LoRAConfig, LoRALinear, ModulesToSave, add_adapter, apply_lora, combine_adapters,
                            delete_adapter, disable_adapters, set_adapter)
 from minilora.lora.inject import get_module
