@@ -42,6 +42,7 @@ def show(fig, name):
     path = save_png(fig, os.path.join(figure_dir(), name + ".png"))
     print(f"figure: {path}")
     if in_notebook():
-        from IPython.display import display
-        display(fig)
+        # The saved PNG itself: a bare Figure (no pyplot) has no picture of its own for Jupyter.
+        from IPython.display import Image, display
+        display(Image(filename=path))
     return path

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import types
 
 import pytest
 from matplotlib.figure import Figure
@@ -38,3 +39,16 @@ def test_fast_comes_from_the_command_line_or_the_environment(argv, env, expected
 
 def _clean_env():
     return {k: v for k, v in os.environ.items() if k != "MINILORA_FAST"}
+
+
+def test_in_a_notebook_show_also_displays_the_saved_png(tmp_path, monkeypatch):
+    shown = []
+    fake = types.ModuleType("IPython.display")
+    fake.Image = lambda filename: ("image", filename)
+    fake.display = shown.append
+    monkeypatch.setitem(sys.modules, "IPython", types.ModuleType("IPython"))
+    monkeypatch.setitem(sys.modules, "IPython.display", fake)
+    monkeypatch.setattr(notebook, "in_notebook", lambda: True)
+    monkeypatch.setenv("MINILORA_FIGURES", str(tmp_path))
+    path = notebook.show(Figure(), "02_graph")
+    assert shown == [("image", path)]
