@@ -6,7 +6,7 @@
     x.grad            # array([[2., 4.]], dtype=float32)
 """
 
-from minilora import functional, kernels, lora, nn, optim
+from minilora import functional, kernels, labs, lora, nn, optim
 from minilora.backend import cuda_available
 from minilora.creation import arange, ones, randn, zeros
 from minilora.gradcheck import assert_gradcheck, gradcheck
