@@ -48,6 +48,14 @@ def test_a_damaged_base_model_file_is_trained_again(tmp_path, capsys):
     assert "cannot be used" in out and "pretrained the base model" in out
 
 
+@pytest.mark.gpu
+def test_quick_demo_on_the_gpu(tmp_path, capsys, cuda_device):
+    out = run_demo(capsys, tmp_path, "--device", cuda_device)
+    assert "minilora demo on cuda" in out and "the outputs agree" in out
+    assert "'cuda' backend of the fused op" in out      # the LoRA layers ran on the fused kernels
+    assert (tmp_path / "adapter.npz").stat().st_size > 0
+
+
 def test_cuda_without_a_gpu_is_a_clear_error(tmp_path, capsys):
     if minilora.cuda_available():
         pytest.skip("a GPU is usable here, so --device cuda is not an error")
