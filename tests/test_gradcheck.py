@@ -144,11 +144,14 @@ CORRECT = {
 @pytest.mark.parametrize("name", CORRECT)
 def test_correct_ops_pass_with_tiny_errors(rng, name):
     fn, shapes = CORRECT[name]
-    result = minilora.gradcheck(fn, _inputs(rng, *shapes))
+    inputs = _inputs(rng, *shapes)
+    result = minilora.gradcheck(fn, inputs)
     assert result.ok, result
-    assert result.max_rel_err < 1e-6
-    assert result.max_abs_err < 1e-7
     assert str(result).startswith("gradcheck passed")
+    # Far inside the defaults: a correct backward passes with tolerances 100 times tighter too. (Not
+    # a bound on max_rel_err alone: on an element near 0, rounding of about 1e-10 is large relative.)
+    strict = minilora.gradcheck(fn, inputs, atol=1e-7, rtol=1e-5)
+    assert strict.ok, strict
 
 
 def test_report_names_the_input_element_and_values(rng):

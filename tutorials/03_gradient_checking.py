@@ -158,7 +158,7 @@ x, W, A, B = random_inputs((M, K), (N, K), (r, K), (N, r))
 result = minilora.gradcheck(lambda x, W, A, B: F.lora_linear(x, W, A, B, scaling), [x, W, A, B],
                             names=["x", "W", "A", "B"])
 print(result)
-assert result.ok and result.max_rel_err < 1e-6
+assert result.ok and result.max_abs_err < 1e-7   # rounding only: 100 times inside atol = 1e-5
 
 # %% [markdown]
 # ### A planted bug: a forgotten transpose
