@@ -4,6 +4,9 @@ Every test that takes `device` (or `make`, which uses it) runs once on "cpu" and
 the cuda run is marked `gpu` and skipped, with the reason, where CuPy sees no usable GPU.
 Random inputs are fresh on every run; the seed is printed, so a failing run shows it, and setting
 MINILORA_TEST_SEED=<seed> repeats that run exactly.
+Float64 comparisons give an absolute tolerance next to the relative one (rtol=1e-12, atol=1e-12):
+two correct ways of summing the same products differ by rounding, and on an element that happens
+to lie near zero that rounding is a large relative error. A wrong result is off by far more.
 """
 
 import os

@@ -67,7 +67,7 @@ def test_package_runs_on_numpy_without_the_extension(without_extension, rng, mon
     x, W, A, B = (minilora.tensor(rng.standard_normal(s), requires_grad=True) for s in shapes)
     y = F.lora_linear(x, W, A, B, 2.0)
     xs, Ws, As, Bs = (t.numpy() for t in (x, W, A, B))
-    np.testing.assert_allclose(y.numpy(), xs @ Ws.T + 2.0 * xs @ As.T @ Bs.T, rtol=1e-12)
+    np.testing.assert_allclose(y.numpy(), xs @ Ws.T + 2.0 * xs @ As.T @ Bs.T, rtol=1e-12, atol=1e-12)
     y.sum().backward()
     assert A.grad.shape == (2, 4) and B.grad.shape == (5, 2)
 

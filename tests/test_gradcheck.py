@@ -167,7 +167,7 @@ def test_report_names_the_input_element_and_values(rng):
     # The central difference of this linear function is exact but for rounding: about
     # 1e-16·|L| / eps = 1e-10·|L| absolute, which is a large relative error on a small element.
     np.testing.assert_allclose(result.numeric, true_grad_x[e], rtol=1e-6, atol=1e-8)
-    np.testing.assert_allclose(result.analytic, buggy_grad_x[e], rtol=1e-12)
+    np.testing.assert_allclose(result.analytic, buggy_grad_x[e], rtol=1e-12, atol=1e-12)
     report = str(result)
     assert f"input 0 (x) is wrong at element {e}" in report
     assert f"analytic {result.analytic:.6g}, numeric {result.numeric:.6g}" in report

@@ -57,10 +57,10 @@ def test_frozen_weight_gets_no_gradient_and_A_B_get_the_formula(make):
     xs, Ws, As, Bs = (t.numpy().reshape(-1, t.shape[-1]) for t in (x, W, A, B))
     dy2 = dy.reshape(-1, dy.shape[-1])
     v = dy2 @ Bs
-    np.testing.assert_allclose(backend.to_numpy(A.grad), 2.0 * v.T @ xs, rtol=1e-10)
-    np.testing.assert_allclose(backend.to_numpy(B.grad), 2.0 * dy2.T @ (xs @ As.T), rtol=1e-10)
+    np.testing.assert_allclose(backend.to_numpy(A.grad), 2.0 * v.T @ xs, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(backend.to_numpy(B.grad), 2.0 * dy2.T @ (xs @ As.T), rtol=1e-10, atol=1e-10)
     expected_dx = (dy2 @ Ws + 2.0 * v @ As).reshape(x.shape)
-    np.testing.assert_allclose(backend.to_numpy(x.grad), expected_dx, rtol=1e-10)
+    np.testing.assert_allclose(backend.to_numpy(x.grad), expected_dx, rtol=1e-10, atol=1e-10)
 
 
 def test_float32_in_float32_out(rng):

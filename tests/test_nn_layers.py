@@ -69,7 +69,7 @@ def test_embedding_looks_up_rows_and_accumulates_repeated_gradients(rng):
     out.backward(upstream)
     expected = np.zeros((6, 4))
     np.add.at(expected, idx.numpy(), upstream)  # row 2 is used three times
-    np.testing.assert_allclose(emb.weight.grad, expected, rtol=1e-12)
+    np.testing.assert_allclose(emb.weight.grad, expected, rtol=1e-12, atol=1e-12)
     result = minilora.gradcheck(lambda w: emb(idx), [emb.weight])
     assert result.ok, result.report()
 
@@ -137,6 +137,6 @@ def test_sequential_calls_modules_in_order(rng):
     x = _x(rng, 5, 3)
     w1, b1, w2, b2 = (p.numpy() for p in (first.weight, first.bias, second.weight, second.bias))
     expected = (x.numpy() @ w1.T + b1) @ w2.T + b2
-    np.testing.assert_allclose(model(x).numpy(), expected, rtol=1e-12)
+    np.testing.assert_allclose(model(x).numpy(), expected, rtol=1e-12, atol=1e-12)
     assert [n for n, _ in model.named_parameters()] == ["0.weight", "0.bias", "2.weight", "2.bias"]
     assert math.isclose(model.num_parameters(), 3 * 4 + 4 + 4 * 2 + 2)

@@ -25,7 +25,7 @@ def test_binary_op_values_and_gradients(make, name, shapes):
     a = make.randn(*shapes[0])
     b = make.positive(*shapes[1]) if name == "div" else make.randn(*shapes[1])
     out = op(a, b)
-    np.testing.assert_allclose(out.numpy(), formula(a.numpy(), b.numpy()), rtol=1e-12)
+    np.testing.assert_allclose(out.numpy(), formula(a.numpy(), b.numpy()), rtol=1e-12, atol=1e-12)
     minilora.assert_gradcheck(op, [a, b], names=["a", "b"])
 
 
@@ -39,7 +39,7 @@ def test_binary_ops_broadcast_any_shapes(device, shapes, name, seed):
     b = minilora.tensor(rng.uniform(0.5, 2, shape_b), requires_grad=True, device=device)
     out = op(a, b)
     assert out.shape == out_shape
-    np.testing.assert_allclose(out.numpy(), formula(a.numpy(), b.numpy()), rtol=1e-12)
+    np.testing.assert_allclose(out.numpy(), formula(a.numpy(), b.numpy()), rtol=1e-12, atol=1e-12)
     minilora.assert_gradcheck(op, [a, b])
 
 
@@ -48,14 +48,14 @@ def test_python_numbers_on_either_side(make):
     xv = x.numpy()
     for fn, expected in [(lambda t: 2.0 - t, 2.0 - xv), (lambda t: 3.0 / t, 3.0 / xv),
                          (lambda t: t * 4 + 1, xv * 4 + 1), (lambda t: -t, -xv)]:
-        np.testing.assert_allclose(fn(x).numpy(), expected, rtol=1e-12)
+        np.testing.assert_allclose(fn(x).numpy(), expected, rtol=1e-12, atol=1e-12)
         minilora.assert_gradcheck(fn, [x])
 
 
 @pytest.mark.parametrize("exponent", [2, 3, 0.5, -1.5])
 def test_pow(make, exponent):
     x = make.positive(3, 2)
-    np.testing.assert_allclose((x ** exponent).numpy(), x.numpy() ** exponent, rtol=1e-12)
+    np.testing.assert_allclose((x ** exponent).numpy(), x.numpy() ** exponent, rtol=1e-12, atol=1e-12)
     minilora.assert_gradcheck(lambda t: t ** exponent, [x])
 
 

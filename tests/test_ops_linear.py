@@ -43,9 +43,9 @@ def test_gradients_match_the_formulas(make):
     x, w, b = make.randn(2, 3, 4), make.randn(5, 4), make.randn(5)
     g = make.randn(2, 3, 5, requires_grad=False).numpy()
     F.linear(x, w, b).backward(g)
-    np.testing.assert_allclose(to_numpy(x.grad), g @ w.numpy(), rtol=1e-12)
-    np.testing.assert_allclose(to_numpy(w.grad), np.einsum("btn,btk->nk", g, x.numpy()), rtol=1e-12)
-    np.testing.assert_allclose(to_numpy(b.grad), g.sum(axis=(0, 1)), rtol=1e-12)
+    np.testing.assert_allclose(to_numpy(x.grad), g @ w.numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(to_numpy(w.grad), np.einsum("btn,btk->nk", g, x.numpy()), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(to_numpy(b.grad), g.sum(axis=(0, 1)), rtol=1e-12, atol=1e-12)
     assert w.grad.flags.c_contiguous
 
 

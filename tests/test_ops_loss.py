@@ -55,7 +55,7 @@ def test_gradient_is_softmax_minus_one_hot_over_count(make):
     F.cross_entropy(logits, targets).backward()
     x = logits.numpy()
     probs = np.exp(x) / np.exp(x).sum(axis=1, keepdims=True)
-    np.testing.assert_allclose(to_numpy(logits.grad), (probs - np.eye(3)[targets.numpy()]) / 4, rtol=1e-12)
+    np.testing.assert_allclose(to_numpy(logits.grad), (probs - np.eye(3)[targets.numpy()]) / 4, rtol=1e-12, atol=1e-12)
 
 
 def test_cross_entropy_errors(make):

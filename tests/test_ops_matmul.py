@@ -27,7 +27,7 @@ def test_matmul_values_and_gradients(make, shapes):
     out = a @ b
     expected = np.matmul(a.numpy(), b.numpy())
     assert out.shape == expected.shape
-    np.testing.assert_allclose(out.numpy(), expected, rtol=1e-12)
+    np.testing.assert_allclose(out.numpy(), expected, rtol=1e-12, atol=1e-12)
     minilora.assert_gradcheck(F.matmul, [a, b], names=["a", "b"])
 
 
@@ -48,7 +48,7 @@ def test_matmul_with_one_constant_side(make):
     x, w = make.randn(3, 4), make.randn(4, 2, requires_grad=False)
     (x @ w).sum().backward()
     assert w.grad is None
-    np.testing.assert_allclose(to_numpy(x.grad), np.ones((3, 2)) @ w.numpy().T, rtol=1e-12)
+    np.testing.assert_allclose(to_numpy(x.grad), np.ones((3, 2)) @ w.numpy().T, rtol=1e-12, atol=1e-12)
 
 
 def test_numpy_array_on_the_left_is_a_constant(rng):
@@ -57,9 +57,9 @@ def test_numpy_array_on_the_left_is_a_constant(rng):
     b = minilora.tensor(rng.standard_normal((3, 2)), requires_grad=True)
     out = a @ b
     assert isinstance(out, minilora.Tensor)
-    np.testing.assert_allclose(out.numpy(), a @ b.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(out.numpy(), a @ b.numpy(), rtol=1e-12, atol=1e-12)
     out.sum().backward()
-    np.testing.assert_allclose(to_numpy(b.grad), a.T @ np.ones((2, 2)), rtol=1e-12)
+    np.testing.assert_allclose(to_numpy(b.grad), a.T @ np.ones((2, 2)), rtol=1e-12, atol=1e-12)
 
 
 def test_matmul_errors(make):

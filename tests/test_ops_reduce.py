@@ -23,7 +23,7 @@ def test_reduction_values_and_gradients(make, name, axis, keepdims):
     out = op(x, axis=axis, keepdims=keepdims)
     expected = reference(x.numpy(), axis=axis, keepdims=keepdims)
     assert out.shape == expected.shape
-    np.testing.assert_allclose(out.numpy(), expected, rtol=1e-12)
+    np.testing.assert_allclose(out.numpy(), expected, rtol=1e-12, atol=1e-12)
     minilora.assert_gradcheck(lambda t: op(t, axis=axis, keepdims=keepdims), [x])
 
 
@@ -43,7 +43,7 @@ def test_sum_and_mean_over_any_axes(device, shape_axis, name, keepdims, seed):
     op, reference = REDUCTIONS[name]
     x = minilora.tensor(np.random.default_rng(seed).standard_normal(shape), requires_grad=True, device=device)
     out = op(x, axis=axis, keepdims=keepdims)
-    np.testing.assert_allclose(out.numpy(), reference(x.numpy(), axis=axis, keepdims=keepdims), rtol=1e-12)
+    np.testing.assert_allclose(out.numpy(), reference(x.numpy(), axis=axis, keepdims=keepdims), rtol=1e-12, atol=1e-12)
     minilora.assert_gradcheck(lambda t: op(t, axis=axis, keepdims=keepdims), [x])
 
 
@@ -62,15 +62,15 @@ def test_max_over_everything_with_ties(device):
 def test_tensor_methods_reduce(make):
     x = make.randn(3, 4)
     xv = x.numpy()
-    np.testing.assert_allclose(x.sum().numpy(), xv.sum(), rtol=1e-12)
-    np.testing.assert_allclose(x.mean(axis=1).numpy(), xv.mean(axis=1), rtol=1e-12)
-    np.testing.assert_allclose(x.max(axis=0, keepdims=True).numpy(), xv.max(axis=0, keepdims=True), rtol=1e-12)
+    np.testing.assert_allclose(x.sum().numpy(), xv.sum(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(x.mean(axis=1).numpy(), xv.mean(axis=1), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(x.max(axis=0, keepdims=True).numpy(), xv.max(axis=0, keepdims=True), rtol=0)
 
 
 def test_mean_gradient_is_one_over_count(make):
     x = make.randn(4, 5)
     x.mean(axis=1).sum().backward()
-    np.testing.assert_allclose(to_numpy(x.grad), np.full((4, 5), 1 / 5), rtol=1e-12)
+    np.testing.assert_allclose(to_numpy(x.grad), np.full((4, 5), 1 / 5), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", REDUCTIONS)

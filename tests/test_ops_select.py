@@ -88,7 +88,7 @@ def test_masked_fill_with_minus_infinity_before_softmax(make):
     causal = minilora.tensor(np.triu(np.ones((4, 4), dtype=bool), k=1), device=make.device)
     probs = F.softmax(scores.masked_fill(causal, float("-inf")), axis=-1).numpy()
     assert np.all(probs[:, causal.numpy()] == 0)
-    np.testing.assert_allclose(probs.sum(axis=-1), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(probs.sum(axis=-1), 1.0, rtol=1e-12, atol=1e-12)
 
 
 def test_masked_fill_errors(make):

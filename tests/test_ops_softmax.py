@@ -19,8 +19,8 @@ def softmax_formula(x, axis):
 def test_softmax_and_log_softmax(make, axis):
     x = make.randn(2, 3, 4)
     expected = softmax_formula(x.numpy(), axis)
-    np.testing.assert_allclose(F.softmax(x, axis=axis).numpy(), expected, rtol=1e-12)
-    np.testing.assert_allclose(F.log_softmax(x, axis=axis).numpy(), np.log(expected), rtol=1e-12)
+    np.testing.assert_allclose(F.softmax(x, axis=axis).numpy(), expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(F.log_softmax(x, axis=axis).numpy(), np.log(expected), rtol=1e-12, atol=1e-12)
     minilora.assert_gradcheck(lambda t: F.softmax(t, axis=axis), [x])
     minilora.assert_gradcheck(lambda t: F.log_softmax(t, axis=axis), [x])
 
@@ -31,8 +31,8 @@ def test_softmax_any_shape(device, shape, data, seed):
     axis = data.draw(st.integers(-len(shape), len(shape) - 1), label="axis")
     x = minilora.tensor(np.random.default_rng(seed).standard_normal(shape) * 3, requires_grad=True, device=device)
     out = F.softmax(x, axis=axis)
-    np.testing.assert_allclose(out.numpy(), softmax_formula(x.numpy(), axis), rtol=1e-12)
-    np.testing.assert_allclose(out.numpy().sum(axis=axis), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(out.numpy(), softmax_formula(x.numpy(), axis), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(out.numpy().sum(axis=axis), 1.0, rtol=1e-12, atol=1e-12)
     minilora.assert_gradcheck(lambda t: F.softmax(t, axis=axis), [x])
 
 

@@ -33,7 +33,7 @@ def test_sgd_with_momentum_and_weight_decay_follows_the_published_rule(rng):
         g = g + wd * w
         buf = g if buf is None else momentum * buf + g
         w = w - lr * buf
-    np.testing.assert_allclose(p.numpy(), w, rtol=1e-14)
+    np.testing.assert_allclose(p.numpy(), w, rtol=1e-14, atol=1e-14)
 
 
 def test_plain_sgd_step(rng):
@@ -41,7 +41,7 @@ def test_plain_sgd_step(rng):
     w, g = p.numpy().copy(), rng.standard_normal(4)
     optimizer = optim.SGD([p], lr=0.5)
     run(optimizer, [p], [[g]])
-    np.testing.assert_allclose(p.numpy(), w - 0.5 * g, rtol=1e-15)
+    np.testing.assert_allclose(p.numpy(), w - 0.5 * g, rtol=1e-15, atol=1e-15)
     assert optimizer.state_nbytes() == 0  # no momentum, no state
 
 
@@ -58,7 +58,7 @@ def test_adamw_follows_the_decoupled_rule_with_bias_correction(rng):
         m = b1 * m + (1 - b1) * g
         v = b2 * v + (1 - b2) * g * g
         w = w - lr * (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps)
-    np.testing.assert_allclose(p.numpy(), w, rtol=1e-13)
+    np.testing.assert_allclose(p.numpy(), w, rtol=1e-13, atol=1e-13)
 
 
 def test_adamw_first_step_moves_each_element_by_about_lr(rng):
@@ -91,9 +91,9 @@ def test_param_groups_use_their_own_options_and_fill_in_defaults(rng):
                           lr=0.01)
     assert optimizer.param_groups[1]["lr"] == 0.01 and optimizer.param_groups[0]["weight_decay"] == 0.0
     run(optimizer, [a, b, c], [grads])
-    np.testing.assert_allclose(a.numpy(), start[0] - 0.1 * grads[0], rtol=1e-15)
+    np.testing.assert_allclose(a.numpy(), start[0] - 0.1 * grads[0], rtol=1e-15, atol=1e-15)
     for p, w, g in ((b, start[1], grads[1]), (c, start[2], grads[2])):
-        np.testing.assert_allclose(p.numpy(), w - 0.01 * (g + 0.5 * w), rtol=1e-15)
+        np.testing.assert_allclose(p.numpy(), w - 0.01 * (g + 0.5 * w), rtol=1e-15, atol=1e-15)
     optimizer.param_groups[0]["lr"] = 0.0  # what a schedule does between steps
     before = a.numpy().copy()
     run(optimizer, [a, b, c], [grads])
@@ -160,8 +160,8 @@ def test_clip_grad_norm_scales_all_gradients_together(rng):
     expected = math.sqrt((ga ** 2).sum() + (gb ** 2).sum())
     assert isinstance(total, float) and math.isclose(total, expected, rel_tol=1e-12)
     scale = 1.0 / (expected + 1e-6)
-    np.testing.assert_allclose(a.grad, ga * scale, rtol=1e-12)
-    np.testing.assert_allclose(b.grad, gb * scale, rtol=1e-12)
+    np.testing.assert_allclose(a.grad, ga * scale, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(b.grad, gb * scale, rtol=1e-12, atol=1e-12)
     assert math.isclose(math.sqrt((a.grad ** 2).sum() + (b.grad ** 2).sum()), 1.0, rel_tol=1e-5)
     assert unused.grad is None
 

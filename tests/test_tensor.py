@@ -27,7 +27,7 @@ def test_reused_input_gets_both_contributions(make):
     x = make.randn(3, 4)
     y = x * x + x  # x appears three times
     y.sum().backward()
-    np.testing.assert_allclose(to_numpy(x.grad), 2 * x.numpy() + 1, rtol=1e-12)
+    np.testing.assert_allclose(to_numpy(x.grad), 2 * x.numpy() + 1, rtol=1e-12, atol=1e-12)
 
 
 def test_diamond_graph(make):
@@ -36,21 +36,21 @@ def test_diamond_graph(make):
     b = x.exp()
     (a * b).sum().backward()
     xv = x.numpy()
-    np.testing.assert_allclose(to_numpy(x.grad), 2 * np.exp(xv) + 2 * xv * np.exp(xv), rtol=1e-12)
+    np.testing.assert_allclose(to_numpy(x.grad), 2 * np.exp(xv) + 2 * xv * np.exp(xv), rtol=1e-12, atol=1e-12)
 
 
 def test_grad_accumulates_across_backward_calls(make):
     x = make.randn(4)
     (x * 3.0).sum().backward()
     (x * x).sum().backward()
-    np.testing.assert_allclose(to_numpy(x.grad), 3.0 + 2 * x.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(to_numpy(x.grad), 3.0 + 2 * x.numpy(), rtol=1e-12, atol=1e-12)
 
 
 def test_backward_with_explicit_gradient(make):
     x = make.randn(2, 3)
     g = make.randn(2, 3, requires_grad=False)
     (x * 4.0).backward(g)
-    np.testing.assert_allclose(to_numpy(x.grad), 4.0 * g.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(to_numpy(x.grad), 4.0 * g.numpy(), rtol=1e-12, atol=1e-12)
 
 
 def test_leaf_grads_are_separate_writable_arrays(make):
@@ -93,7 +93,7 @@ def test_detach_cuts_the_graph(make):
     d = x.detach()
     assert not d.requires_grad and d.is_leaf
     (d * x).sum().backward()  # only the non-detached factor sends a gradient
-    np.testing.assert_allclose(to_numpy(x.grad), x.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(to_numpy(x.grad), x.numpy(), rtol=1e-12, atol=1e-12)
 
 
 def test_requires_grad_propagation(make):
