@@ -155,7 +155,7 @@ def format_report(results):
     old, new = config.pretrain_task, config.finetune_task
     base, full, lora = results["base"], results["full"], results["lora"]
     seconds = results["pretrain_seconds"]
-    how = "an earlier run" if seconds is None else f"{seconds:.0f} s"
+    how = "before this experiment" if seconds is None else f"{seconds:.0f} s"
     lines = [f"pretrained on '{old}' ({how}): held-out exact match "
              f"{base['old']:.1%} on '{old}', {base['new']:.1%} on '{new}'",
              "",
