@@ -7,7 +7,9 @@ gradients of L for every element of every input that requires grad:
     analytic:  what backward computes (out.backward(v))
     numeric:   the central difference (L(x + eps) - L(x - eps)) / (2·eps), one element at a time
 
-They must agree to |analytic - numeric| <= atol + rtol·|numeric|. This only works in float64:
+They must agree to |analytic - numeric| <= atol + rtol·|numeric|, and both must be finite: a NaN
+or inf anywhere, in either gradient, is a failure of its own (NaN compares false with everything,
+so without this rule it would pass every tolerance). This only works in float64:
 the difference L(x + eps) - L(x - eps) cancels almost every digit of L, and float32 has too few.
 It is the check every op in minilora passes, and the one a student runs on a backward they wrote.
 """
@@ -18,6 +20,7 @@ from typing import Optional
 import numpy as np
 
 from minilora import backend
+from minilora.checks import check_number
 from minilora.tensor import Tensor, no_grad
 
 
@@ -33,14 +36,20 @@ class InputCheck:
     rtol: float
 
     def __post_init__(self):
-        self.abs_err = np.abs(self.analytic - self.numeric)
-        self.allowed = self.atol + self.rtol * np.abs(self.numeric)
-        # Relative to the larger of the two values; atol as a floor keeps zero gradients from dividing by 0.
-        scale = np.maximum(np.maximum(np.abs(self.analytic), np.abs(self.numeric)), self.atol)
-        self.rel_err = self.abs_err / scale
-        self.wrong = self.abs_err > self.allowed
-        # The worst element is the one that misses its allowance by the largest factor.
-        flat = int(np.argmax(self.abs_err / self.allowed))
+        with np.errstate(invalid="ignore"):  # inf - inf is NaN; such elements are non-finite below
+            self.abs_err = np.abs(self.analytic - self.numeric)
+            self.allowed = self.atol + self.rtol * np.abs(self.numeric)
+            # Relative to the larger of the two values; atol as a floor keeps zero gradients from dividing by 0.
+            scale = np.maximum(np.maximum(np.abs(self.analytic), np.abs(self.numeric)), self.atol)
+            self.rel_err = self.abs_err / scale
+            misses = self.abs_err / self.allowed
+        self.nonfinite_analytic = ~np.isfinite(self.analytic)
+        self.nonfinite_numeric = ~np.isfinite(self.numeric)
+        self.nonfinite = self.nonfinite_analytic | self.nonfinite_numeric
+        self.wrong = self.nonfinite | (self.abs_err > self.allowed)
+        # The worst element is the first non-finite one, else the one that misses its allowance by
+        # the largest factor.
+        flat = int(np.argmax(self.nonfinite)) if self.nonfinite.any() else int(np.argmax(misses))
         self.worst_element = tuple(int(i) for i in np.unravel_index(flat, self.abs_err.shape))
 
     @property
@@ -61,10 +70,27 @@ class InputCheck:
 
     @property
     def badness(self):
+        if self.nonfinite.any():
+            return np.inf
         return float((self.abs_err / self.allowed).max(initial=0.0))
+
+    def nonfinite_message(self):
+        """What is NaN or inf and where it first is, or None when both gradients are finite."""
+        for which, mask, values, cause in (
+                ("analytic", self.nonfinite_analytic, self.analytic,
+                 "backward produced it: look for a division by zero, a sqrt or log of 0, or 0·inf"),
+                ("numeric", self.nonfinite_numeric, self.numeric,
+                 "the forward itself is NaN or inf at x ± eps: choose inputs inside the op's domain")):
+            if mask.any():
+                first = tuple(int(i) for i in np.unravel_index(int(np.argmax(mask)), mask.shape))
+                return (f"the {which} gradient has {int(mask.sum())} non-finite element(s) (NaN or inf), "
+                        f"the first at {first}: {float(values[first])}; {cause}")
+        return None
 
     def hint(self):
         """A likely cause, when the wrong gradient has a recognisable pattern."""
+        if self.nonfinite.any():
+            return self.nonfinite_message()
         a, n = self.analytic, self.numeric
 
         def close(x, y):
@@ -120,9 +146,13 @@ class GradcheckResult:
                     f"max rel err {self.max_rel_err:.2e}")
         worst = next(c for c in self.inputs if c.index == self.worst_input)
         e = self.worst_element
-        lines = [f"gradcheck FAILED: the gradient of {worst.label} is wrong at element {e}: "
-                 f"analytic {self.analytic:.6g}, numeric {self.numeric:.6g} "
-                 f"(off by {worst.abs_err[e]:.3g}, allowed {worst.allowed[e]:.3g})"]
+        if worst.nonfinite.any():
+            lines = [f"gradcheck FAILED: the gradient of {worst.label} is not finite at element {e}: "
+                     f"analytic {self.analytic:.6g}, numeric {self.numeric:.6g}"]
+        else:
+            lines = [f"gradcheck FAILED: the gradient of {worst.label} is wrong at element {e}: "
+                     f"analytic {self.analytic:.6g}, numeric {self.numeric:.6g} "
+                     f"(off by {worst.abs_err[e]:.3g}, allowed {worst.allowed[e]:.3g})"]
         for c in self.inputs:
             if c.ok:
                 lines.append(f"  {c.label}, shape {c.analytic.shape}: ok (max abs err {c.max_abs_err:.2e})")
@@ -150,9 +180,9 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, names=None, seed=0):
     Returns a GradcheckResult; fn must be deterministic (seed dropout inside fn).
     The inputs' data is restored exactly and their .grad left as it was.
     """
-    if not (eps > 0 and atol > 0 and rtol >= 0):
-        raise ValueError(f"gradcheck needs eps > 0, atol > 0 and rtol >= 0, "
-                         f"got eps={eps}, atol={atol}, rtol={rtol}")
+    check_number("gradcheck: eps", eps, above=0)
+    check_number("gradcheck: atol", atol, above=0)
+    check_number("gradcheck: rtol", rtol, low=0)
     inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
     names = _check_names(names, len(inputs))
     checked = _check_inputs(inputs)

@@ -275,6 +275,9 @@ def test_sampling_is_reproducible_with_manual_seed(rng):
     assert model.generate(prompt, 0).shape == (1, 2)
     with pytest.raises(ValueError, match="temperature"):
         model.generate(prompt, 3, temperature=-1)
+    for value in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=r"temperature \(0 means greedy\) must be a finite number"):
+            model.generate(prompt, 3, temperature=value)
     with pytest.raises(ValueError, match="top_k"):
         model.generate(prompt, 3, top_k=0)
     with pytest.raises(ValueError, match="max_new_tokens"):

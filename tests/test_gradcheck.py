@@ -255,3 +255,82 @@ def test_gradcheck_on_each_device(make):
     x, w = make.randn(2, 3), make.randn(3, 3)
     assert minilora.gradcheck(lambda a, b: F.softmax(a @ b), [x, w]).ok
     assert not minilora.gradcheck(MatMulMissingTranspose.apply, [make.randn(3, 3), w]).ok
+
+
+# ---- NaN and inf are failures, and the default tolerances are the documented ones ---------------
+class ExpGradientTimesNaN(Function):
+    @staticmethod
+    def forward(ctx, x):
+        y = ctx.xp.exp(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved
+        return grad * y * float("nan")
+
+
+class ExpGradientOffBy(Function):
+    """exp whose backward is off by a relative `factor` and an absolute `offset` (set on the class)."""
+
+    factor, offset = 1.0, 0.0
+
+    @staticmethod
+    def forward(ctx, x):
+        y = ctx.xp.exp(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved
+        return grad * y * ExpGradientOffBy.factor + ExpGradientOffBy.offset
+
+
+def test_a_nan_analytic_gradient_fails_with_its_own_message(rng):
+    (x,) = _inputs(rng, (2, 3))
+    result = minilora.gradcheck(ExpGradientTimesNaN.apply, [x], names=["x"])
+    assert not result.ok
+    report = str(result)
+    assert "gradient of input 0 (x) is not finite at element (0, 0)" in report
+    assert "the analytic gradient has 6 non-finite element(s)" in report
+    with pytest.raises(AssertionError, match="not finite"):
+        minilora.assert_gradcheck(ExpGradientTimesNaN.apply, [x])
+
+
+def test_a_nan_numeric_gradient_fails_too(rng):
+    # log of a negative number is NaN in the forward, so L and every central difference are NaN,
+    # while backward's 1/x is finite.
+    x = minilora.tensor(np.array([1.0, -1.0, 2.0]), requires_grad=True)
+    with np.errstate(invalid="ignore"):
+        result = minilora.gradcheck(F.log, [x])
+    assert not result.ok and result.worst_element == (0,)
+    assert "the numeric gradient has 3 non-finite element(s)" in str(result) and "domain" in str(result)
+
+
+def test_a_gradient_off_by_half_a_percent_fails_at_the_default_tolerances(rng, monkeypatch):
+    (x,) = _inputs(rng, (3, 4))
+    monkeypatch.setattr(ExpGradientOffBy, "factor", 1.005)
+    # rtol=1e-3 by default: 0.5% off fails; the same check at rtol=1e-2 lets it through.
+    assert not minilora.gradcheck(ExpGradientOffBy.apply, [x]).ok
+    assert minilora.gradcheck(ExpGradientOffBy.apply, [x], rtol=1e-2).ok
+
+
+def test_an_absolute_error_of_5e_5_on_a_zero_gradient_fails_at_the_default_tolerances(rng, monkeypatch):
+    (x,) = _inputs(rng, (4,))
+    monkeypatch.setattr(ExpGradientOffBy, "offset", 5e-5)
+    fn = lambda t: ExpGradientOffBy.apply(t) * 0.0  # noqa: E731 (the true gradient is exactly 0)
+    result = minilora.gradcheck(fn, [x])
+    # atol=1e-5 by default: off by 5e-5 where the numeric gradient is 0 fails; atol=1e-4 passes.
+    assert not result.ok and result.numeric == 0.0
+    assert f"allowed {1e-5:.3g}" in str(result)
+    assert minilora.gradcheck(fn, [x], atol=1e-4).ok
+
+
+@pytest.mark.parametrize("option", ["eps", "atol", "rtol"])
+def test_nan_and_inf_tolerances_are_refused(rng, option):
+    (x,) = _inputs(rng, (3,))
+    for value in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=f"gradcheck: {option} must be a finite number"):
+            minilora.gradcheck(F.exp, [x], **{option: value})

@@ -93,10 +93,57 @@ def test_one_dimensional_x_is_one_row(arrays):
     assert dx.shape == (5,) and dA.shape == A.shape and dB.shape == B.shape
 
 
-def test_empty_batch_is_a_clear_error(arrays):
+@pytest.mark.parametrize("name", ["numpy", "cpp"])
+def test_empty_batch_gives_empty_outputs_and_zero_adapter_gradients(arrays, name):
+    if name not in available_backends():
+        pytest.skip(f"backend {name} is not available here: {backend_status(name)[1]}")
     x, W, A, B = arrays
-    with pytest.raises(ValueError, match=r"every size must be at least 1, got M = 0 rows"):
-        lora_forward(x[:0], W, A, B, 1.0)
+    y, u = lora_forward(x[:0].reshape(0, 0, 5), W, A, B, 1.0, bias=np.ones(4), backend=name)
+    assert y.shape == (0, 0, 4) and u.shape == (0, 0, 2)
+    dx, dA, dB = lora_backward(np.ones((0, 0, 4)), x[:0].reshape(0, 0, 5), W, A, B, u, 1.0, backend=name)
+    assert dx.shape == (0, 0, 5)
+    np.testing.assert_array_equal(dA, np.zeros(A.shape))
+    np.testing.assert_array_equal(dB, np.zeros(B.shape))
+
+
+@pytest.mark.parametrize("name", ["numpy", "cpp"])
+def test_scaling_must_be_finite_in_the_arrays_dtype(arrays, name):
+    if name not in available_backends():
+        pytest.skip(f"backend {name} is not available here: {backend_status(name)[1]}")
+    x, W, A, B = arrays
+    for scaling in (float("nan"), float("inf"), -float("inf")):
+        with pytest.raises(ValueError, match="scaling must be a finite number"):
+            lora_forward(x, W, A, B, scaling, backend=name)
+        with pytest.raises(ValueError, match="scaling must be a finite number"):
+            lora_backward(np.ones((3, 4)), x, W, A, B, np.ones((3, 2)), scaling, backend=name)
+    as32 = [a.astype(np.float32) for a in arrays]
+    with pytest.raises(ValueError, match=r"scaling 1e\+300 is not representable in float32"):
+        lora_forward(*as32, 1e300, backend=name)
+    y, _ = lora_forward(x, W, A, B, 1e300, backend=name)  # float64 holds it
+    assert y.dtype == np.float64
+
+
+@needs_extension
+def test_output_buffers_that_alias_an_input_are_refused(arrays):
+    from minilora.kernels import cpp
+    x, W, A, B = arrays
+    y, u = np.empty((3, 4)), np.empty((3, 2))
+    with pytest.raises(ValueError, match="the output u shares memory with x"):
+        cpp.forward(x, W, A, B, 1.0, out=(y, x.reshape(-1)[:6].reshape(3, 2)))
+    with pytest.raises(ValueError, match="the output y shares memory with u"):
+        cpp.forward(x, W, A, B, 1.0, out=(y, y.reshape(-1)[:6].reshape(3, 2)))
+    dy = np.ones((3, 4))
+    with pytest.raises(ValueError, match="the output dB shares memory with dy"):
+        cpp.backward(dy, x, W, A, B, u, 1.0, out=(np.empty((3, 5)), np.empty((2, 5)), dy.reshape(-1)[:8].reshape(4, 2)))
+    y.flags.writeable = False
+    with pytest.raises(ValueError, match="the output y is read-only"):
+        cpp.forward(x, W, A, B, 1.0, out=(y, u))
+    # Separate buffers are written in place and match the reference.
+    y, u = np.full((3, 4), np.nan), np.full((3, 2), np.nan)
+    got = cpp.forward(x, W, A, B, 1.5, out=(y, u))
+    assert got[0] is y and got[1] is u
+    expected, _ = reference.lora_forward(x, W, A, B, 1.5)
+    np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
 
 
 def test_backward_checks_u_against_the_forward(arrays):

@@ -55,6 +55,9 @@ def test_linear_rejects_bad_sizes_and_inputs():
         nn.Linear(0, 3)
     with pytest.raises(ValueError, match="out_features"):
         nn.Linear(3, 2.5)
+    for value in (float("nan"), float("inf"), -0.1):
+        with pytest.raises(ValueError, match="init_std must be"):
+            nn.Linear(3, 2, init_std=value)
     with pytest.raises(ValueError, match=r"\(\.\.\., 3\)"):
         nn.Linear(3, 2)(minilora.tensor(np.ones((2, 4), dtype="float32")))
 
@@ -95,6 +98,11 @@ def test_layernorm_matches_numpy(bias, rng):
 def test_layernorm_rejects_wrong_width_and_eps(rng):
     with pytest.raises(ValueError, match="eps"):
         nn.LayerNorm(4, eps=0)
+    for value in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="eps must be a finite number"):
+            nn.LayerNorm(4, eps=value)
+        with pytest.raises(ValueError, match="eps must be a finite number"):
+            minilora.F.layer_norm(_x(rng, 2, 4), eps=value)
     with pytest.raises(ValueError, match=r"\(\.\.\., 4\)"):
         nn.LayerNorm(4)(_x(rng, 2, 3))
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import minilora
-from minilora import F
+from minilora import F, backend
 
 
 def layer_norm_formula(x, weight, bias, eps):
@@ -45,7 +45,7 @@ def test_layer_norm_errors(make):
         F.layer_norm(x, make.randn(3))
     with pytest.raises(ValueError, match=r"bias must be a Tensor of shape \(4,\)"):
         F.layer_norm(x, None, make.randn(4, 1))
-    with pytest.raises(ValueError, match="eps must be a positive number"):
+    with pytest.raises(ValueError, match="eps must be > 0, got 0"):
         F.layer_norm(x, eps=0)
 
 
@@ -55,3 +55,18 @@ def test_float32_stays_float32(device):
     out = F.layer_norm(x, w, w)
     out.sum().backward()
     assert out.dtype == x.grad.dtype == w.grad.dtype == np.float32
+
+
+def test_a_constant_row_has_finite_correct_gradients(make):
+    # A constant row has variance 0: only eps keeps 1/sqrt(var + eps) finite, in the forward and in
+    # the backward, and its normalised output is exactly 0.
+    x = make.randn(3, 6)
+    x.data[1] = 2.5
+    weight, bias = make.randn(6), make.randn(6)
+    out = F.layer_norm(x, weight, bias, eps=1e-5)
+    np.testing.assert_allclose(out.numpy()[1], bias.numpy(), rtol=0, atol=1e-12)
+    out.backward(make.randn(3, 6).data)
+    assert np.isfinite(backend.to_numpy(x.grad)).all() and np.isfinite(backend.to_numpy(weight.grad)).all()
+    x.grad = weight.grad = bias.grad = None
+    minilora.assert_gradcheck(lambda *ts: F.layer_norm(*ts, eps=1e-5), [x, weight, bias],
+                              names=["x", "weight", "bias"])

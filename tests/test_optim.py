@@ -228,3 +228,40 @@ def test_a_frozen_model_part_gets_no_update_and_no_state(rng):
     optimizer.step()
     np.testing.assert_array_equal(model[0].weight.numpy(), frozen)
     assert optimizer.state_nbytes() == 2 * 4 * (3 + 1)  # float32 moments of the last layer only
+
+
+def test_clip_grad_norm_clips_a_norm_just_above_max_norm(rng):
+    # 1.5 times max_norm: a clip that fires only far above max_norm (say at twice) would miss it.
+    p = param(rng, 6)
+    g = rng.standard_normal(6)
+    g *= 1.5 * 2.0 / np.linalg.norm(g)
+    p.grad = g.copy()
+    assert math.isclose(optim.clip_grad_norm([p], max_norm=2.0), 3.0, rel_tol=1e-12)
+    np.testing.assert_allclose(p.grad, g * (2.0 / (3.0 + 1e-6)), rtol=1e-12, atol=1e-15)
+    assert math.isclose(float(np.linalg.norm(p.grad)), 2.0, rel_tol=1e-6)
+
+
+@pytest.mark.parametrize("make, name", [
+    (lambda p, v: optim.SGD([p], lr=v), "lr"),
+    (lambda p, v: optim.SGD([p], lr=0.1, momentum=v), "momentum"),
+    (lambda p, v: optim.SGD([p], lr=0.1, weight_decay=v), "weight_decay"),
+    (lambda p, v: optim.AdamW([p], lr=v), "lr"),
+    (lambda p, v: optim.AdamW([p], lr=0.1, betas=(v, 0.999)), r"betas\[0\]"),
+    (lambda p, v: optim.AdamW([p], lr=0.1, betas=(0.9, v)), r"betas\[1\]"),
+    (lambda p, v: optim.AdamW([p], lr=0.1, eps=v), "eps"),
+    (lambda p, v: optim.AdamW([p], lr=0.1, weight_decay=v), "weight_decay"),
+    (lambda p, v: optim.AdamW([{"params": [p], "lr": v}], lr=0.1), "lr"),
+])
+def test_nan_options_are_refused(make, name, rng):
+    for value in (float("nan"), np.float32("nan"), float("inf")):
+        with pytest.raises(ValueError, match=f"{name} must be a finite number"):
+            make(param(rng, 2), value)
+
+
+def test_clip_grad_norm_refuses_nan_and_accepts_inf(rng):
+    p = param(rng, 3)
+    p.grad = np.array([3.0, 4.0, 0.0])
+    with pytest.raises(ValueError, match="max_norm must be a number"):
+        optim.clip_grad_norm([p], float("nan"))
+    assert optim.clip_grad_norm([p], float("inf")) == 5.0
+    np.testing.assert_array_equal(p.grad, [3.0, 4.0, 0.0])

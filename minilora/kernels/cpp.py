@@ -3,8 +3,9 @@
 Where it sits: `minilora.kernels.lora_forward` / `lora_backward` call `forward` / `backward` here
 with 2-D NumPy arrays. This file checks them again (they are the last Python stop before raw
 pointers), allocates the outputs, and calls the compiled loops, which fill every output element.
-The compiled functions take the outputs as arguments, so a test can pass NaN-filled buffers and
-see any element the loops forgot to write.
+The compiled functions take the outputs as arguments, so a test can pass NaN-filled buffers
+(`out=`) and see any element the loops forgot to write. Everything minilora._C would refuse is
+refused here first, with a message naming the argument: call these, not minilora._C directly.
 """
 
 import numpy as np
@@ -13,29 +14,29 @@ from minilora import backend
 from minilora.kernels import checks
 
 
-def forward(x, W, A, B, scaling, bias=None):
+def forward(x, W, A, B, scaling, bias=None, out=None):
     """``u = x·Aᵀ`` and ``y = x·Wᵀ + scaling·u·Bᵀ (+ bias)``; returns ``(y, u)``.
 
     x (M, K), W (N, K), A (r, K), B (N, r), bias (N,) or None: C-contiguous NumPy arrays of one
-    float dtype. y (M, N), u (M, r).
+    float dtype. y (M, N), u (M, r). `out` is None or a pair (y, u) of arrays to write into.
     """
     named = {"x": x, "W": W, "A": A, "B": B} | ({} if bias is None else {"bias": bias})
     dtype, _ = checks.check_arrays(named, device="cpu")
     checks.expect_2d("x", x, "(M, K)")
     M, K, N, r = checks.lora_sizes(x, W, A, B, bias)
     checks.check_contiguous(named)
-    y = np.empty((M, N), dtype=dtype)
-    u = np.empty((M, r), dtype=dtype)
-    _extension().lora_forward_cpu(x, W, A, B, checks.check_scaling(scaling), bias, y, u)
+    scaling = checks.check_scaling(scaling, dtype)
+    y, u = _outputs(out, {"y": (M, N), "u": (M, r)}, dtype, named)
+    _extension().lora_forward_cpu(x, W, A, B, scaling, bias, y, u)
     return y, u
 
 
-def backward(dy, x, W, A, B, u, scaling):
+def backward(dy, x, W, A, B, u, scaling, out=None):
     """With ``v = dy·B``: ``dx = dy·W + scaling·v·A``, ``dA = scaling·vᵀ·x``,
     ``dB = scaling·dyᵀ·u``; returns ``(dx, dA, dB)``.
 
     dy (M, N), x (M, K), W (N, K), A (r, K), B (N, r), u (M, r): C-contiguous NumPy arrays of one
-    float dtype. dx (M, K), dA (r, K), dB (N, r).
+    float dtype. dx (M, K), dA (r, K), dB (N, r). `out` is None or a triple (dx, dA, dB) to write into.
     """
     named = {"dy": dy, "x": x, "W": W, "A": A, "B": B, "u": u}
     dtype, _ = checks.check_arrays(named, device="cpu")
@@ -43,10 +44,9 @@ def backward(dy, x, W, A, B, u, scaling):
     M, K, N, r = checks.lora_sizes(x, W, A, B)
     checks.check_backward_shapes(dy, x, u, N, r)
     checks.check_contiguous(named)
-    dx = np.empty((M, K), dtype=dtype)
-    dA = np.empty((r, K), dtype=dtype)
-    dB = np.empty((N, r), dtype=dtype)
-    _extension().lora_backward_cpu(dy, x, W, A, B, u, checks.check_scaling(scaling), dx, dA, dB)
+    scaling = checks.check_scaling(scaling, dtype)
+    dx, dA, dB = _outputs(out, {"dx": (M, K), "dA": (r, K), "dB": (N, r)}, dtype, named)
+    _extension().lora_backward_cpu(dy, x, W, A, B, u, scaling, dx, dA, dB)
     return dx, dA, dB
 
 
@@ -57,6 +57,13 @@ def status():
         return False, reason
     threads = ext.cpu_threads()
     return True, f"C++ fused op in minilora._C, {threads} thread{'s' if threads != 1 else ''}"
+
+
+def _outputs(out, shapes, dtype, inputs):
+    """Fresh arrays of `shapes` (name -> shape), or the caller's `out` once it passes the checks."""
+    if out is None:
+        return tuple(np.empty(shape, dtype=dtype) for shape in shapes.values())
+    return checks.check_outputs(out, shapes, dtype, "cpu", inputs)
 
 
 def _extension():

@@ -38,8 +38,9 @@ def forward(x, W, A, B, scaling, bias=None, variant=DEFAULT_VARIANT, out=None):
     dtype = _check_arrays(named)
     checks.expect_2d("x", x, "(M, K)")
     M, K, N, r = checks.lora_sizes(x, W, A, B, bias)
-    scaling = checks.check_scaling(scaling)
+    scaling = checks.check_scaling(scaling, dtype)
     y, u = _outputs(out, {"y": (M, N), "u": (M, r)}, dtype)
+    checks.check_no_aliasing({"y": y, "u": u}, named)
 
     lib = _cuda_library()
     workspace = _workspace(lib, variant, dtype, M, N, K, r, backward=False)
@@ -62,8 +63,10 @@ def backward(dy, x, W, A, B, u, scaling, variant=DEFAULT_VARIANT, out=None):
     checks.expect_2d("x", x, "(M, K)")
     M, K, N, r = checks.lora_sizes(x, W, A, B)
     checks.check_backward_shapes(dy, x, u, N, r)
-    scaling = checks.check_scaling(scaling)
+    scaling = checks.check_scaling(scaling, dtype)
     dx, dA, dB = _outputs(out, {"dx": (M, K), "dA": (r, K), "dB": (N, r)}, dtype)
+    checks.check_no_aliasing({"dx": dx, "dA": dA, "dB": dB},
+                             {"dy": dy, "x": x, "W": W, "A": A, "B": B, "u": u})
 
     lib = _cuda_library()
     workspace = _workspace(lib, variant, dtype, M, N, K, r, backward=True)

@@ -125,12 +125,14 @@ def lora_forward(x, W, A, B, scaling, bias=None, backend=None, variant=None):
     named = {"x": x, "W": W, "A": A, "B": B} | ({} if bias is None else {"bias": bias})
     _, device = checks.check_arrays(named)
     M, K, N, r = checks.lora_sizes(x, W, A, B, bias)
-    scaling = checks.check_scaling(scaling)
+    scaling = checks.check_scaling(scaling, W.dtype)
     name = resolve_backend(backend, device)
     variant = _check_variant(name, variant)
 
     x2, W, A, B, bias = _contiguous(device, x.reshape(M, K), W, A, B, bias)
-    if name == "cuda":
+    if M == 0:  # an empty batch: nothing to launch; the reference gives the empty (..., N) and (..., r)
+        y, u = reference.lora_forward(x2, W, A, B, scaling, bias)
+    elif name == "cuda":
         y, u = cuda.forward(x2, W, A, B, scaling, bias, variant)
     else:
         y, u = _FORWARD[name](x2, W, A, B, scaling, bias)
@@ -151,12 +153,14 @@ def lora_backward(dy, x, W, A, B, u, scaling, backend=None, variant=None):
     _, device = checks.check_arrays(named)
     M, K, N, r = checks.lora_sizes(x, W, A, B)
     checks.check_backward_shapes(dy, x, u, N, r)
-    scaling = checks.check_scaling(scaling)
+    scaling = checks.check_scaling(scaling, W.dtype)
     name = resolve_backend(backend, device)
     variant = _check_variant(name, variant)
 
     dy2, x2, W, A, B, u2 = _contiguous(device, dy.reshape(M, N), x.reshape(M, K), W, A, B, u.reshape(M, r))
-    if name == "cuda":
+    if M == 0:  # an empty batch: dx is empty and dA, dB are sums over no rows, zeros
+        dx, dA, dB = reference.lora_backward(dy2, x2, W, A, B, u2, scaling)
+    elif name == "cuda":
         dx, dA, dB = cuda.backward(dy2, x2, W, A, B, u2, scaling, variant)
     else:
         dx, dA, dB = _BACKWARD[name](dy2, x2, W, A, B, u2, scaling)

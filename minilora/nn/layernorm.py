@@ -1,6 +1,7 @@
 """LayerNorm: normalise each vector over its last axis, then scale and shift (learned)."""
 
 from minilora import functional as F
+from minilora.checks import check_number
 from minilora.nn import parameter
 from minilora.nn.checks import positive_int
 from minilora.nn.module import Module
@@ -16,8 +17,7 @@ class LayerNorm(Module):
     def __init__(self, dim, eps=1e-5, bias=True, dtype="float32", device="cpu"):
         super().__init__()
         positive_int("dim", dim)
-        if not isinstance(eps, (int, float)) or isinstance(eps, bool) or eps <= 0:
-            raise ValueError(f"eps must be a positive number, got {eps!r}")
+        check_number("eps", eps, above=0)
         self.dim = dim
         self.eps = float(eps)
         self.weight = parameter.ones((dim,), dtype, device)

@@ -5,6 +5,7 @@ update B·A (B: out×r, A: r×in) has exactly the weight's shape and can be merg
 """
 
 from minilora import functional as F
+from minilora.checks import check_number
 from minilora.nn import parameter
 from minilora.nn.checks import positive_int
 from minilora.nn.module import Module
@@ -20,6 +21,7 @@ class Linear(Module):
         super().__init__()
         positive_int("in_features", in_features)
         positive_int("out_features", out_features)
+        check_number("init_std", init_std, low=0)
         self.in_features = in_features
         self.out_features = out_features
         self.weight = parameter.normal((out_features, in_features), init_std, dtype, device)  # (out, in)

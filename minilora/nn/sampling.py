@@ -5,11 +5,11 @@ Works on raw arrays (NumPy or CuPy) of shape (B, vocab) and draws from minilora.
 """
 
 from minilora import backend, random
+from minilora.checks import check_number
 
 
 def check_options(temperature, top_k):
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or temperature < 0:
-        raise ValueError(f"temperature must be a number >= 0 (0 means greedy), got {temperature!r}")
+    check_number("temperature (0 means greedy)", temperature, low=0)
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise ValueError(f"top_k must be None or an int >= 1, got {top_k!r}")
 

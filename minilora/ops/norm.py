@@ -6,6 +6,7 @@ The normalisation is its own op (Normalize) so its backward can be read on its o
 shift are ordinary multiply and add, whose backward already sums over the broadcast rows.
 """
 
+from minilora.checks import check_number
 from minilora.function import Function
 from minilora.tensor import Tensor
 
@@ -40,8 +41,7 @@ def layer_norm(x, weight=None, bias=None, eps=1e-5):
         if p is not None and (not isinstance(p, Tensor) or p.shape != (dim,)):
             got = p.shape if isinstance(p, Tensor) else type(p).__name__
             raise ValueError(f"layer_norm: {name} must be a Tensor of shape ({dim},) (x's last axis), got {got}")
-    if not isinstance(eps, (int, float)) or eps <= 0:
-        raise ValueError(f"layer_norm: eps must be a positive number, got {eps!r}")
+    check_number("layer_norm: eps", eps, above=0)
     out = Normalize.apply(x, eps=eps)
     if weight is not None:
         out = out * weight

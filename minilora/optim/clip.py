@@ -13,13 +13,14 @@ def clip_grad_norm(params, max_norm):
     """Scale the grads of `params` in place so their total L2 norm is at most max_norm.
 
     params: an iterable of Tensors (parameters without a grad are ignored).
+    max_norm: a number >= 0 (not NaN; inf never clips).
     Returns the total norm before clipping, as a Python float (handy to log).
     """
     if isinstance(params, Tensor):
         params = [params]
     elif isinstance(params, Module):
         raise TypeError("clip_grad_norm needs an iterable of parameters; pass model.parameters()")
-    check_number("max_norm", max_norm, low=0.0)
+    check_number("max_norm", max_norm, low=0.0, allow_inf=True)  # inf: measure the norm, never clip
     grads = [p.grad for p in params if p.grad is not None]
     total = math.sqrt(sum(float((g * g).sum()) for g in grads))
     # The 1e-6 keeps the clipped norm just under max_norm and avoids dividing by zero.

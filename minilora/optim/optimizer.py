@@ -14,6 +14,7 @@ state, which is why fine-tuning only LoRA's small matrices also keeps the optimi
 import numpy as np
 
 from minilora import backend
+from minilora.checks import check_number
 from minilora.nn.module import Module
 from minilora.tensor import Tensor, no_grad
 
@@ -119,15 +120,6 @@ class Optimizer:
         for index, s in state_dict["state"].items():
             p = params[index]
             self.state[id(p)] = {k: _to_param(v, p) for k, v in s.items()}
-
-
-def check_number(name, value, low=None, below=None):
-    """Raise unless value is a real number with low <= value (and value < below, if given)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    if (low is not None and value < low) or (below is not None and value >= below):
-        expected = f">= {low}" if below is None else f"in [{low}, {below})"
-        raise ValueError(f"{name} must be {expected}, got {value!r}")
 
 
 def _copy_to_numpy(value):
