@@ -290,12 +290,51 @@ def tensor(data, requires_grad=False, dtype=None, device="cpu"):
     if hasattr(data, "dtype"):
         data = backend.to_device(data, device)
     if dtype is None and not hasattr(data, "dtype"):
-        kind = np.asarray(data).dtype.kind
+        kind = numeric_kind(data)
         dtype = "float32" if kind == "f" else ("int64" if kind in "iu" else None)
     if dtype is not None:
         dtype = backend.parse_dtype(dtype)
-    array = xp.array(data, dtype=dtype)  # always a copy: the tensor owns its data
+        if dtype.kind not in NUMERIC_KINDS:
+            raise TypeError(f"dtype must be a numeric or bool dtype (e.g. 'float32', 'int64'), got {dtype}")
+    try:
+        array = xp.array(data, dtype=dtype)  # always a copy: the tensor owns its data
+    except OverflowError as exc:
+        raise ValueError(f"tensor(data): a value does not fit in {dtype} ({exc})") from None
+    if array.dtype.kind not in NUMERIC_KINDS:
+        raise TypeError(f"tensor(data) needs numbers or bools, got {_describe(data)} (dtype {array.dtype})")
     return Tensor(array, requires_grad=requires_grad)
+
+
+# bool, signed and unsigned ints, floats: what NumPy and CuPy compute with (no objects, strings,
+# complex numbers or dates).
+NUMERIC_KINDS = "biuf"
+
+
+def numeric_kind(data):
+    """The dtype kind NumPy infers for `data`; TypeError/ValueError for what makes no tensor (None, a
+    string, a ragged list, an int beyond int64, which NumPy would keep as Python objects)."""
+    try:
+        kind = np.asarray(data).dtype.kind
+    except (ValueError, TypeError) as exc:  # a ragged nested list
+        raise ValueError(f"tensor(data) needs a rectangular nested list of numbers, got {_describe(data)} "
+                         f"({exc})") from None
+    if kind == "O" and _has_big_int(data):
+        raise ValueError(f"tensor(data): an int is too large for int64, got {_describe(data)}; "
+                         "pass floats (or dtype='float64') for values that large")
+    if kind not in NUMERIC_KINDS:
+        raise TypeError(f"tensor(data) needs numbers or bools, got {_describe(data)}")
+    return kind
+
+
+def _has_big_int(data):
+    if isinstance(data, (list, tuple)):
+        return any(_has_big_int(d) for d in data)
+    return isinstance(data, int) and not isinstance(data, bool)
+
+
+def _describe(data):
+    text = repr(data)
+    return f"{type(data).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
 
 
 # Imported last: functional's ops need the Tensor class defined above.

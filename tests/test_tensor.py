@@ -254,3 +254,39 @@ def test_randn_is_reproducible_with_manual_seed(device):
     assert not np.array_equal(first.numpy(), third.numpy().astype(np.float32))
     with pytest.raises(TypeError, match="float32 or float64"):
         minilora.randn(2, dtype="int64", device=device)
+
+
+@pytest.mark.parametrize("data, error, message", [
+    (None, TypeError, r"needs numbers or bools, got NoneType None"),
+    ("abc", TypeError, r"needs numbers or bools, got str 'abc'"),
+    ([1.0, "x"], TypeError, r"needs numbers or bools"),
+    (1 + 2j, TypeError, r"needs numbers or bools, got complex"),
+    (np.array(["a"]), TypeError, r"dtype <U1"),
+    (2 ** 70, ValueError, r"an int is too large for int64"),
+    ([[1.0], [2.0, 3.0]], ValueError, r"rectangular nested list"),
+])
+def test_only_numeric_data_makes_a_tensor(data, error, message):
+    with pytest.raises(error, match=message):
+        minilora.tensor(data)
+
+
+def test_a_non_numeric_dtype_or_an_overflowing_value_is_refused():
+    with pytest.raises(TypeError, match="dtype must be a numeric or bool dtype"):
+        minilora.tensor([1, 2], dtype="U3")
+    with pytest.raises(ValueError, match="does not fit in int8"):
+        minilora.tensor([1000], dtype="int8")
+    assert minilora.tensor(2 ** 70, dtype="float64").item() == 2.0 ** 70  # as a float it fits
+
+
+@pytest.mark.parametrize("other", [None, "abc", {}, np.array(["a"]), [None]])
+def test_operators_refuse_operands_that_are_not_numbers(device, other):
+    t = minilora.tensor([1.0, 2.0], device=device)
+    for op in (lambda: t + other, lambda: other + t, lambda: t * other, lambda: t - other, lambda: t / other):
+        with pytest.raises(TypeError, match="operand must be a Tensor, a number or a numeric array|needs numbers"):
+            op()
+
+
+def test_a_python_int_too_large_for_an_integer_tensor_is_refused(device):
+    with pytest.raises(ValueError, match="does not fit in the tensor's dtype int64"):
+        minilora.tensor([1, 2], device=device) + 2 ** 70
+    np.testing.assert_array_equal((minilora.tensor([1, 2], device=device) + [3, 4]).numpy(), [4, 6])

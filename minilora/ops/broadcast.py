@@ -1,7 +1,9 @@
 """Helpers shared by ops whose inputs may broadcast against each other."""
 
+import numbers
+
 from minilora import backend
-from minilora.tensor import Tensor
+from minilora.tensor import NUMERIC_KINDS, Tensor, numeric_kind
 
 
 def unbroadcast(grad, shape):
@@ -24,11 +26,27 @@ def as_tensor(value, like):
     if isinstance(value, Tensor):
         return value
     xp = backend.xp_of(like.data)
-    if like.dtype.kind in "iub" and isinstance(value, float):
+    # Checked first: np.asarray(None, dtype=float32) is NaN, and a string may parse as a number.
+    if isinstance(value, numbers.Real):
+        kind = "i" if isinstance(value, numbers.Integral) else "f"
+    elif hasattr(value, "dtype"):
+        kind = value.dtype.kind
+        if kind not in NUMERIC_KINDS:
+            raise TypeError(f"the other operand must be a Tensor, a number or a numeric array, got an "
+                            f"array of dtype {value.dtype}")
+    elif isinstance(value, (list, tuple)):
+        kind = numeric_kind(value)
+    else:
+        raise TypeError(f"the other operand must be a Tensor, a number or a numeric array, got "
+                        f"{type(value).__name__} {value!r}")
+    if like.dtype.kind in "iub" and kind == "f":
         # Casting 0.5 to an integer dtype would silently give 0.
         raise TypeError(f"cannot combine the float {value!r} with a {like.dtype} tensor; "
                         "cast the tensor first with .to(dtype='float32')")
-    return Tensor(xp.asarray(value, dtype=like.dtype))
+    try:
+        return Tensor(xp.asarray(value, dtype=like.dtype))
+    except OverflowError:
+        raise ValueError(f"the operand {value!r} does not fit in the tensor's dtype {like.dtype}") from None
 
 
 def as_tensor_pair(a, b):
