@@ -5,7 +5,8 @@
     load_checkpoint("runs/add/model.npz", model=other)              # or loaded into a model you have
 
 The file holds model.state_dict() (every parameter, as NumPy arrays: a model on "cuda" is copied
-to the CPU to be saved) and, as metadata, the model's GPTConfig and a free-form JSON `extra`
+to the CPU to be saved; a model with merged LoRA adapters gives its unmerged weights, so the file
+is the same merged or not) and, as metadata, the model's GPTConfig and a free-form JSON `extra`
 (the step, the tokenizer's characters, a training history). Saving is atomic and loading checks
 the file's checksum (minilora.io), then Module.load_state_dict checks every name, shape and dtype
 against the model and lists each difference before any parameter is changed.

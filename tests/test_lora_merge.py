@@ -10,6 +10,8 @@ import minilora
 from minilora.lora import (LoRAConfig, LoRALinear, ModulesToSave, apply_lora, merge_adapters, merge_and_unload,
                            set_adapter, disable_adapters, unmerge_adapters, add_adapter)
 from minilora.nn import Linear
+from minilora.checkpoint import load_checkpoint, save_checkpoint
+from minilora.lora.inject import lora_layers
 from test_lora_support import logits, randomise_adapter, relative_error, tiny_gpt, tokens
 
 
@@ -144,3 +146,73 @@ def test_merge_and_unload_gives_a_plain_gpt_with_the_same_outputs(rng):
     assert "lora_configs" not in model.__dict__
     with pytest.raises(ValueError, match="no LoRA layers to merge"):
         merge_and_unload(model)
+
+
+# ---- saving and loading a merged model: the unmerged weights travel, the merged state stays ------
+def adapted_gpt(rng, seed=0):
+    model = apply_lora(tiny_gpt(seed), LoRAConfig(r=2, alpha=4, target_modules=("q_proj", "v_proj", "fc_in")))
+    randomise_adapter(model, "default", rng)
+    return model.eval()
+
+
+def test_state_dict_of_a_merged_model_holds_the_unmerged_weights(rng):
+    model = adapted_gpt(rng)
+    unmerged_state = model.state_dict()
+    merge_adapters(model)
+    merged_weights = {n: p.numpy().copy() for n, p in model.named_parameters()}
+    state = model.state_dict()
+    assert list(state) == list(unmerged_state)
+    for name in state:
+        assert np.array_equal(state[name], unmerged_state[name]), name
+    # Taking the state changes nothing: still merged, with the very same merged values.
+    assert all(layer.merged for _, layer in lora_layers(model))
+    for name, p in model.named_parameters():
+        assert np.array_equal(p.numpy(), merged_weights[name]), name
+
+
+def test_a_checkpoint_of_a_merged_model_reloads_exactly(rng, tmp_path):
+    idx = tokens(rng)
+    source = adapted_gpt(rng)
+    unmerged_logits = logits(source, idx)
+    merge_adapters(source)
+    merged_logits = logits(source, idx)
+    path = save_checkpoint(source, tmp_path / "merged")
+    # Into an unmerged model of the same architecture: the adapter is applied once, exactly as before.
+    target = adapted_gpt(np.random.default_rng(1), seed=1)
+    load_checkpoint(path, model=target)
+    assert not any(layer.merged for _, layer in lora_layers(target))
+    assert np.array_equal(logits(target, idx), unmerged_logits)
+    assert relative_error(logits(target, idx), merged_logits) <= 1e-5
+    # Into a merged model: it is merged again with the loaded weights, bit for bit as the source.
+    merged_target = merge_adapters(adapted_gpt(np.random.default_rng(2), seed=2))
+    load_checkpoint(path, model=merged_target)
+    assert all(layer.merged for _, layer in lora_layers(merged_target))
+    for (name, p), (_, q) in zip(source.named_parameters(), merged_target.named_parameters()):
+        assert np.array_equal(p.numpy(), q.numpy()), name
+    assert np.array_equal(logits(merged_target, idx), merged_logits)
+    unmerge_adapters(merged_target)
+    assert np.array_equal(logits(merged_target, idx), unmerged_logits)
+
+
+def test_load_state_dict_into_a_merged_layer_keeps_what_was_loaded(rng):
+    source, layer = random_layer(rng, 10, 6, r=2).eval(), random_layer(rng, 10, 6, r=2).eval()
+    layer.merge()
+    layer.load_state_dict(source.state_dict())
+    assert layer.merged
+    x = minilora.tensor(rng.standard_normal((5, 10)), dtype="float32")
+    with minilora.no_grad():
+        assert relative_error(layer(x).numpy(), source(x).numpy()) <= 1e-6
+        layer.unmerge()  # the loaded W comes back, not the one that was there before loading
+        assert np.array_equal(layer.base.weight.numpy(), source.base.weight.numpy())
+        assert np.array_equal(layer(x).numpy(), source(x).numpy())
+
+
+def test_a_merge_that_fails_after_loading_leaves_the_layer_unmerged_and_says_so(rng):
+    layer = random_layer(rng, 6, 4, r=2)
+    layer.merge()
+    state = layer.state_dict()
+    state["adapters.default.lora_B"] = np.full((4, 2), 3e38, dtype=np.float32)
+    with pytest.raises(ValueError, match="could not be merged back into the weight after loading"):
+        layer.load_state_dict(state)
+    assert not layer.merged
+    assert np.array_equal(layer.lora_B.numpy(), state["adapters.default.lora_B"])

@@ -14,9 +14,12 @@ exactly; the fused op is used whenever the two x's are the same (p = 0, or in ev
 A layer holds several named adapters; one is active, and all of them can be switched off
 (`disabled`). merge() folds the active adapter into W for inference (W' = W + scaling·B·A) and keeps
 the original W, so unmerge() puts back the very same array: no rounding drift however often one
-merges and unmerges.
+merges and unmerges. Saving and loading see the unmerged W (see `unmerged`): state_dict() of a
+merged layer holds W, A and B, never W', and load_state_dict into a merged layer loads W, A and B
+and merges again, so a checkpoint taken while merged reloads exactly, without the adapter twice.
 """
 
+import contextlib
 import math
 
 import numpy as np
@@ -208,11 +211,13 @@ class LoRALinear(Module):
         if self.merged:
             raise RuntimeError(f"adapter {self.merged_adapter!r} is already merged; unmerge() first")
         self._require_active()
-        adapter_name = self.active_adapter
+        self._merge(self.active_adapter)
+
+    def _merge(self, adapter_name):
         weight = self.base.weight
         xp = backend.xp_of(weight.data)
         with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported just below
-            merged = (weight.data.astype(xp.float64) + self.delta_weight()).astype(weight.dtype)
+            merged = (weight.data.astype(xp.float64) + self.delta_weight(adapter_name)).astype(weight.dtype)
         if not bool(xp.isfinite(merged).all()):
             raise ValueError(f"merging adapter {adapter_name!r} would put NaN or inf into the weight "
                              "(the adapter's A or B holds non-finite values, or the sum overflows); "
@@ -232,6 +237,24 @@ class LoRALinear(Module):
         weight.data = original
         self._unmerged_weight = None
         self.merged_adapter = None
+
+    @contextlib.contextmanager
+    def unmerged(self):
+        """Unmerged inside the block, merged again (the same adapter, with the weights the block
+        leaves, e.g. loaded ones) after it: how state_dict and load_state_dict see a merged layer."""
+        adapter_name = self.merged_adapter
+        if adapter_name is None:
+            yield
+            return
+        self.unmerge()
+        try:
+            yield
+        finally:
+            try:
+                self._merge(adapter_name)
+            except ValueError as exc:
+                raise ValueError(f"adapter {adapter_name!r} could not be merged back into the weight "
+                                 f"after loading, so this layer is left unmerged: {exc}") from None
 
     def extra_repr(self):
         state = "merged" if self.merged else ("disabled" if self.disabled else "active")

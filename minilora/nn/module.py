@@ -13,6 +13,7 @@ name (`h.0.attn.q_proj.*`) with nothing else to update.
 """
 
 import collections
+import contextlib
 
 from minilora import backend
 from minilora.nn.parameter import Parameter
@@ -203,17 +204,36 @@ class Module:
         return self
 
     # ---- saving and loading ------------------------------------------------------------------------
+    def unmerged(self):
+        """A context in which this module's own parameters hold their stored values, for saving and
+        loading. A layer that keeps a derived value in a parameter (LoRALinear with its adapter
+        merged into the weight) overrides it: it unmerges on entry and merges again on exit, so
+        what is saved and loaded is the unmerged weight, whatever the layer's state."""
+        return contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def _every_module_unmerged(self):
+        with contextlib.ExitStack() as stack:
+            for module in self.modules():
+                stack.enter_context(module.unmerged())
+            yield
+
     def state_dict(self):
         """{dotted name: NumPy array} for every parameter, frozen or not, copied: later training
-        does not change a state_dict already taken. Buffers are not included (see register_buffer)."""
-        return {name: p.numpy().copy() for name, p in self.named_parameters()}
+        does not change a state_dict already taken. Buffers are not included (see register_buffer).
+        A merged LoRA layer gives its unmerged weight (and its adapter's A and B), so loading the
+        state reproduces the model exactly, merged or not."""
+        with self._every_module_unmerged():
+            return {name: p.numpy().copy() for name, p in self.named_parameters()}
 
     def load_state_dict(self, state_dict, strict=True):
         """Copy arrays (NumPy, CuPy or Tensors) into the parameters of the same names, in place.
 
         Every name present in both must match in shape and dtype (a mismatch is always an error).
         strict=True also requires the two sets of names to be equal. Nothing is copied unless all
-        checks pass. Returns LoadResult(missing_keys, unexpected_keys).
+        checks pass. The arrays are unmerged values (see state_dict): a merged LoRA layer is
+        unmerged, loaded, and merged again with what was loaded. Returns LoadResult(missing_keys,
+        unexpected_keys).
         """
         if not isinstance(state_dict, dict):
             raise TypeError(f"load_state_dict needs a dict of name -> array, got {type(state_dict).__name__}")
@@ -241,9 +261,10 @@ class Module:
             hint = " (cast the model with .to(dtype=...) first)" if mismatched else ""
             raise ValueError(f"load_state_dict into {type(self).__name__} failed{hint}:\n  " + "\n  ".join(problems))
 
-        for name, array in sources.items():
-            p = own[name]
-            p.data[...] = backend.to_device(array, p.device)
+        with self._every_module_unmerged():
+            for name, array in sources.items():
+                p = own[name]
+                p.data[...] = backend.to_device(array, p.device)
         return LoadResult(missing, unexpected)
 
     # ---- printing ------------------------------------------------------------------------------------
