@@ -162,7 +162,7 @@ def test_arrays_changed_and_rezipped_fail_the_checksum(rng, tmp_path):
     buffer = bytes_io.BytesIO()
     np.savez(buffer, **entries)   # a valid npz with consistent zip CRCs, but the data changed
     write(path, buffer.getvalue())
-    with pytest.raises(io.ArrayFileError, match=r"good.npz: checksum mismatch, the arrays were changed"):
+    with pytest.raises(io.ArrayFileError, match=r"good.npz: checksum mismatch, the arrays or the metadata were changed"):
         io.load_arrays(path)
 
 
@@ -252,6 +252,8 @@ def test_array_file_error_is_a_value_error():
     ({"x": np.array(["a"])}, None, TypeError, "only bool, integer and floating"),
     ({"x": np.array([None], dtype=object)}, None, TypeError, "no objects, no pickle"),
     ({io.METADATA_ENTRY: np.zeros(1)}, None, ValueError, "reserved"),
+    ({"a": np.zeros(1), "a.npy": np.zeros(2)}, None, ValueError, r"must not end in '.npy', got 'a.npy'"),
+    ({"x": np.zeros(1)}, {"deep": json.loads("[" * 32 + "]" * 32)}, ValueError, "more than MAX_DEPTH = 32 deep"),
     ({"x": np.zeros(1)}, [1], TypeError, "metadata must be a dict"),
     ({"x": np.zeros(1)}, {"a": np.zeros(1)}, TypeError, "JSON-serialisable"),
     ({"x": np.zeros(1)}, {"a": float("nan")}, TypeError, "no NaN"),
@@ -260,3 +262,110 @@ def test_bad_input_is_refused_before_any_file_is_made(tmp_path, arrays, metadata
     with pytest.raises(error, match=fragment):
         io.save_arrays(tmp_path / "bad", arrays, metadata)
     assert os.listdir(tmp_path) == []
+
+
+# ---- the metadata is covered by the checksum; what load_arrays refuses to read ---------------------
+def edit_header(path, change):
+    """Rewrite the file's header (the JSON of its __minilora__ entry) with change(header), keeping
+    the recorded checksum and valid zip CRCs: what a hand edit of the file gives."""
+    with np.load(path, allow_pickle=False) as npz:
+        entries = {name: npz[name] for name in npz.files}
+    header = json.loads(entries[io.METADATA_ENTRY].tobytes())
+    change(header)
+    entries[io.METADATA_ENTRY] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+    return rezip(path, entries)
+
+
+@pytest.mark.parametrize("change", [
+    lambda h: h["metadata"].update(step=8),
+    lambda h: h["metadata"].update(extra=None),
+    lambda h: h["metadata"].pop("step"),
+], ids=["value edited", "key added", "key removed"])
+def test_edited_metadata_fails_the_checksum(rng, tmp_path, change):
+    path = edit_header(saved(rng, tmp_path), change)
+    with pytest.raises(io.ArrayFileError, match="checksum mismatch, the arrays or the metadata were changed"):
+        io.load_arrays(path)
+
+
+def test_the_checksum_does_not_depend_on_the_order_of_metadata_keys(rng, tmp_path):
+    arrays = sample_arrays(rng)
+    path = io.save_arrays(tmp_path / "m", arrays, {"b": 1, "a": {"y": 2, "x": [3]}})
+    edit_header(path, lambda h: h.update(metadata={"a": {"x": [3], "y": 2}, "b": 1}))
+    assert io.load_arrays(path)[1] == {"a": {"x": [3], "y": 2}, "b": 1}
+
+
+def test_version_1_files_are_refused_with_the_reason(rng, tmp_path):
+    path = edit_header(saved(rng, tmp_path), lambda h: h.update(version=1))
+    with pytest.raises(io.ArrayFileError, match="version 1 files, from an older minilora, have no checksum over"):
+        io.load_arrays(path)
+
+
+@pytest.mark.parametrize("metadata, fragment", [
+    ([1, 2], "the caller's metadata must be a JSON object, got list"),
+    ("text", "the caller's metadata must be a JSON object, got str"),
+])
+def test_metadata_that_is_not_an_object_is_refused(rng, tmp_path, metadata, fragment):
+    path = saved(rng, tmp_path)
+    # Recompute the checksum over the replaced metadata, so only the type check can refuse it.
+    arrays, _ = io.load_arrays(path)
+    edit_header(path, lambda h: h.update(metadata=metadata, sha256=io.checksum(arrays, metadata)))
+    with pytest.raises(io.ArrayFileError, match=fragment):
+        io.load_arrays(path)
+
+
+@pytest.mark.parametrize("depth", [40, 100_000])
+def test_deeply_nested_metadata_is_refused(tmp_path, depth):
+    header = {"format": io.FORMAT, "version": io.VERSION, "arrays": {}, "sha256": "",
+              "metadata": {"x": "PLACEHOLDER"}}
+    text = json.dumps(header).replace('"PLACEHOLDER"', "[" * depth + "]" * depth)
+    path = rezip(tmp_path / "deep.npz", {io.METADATA_ENTRY: np.frombuffer(text.encode(), dtype=np.uint8)})
+    with pytest.raises(io.ArrayFileError, match="deep.npz: the metadata nests lists and dicts more than"):
+        io.load_arrays(path)
+
+
+def test_directories_devices_and_symlinks_to_them_are_not_read(tmp_path):
+    (tmp_path / "dir.npz").mkdir()
+    with pytest.raises(io.ArrayFileError, match=r"dir.npz: not a regular file \(a directory\)"):
+        io.load_arrays(tmp_path / "dir.npz")
+    if os.path.exists("/dev/zero"):
+        os.symlink("/dev/zero", tmp_path / "zero.npz")
+        with pytest.raises(io.ArrayFileError, match=r"zero.npz: not a regular file \(a device, pipe or "
+                                                    r"socket, through a symlink\)"):
+            io.load_arrays(tmp_path / "zero.npz")
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(tmp_path / "pipe.npz")
+        with pytest.raises(io.ArrayFileError, match="pipe.npz: not a regular file"):
+            io.load_arrays(tmp_path / "pipe.npz")  # never opened: opening a pipe would block
+
+
+def test_a_file_larger_than_max_bytes_is_not_read(rng, tmp_path):
+    path = saved(rng, tmp_path)
+    size = os.path.getsize(path)
+    assert io.load_arrays(path, max_bytes=size)[1] == {"step": 7}
+    with pytest.raises(io.ArrayFileError, match=f"good.npz: {size} bytes, more than max_bytes = {size - 1}"):
+        io.load_arrays(path, max_bytes=size - 1)
+
+
+def test_compressed_entries_are_refused(rng, tmp_path):
+    path = saved(rng, tmp_path)
+    with np.load(path, allow_pickle=False) as npz:
+        entries = {name: npz[name] for name in npz.files}
+    buffer = bytes_io.BytesIO()
+    np.savez_compressed(buffer, **entries)  # a deflated entry could unpack to far more than the file
+    write(path, buffer.getvalue())
+    with pytest.raises(io.ArrayFileError, match="are compressed; save_arrays stores every entry uncompressed"):
+        io.load_arrays(path)
+
+
+def test_a_save_removes_the_stale_temporaries_of_its_own_target_only(tmp_path):
+    stale = [".model.npz.k3j_x9q2.tmp", ".model.npz.00000000.tmp"]
+    others = [".model.npz.bak.k3j_x9q2.tmp", ".other.npz.k3j_x9q2.tmp", ".model.npz.tmp", "model.npz.k3j_x9q2.tmp"]
+    for name in stale + others:
+        (tmp_path / name).write_bytes(b"half a file")
+        os.utime(tmp_path / name, (1e9, 1e9))  # written long before the save below
+    # A temporary written after the save began belongs to a save still running: it stays.
+    fresh = tmp_path / ".model.npz.abcdefgh.tmp"
+    fresh.write_bytes(b"being written")
+    os.utime(fresh, (2e10, 2e10))
+    io.save_arrays(tmp_path / "model", {"a": np.zeros(2)})
+    assert sorted(os.listdir(tmp_path)) == sorted(others + ["model.npz", fresh.name])
