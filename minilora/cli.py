@@ -1,17 +1,23 @@
 """The `minilora` command: `minilora <command> [options]` (also `python -m minilora.cli`).
 
-Each command lives in its own module, which has two functions:
+Each command lives in its own module, which has two functions, and may have a third:
 
     add_arguments(parser)   add the command's options to its argparse parser
     run(args)               do the work; return an exit code (None means 0)
+    check_arguments(args)   a usage problem that involves several options, as a message (or None)
 
 To add a command, write such a module and add one line to COMMANDS. Only the module of the
 command being run is imported, so `minilora --help` stays instant and one command's imports
 (CuPy, say) never slow down or break another.
+
+A bad option is a usage error (the usage line, the problem, exit code 2) before any work starts,
+never a traceback: the option types below check single values, check_arguments the combinations.
 """
 
 import argparse
 import importlib
+import math
+import os
 import sys
 
 import minilora
@@ -40,7 +46,8 @@ def build_parser(command=None):
         if name == command:
             module = importlib.import_module(module_name)
             module.add_arguments(sub)
-            sub.set_defaults(run=module.run)
+            # usage_error: a problem found after parsing is reported with this command's usage line.
+            sub.set_defaults(run=module.run, check=getattr(module, "check_arguments", None), usage_error=sub.error)
     return parser
 
 
@@ -50,8 +57,70 @@ def main(argv=None):
     # The top-level parser has no options that take a value, so the first word that is not an
     # option is the command.
     command = next((word for word in argv if not word.startswith("-")), None)
-    args = build_parser(command).parse_args(argv)
+    parser = build_parser(command)
+    args = parse_arguments(parser, argv, lambda args: args.check and args.check(args))
     return args.run(args) or 0
+
+
+def parse_arguments(parser, argv, check=None):
+    """parser.parse_args(argv), then check(args): a message it returns is a usage error (exit code
+    2), as argparse gives for a bad single option."""
+    args = parser.parse_args(argv)
+    problem = check(args) if check is not None else None
+    if problem:
+        getattr(args, "usage_error", parser.error)(problem)
+    return args
+
+
+# ---- option types: each turns the text into a value or says what is wrong with it ---------------
+def positive_int(text):
+    """An int >= 1 (steps, batch size)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive int, got {value}")
+    return value
+
+
+def non_negative_int(text):
+    """An int >= 0 (a seed)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {value}")
+    return value
+
+
+def positive_number(text):
+    """A finite number > 0 (a learning rate)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
+    return value
+
+
+def output_folder(text):
+    """A folder to write into: it may exist (as a folder) or not yet, but it is not a file."""
+    if os.path.exists(text) and not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text} is an existing file, not a folder; name a folder for the outputs")
+    return text
+
+
+def device_name(text):
+    """"cpu", "cuda" or "auto" as the option's choices allow; "cuda" only where a GPU is usable."""
+    if text == "cuda":
+        usable, reason = minilora.backend.cuda_status()
+        if not usable:
+            raise argparse.ArgumentTypeError(f"cuda is not usable here ({reason}); use --device cpu "
+                                             "(`minilora info` says more)")
+    return text
 
 
 if __name__ == "__main__":

@@ -29,11 +29,12 @@ import numpy as np
 from matplotlib.figure import Figure
 
 import minilora
-from minilora import io
+from minilora import cli, io
 from minilora.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from minilora.data import TaskDataset, get_task
 from minilora.lora.finetune import (QUICK, ExperimentConfig, add_experiment_arguments, format_bytes, format_report,
                                    pretrain_base, run_experiment)
+from minilora.lora.finetune import check_arguments  # noqa: F401 (the demo shares finetune's options; minilora.cli calls it)
 from minilora.lora.merge import merge_adapters, merge_and_unload, unmerge_adapters
 from minilora.plot import save_png
 from minilora.train import evaluating
@@ -43,9 +44,9 @@ SHOWN_EXAMPLES = 6
 
 
 def add_arguments(parser):
-    parser.add_argument("--out", help=f"folder for the base model, the adapter, the checkpoint and the plots "
+    parser.add_argument("--out", type=cli.output_folder, help=f"folder for the base model, the adapter, the checkpoint and the plots "
                         f"(default: {DEFAULT_OUT}, with --quick {DEFAULT_OUT}_quick)")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+    parser.add_argument("--device", type=cli.device_name, choices=["auto", "cpu", "cuda"], default="auto",
                         help="where to train (default: the GPU when one is usable, else the CPU)")
     parser.add_argument("--quick", action="store_true",
                         help="a few steps of every stage: checks that everything runs (accuracies mean nothing)")

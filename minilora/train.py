@@ -32,7 +32,7 @@ from typing import Optional
 import numpy as np
 from tqdm import tqdm
 
-from minilora import backend, random
+from minilora import backend, cli, random
 from minilora.checkpoint import save_checkpoint
 from minilora.data.tasks import TASKS
 from minilora.io import atomic_write
@@ -254,12 +254,12 @@ def add_arguments(parser):
     parser.add_argument("--task", choices=[*TASKS, "text"], default="add",
                         help="add / coded / sub: two-digit arithmetic scored by exact match; text: a character "
                              "model of Python's pydoc help texts (default: add)")
-    parser.add_argument("--steps", type=int, help="training steps (default: the run's tuned value)")
-    parser.add_argument("--lr", type=float, help="peak learning rate")
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", choices=list(backend.DEVICES), default="cpu")
-    parser.add_argument("--out", default=None,
+    parser.add_argument("--steps", type=cli.positive_int, help="training steps (default: the run's tuned value)")
+    parser.add_argument("--lr", type=cli.positive_number, help="peak learning rate")
+    parser.add_argument("--batch-size", type=cli.positive_int)
+    parser.add_argument("--seed", type=cli.non_negative_int, default=0)
+    parser.add_argument("--device", type=cli.device_name, choices=list(backend.DEVICES), default="cpu")
+    parser.add_argument("--out", type=cli.output_folder, default=None,
                         help="folder for model.npz, history.json and history.png (default: minilora_runs/<task>)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -320,7 +320,7 @@ def _report_task(model, history, dataset, plot_path, title):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m minilora.train", description=__doc__.split("\n")[0])
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return run(cli.parse_arguments(parser, argv))
 
 
 if __name__ == "__main__":

@@ -24,9 +24,11 @@ import dataclasses
 import tempfile
 import time
 
-from minilora import random
+from minilora import cli, random
+from minilora.backend import cuda_available
 from minilora.data import TASKS, TaskDataset, get_task
 from minilora.kernels import BACKENDS, default_backend, use_backend
+from minilora.kernels.dispatch import DEVICE_OF_BACKEND
 from minilora.lora.adapters import disable_adapters
 from minilora.lora.config import LoRAConfig
 from minilora.lora.count import adamw_state_bytes
@@ -191,8 +193,23 @@ def format_bytes(n):
 def add_arguments(parser):
     parser.add_argument("--quick", action="store_true", help="a few steps only (checks that everything runs)")
     add_experiment_arguments(parser)
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--device", type=cli.device_name, choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def check_arguments(args):
+    """The usage problem of --backend and --device together, or None: a GPU backend needs
+    --device cuda, a CPU backend --device cpu (for `minilora finetune` and `minilora demo`)."""
+    if args.backend is None:
+        return None
+    device = args.device
+    if device == "auto":
+        device = "cuda" if cuda_available() else "cpu"
+    needed = DEVICE_OF_BACKEND[args.backend]
+    if needed != device:
+        where = "on the GPU" if needed == "cuda" else "on the CPU"
+        return f"--backend {args.backend} runs {where}, so it needs --device {needed} (the device is {device})"
+    return None
 
 
 def add_experiment_arguments(parser):
@@ -204,7 +221,8 @@ def add_experiment_arguments(parser):
     parser.add_argument("--backend", choices=BACKENDS,
                         help="the fused LoRA op's backend for training the LoRA model (default: numpy on a "
                              "CPU, where OpenBLAS beats the C++ op at these sizes; the fused kernels on a GPU)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the model, the data split and the batches")
+    parser.add_argument("--seed", type=cli.non_negative_int, default=0,
+                        help="seed of the model, the data split and the batches")
 
 
 def run(args):
@@ -218,7 +236,7 @@ def run(args):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m minilora.lora.finetune", description=__doc__.split("\n")[0])
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return run(cli.parse_arguments(parser, argv, check_arguments))
 
 
 if __name__ == "__main__":
