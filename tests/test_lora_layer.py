@@ -188,3 +188,18 @@ def test_bad_layers_and_adapters_are_rejected(rng):
         layer.add_adapter("a.b", new_adapter(7, 5, 1, 1))
     with pytest.raises(ValueError, match="alpha must be a finite number > 0"):
         new_adapter(7, 5, 1, 0)
+
+
+def test_an_empty_batch_goes_through_like_through_linear(rng, device):
+    layer = LoRALinear(Linear(6, 4, device=device), r=2, alpha=4)
+    layer.lora_B.data[...] = backend.xp_for(device).asarray(rng.standard_normal((4, 2)), dtype="float32")
+    x = minilora.tensor(np.zeros((0, 3, 6), dtype=np.float32), requires_grad=True, device=device)
+    y = layer(x)
+    assert y.shape == layer.base(x).shape == (0, 3, 4) and y.dtype == np.float32
+    y.sum().backward()
+    assert x.grad.shape == (0, 3, 6)
+    # Sums over no rows: the adapter's gradients are zeros, not garbage.
+    np.testing.assert_array_equal(backend.to_numpy(layer.lora_A.grad), np.zeros((2, 6)))
+    np.testing.assert_array_equal(backend.to_numpy(layer.lora_B.grad), np.zeros((4, 2)))
+    out = F.lora_linear(x[:, 0], layer.weight, layer.lora_A, layer.lora_B, 2.0, bias=layer.bias)
+    assert out.shape == (0, 4)
