@@ -68,6 +68,14 @@ class Function:
         return Tensor(out, requires_grad=requires_grad, _ctx=ctx if requires_grad else None)
 
 
+def check_tensor(op, name, value):
+    """TypeError unless `value` is a Tensor: for the op wrappers that read x.ndim or x.shape (to check
+    an axis or a shape) before apply() would check it."""
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{op}: {name} must be a Tensor, got {type(value).__name__}")
+    return value
+
+
 def _check_same_device_and_dtype(fn, inputs):
     devices = {t.device for t in inputs}
     if len(devices) > 1:

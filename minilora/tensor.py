@@ -101,7 +101,10 @@ class Tensor:
         if device is not None:
             data = backend.to_device(data, backend.check_device(device))
         if dtype is not None:
-            data = data.astype(backend.parse_dtype(dtype), copy=False)
+            dtype = backend.parse_dtype(dtype)
+            if dtype.kind not in NUMERIC_KINDS:
+                raise TypeError(f"dtype must be a numeric or bool dtype (e.g. 'float64'), got {dtype}")
+            data = data.astype(dtype, copy=False)
         if data is self.data:
             return self
         return Tensor(data, requires_grad=self.requires_grad and data.dtype.kind == "f")
@@ -128,7 +131,12 @@ class Tensor:
                                    "gradient: pass grad= of that shape, or reduce it first (e.g. .sum())")
             grad = xp.ones_like(self.data)
         else:
-            grad = xp.asarray(grad.data if isinstance(grad, Tensor) else grad, dtype=self.dtype)
+            grad = grad.data if isinstance(grad, Tensor) else grad
+            if not hasattr(grad, "dtype"):
+                numeric_kind(grad)  # None or a string is not a gradient (NumPy would make it NaN)
+            elif grad.dtype.kind not in NUMERIC_KINDS:
+                raise TypeError(f"backward(grad=...) needs a numeric array, got dtype {grad.dtype}")
+            grad = xp.asarray(grad, dtype=self.dtype)
             if grad.shape != self.data.shape:
                 raise ValueError(f"backward(grad=...) needs shape {self.shape}, got {tuple(grad.shape)}")
 

@@ -13,7 +13,9 @@ import math
 
 import numpy as np
 
+from minilora.lora.config import LoRAConfig
 from minilora.lora.targets import select_modules_to_save, select_targets
+from minilora.nn.gpt import GPTConfig
 
 ADAMW_MOMENTS = 2  # AdamW keeps a first and a second moment for every trainable number
 
@@ -25,6 +27,8 @@ def gpt_parameter_shapes(config):
     (out_features, in_features); LayerNorms and Linears carry biases when config.bias is True;
     lm_head has none and is not tied to wte.
     """
+    if not isinstance(config, GPTConfig):
+        raise TypeError(f"the model config must be a minilora.nn.GPTConfig, got {type(config).__name__}")
     d, hidden = config.n_embd, 4 * config.n_embd
     shapes = {"wte.weight": (config.vocab_size, d), "wpe.weight": (config.block_size, d)}
 
@@ -68,6 +72,8 @@ def count_lora_parameters(model_config, lora_config):
     Sum over adapted layers of r·(in + out), with each layer's own rank (rank_pattern). Biases and
     modules_to_save are not included (see count_trainable_parameters).
     """
+    if not isinstance(lora_config, LoRAConfig):
+        raise TypeError(f"lora_config must be a LoRAConfig, got {type(lora_config).__name__}")
     linears = gpt_linear_shapes(model_config)
     targets = select_targets(linears, lora_config)
     return sum(lora_config.rank_for(n) * (linears[n][0] + linears[n][1]) for n in targets)

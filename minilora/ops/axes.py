@@ -40,3 +40,10 @@ def as_shape(args, what):
         if isinstance(a, bool) or not isinstance(a, (int, np.integer)):
             raise TypeError(f"{what} must be ints, got {args!r}")
     return tuple(int(a) for a in args)
+
+
+def check_keepdims(keepdims):
+    """keepdims is a bool (NumPy would read any object by its truth value)."""
+    if not isinstance(keepdims, (bool, np.bool_)):
+        raise TypeError(f"keepdims must be a bool, got {keepdims!r}")
+    return bool(keepdims)

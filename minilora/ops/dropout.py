@@ -5,8 +5,10 @@ needs no change at evaluation time, when dropout is the identity. The mask comes
 minilora.random, so `minilora.manual_seed` makes it reproducible.
 """
 
+import numpy as np
+
 from minilora import random
-from minilora.function import Function
+from minilora.function import Function, check_tensor
 
 
 class Dropout(Function):
@@ -28,8 +30,11 @@ def dropout(x, p, training=True):
     """
     if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
         raise ValueError(f"dropout: p must be a number in [0, 1), got {p!r}")
+    check_tensor("dropout", "x", x)
     if x.dtype.kind != "f":
         raise TypeError(f"dropout needs a floating tensor, got dtype {x.dtype}")
+    if not isinstance(training, (bool, np.bool_)):
+        raise TypeError(f"dropout: training must be a bool, got {training!r}")
     if not training or p == 0:
         return x
     keep = random.rand(x.shape, dtype=x.dtype, device=x.device) >= p

@@ -7,7 +7,7 @@ shift are ordinary multiply and add, whose backward already sums over the broadc
 """
 
 from minilora.checks import check_number
-from minilora.function import Function
+from minilora.function import Function, check_tensor
 from minilora.tensor import Tensor
 
 
@@ -34,6 +34,7 @@ class Normalize(Function):
 
 def layer_norm(x, weight=None, bias=None, eps=1e-5):
     """Layer normalisation over the last axis. x: (..., D); weight, bias: (D,) or None; same shape out."""
+    check_tensor("layer_norm", "x", x)
     if x.ndim == 0:
         raise ValueError("layer_norm needs x of shape (..., D), got a scalar")
     dim = x.shape[-1]

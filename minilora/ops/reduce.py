@@ -6,8 +6,8 @@ all of them for sum (weight 1) and mean (weight 1/count), only the largest one f
 
 import math
 
-from minilora.function import Function
-from minilora.ops.axes import kept_shape, normalize_axes
+from minilora.function import Function, check_tensor
+from minilora.ops.axes import check_keepdims, kept_shape, normalize_axes
 
 
 class Sum(Function):
@@ -58,14 +58,17 @@ class Max(Function):
 
 def sum(x, axis=None, keepdims=False):
     """Sum over `axis` (int, tuple of ints, or None for every axis). x: any shape."""
-    return Sum.apply(x, axes=normalize_axes(axis, x.ndim), keepdims=keepdims)
+    check_tensor("sum", "x", x)
+    return Sum.apply(x, axes=normalize_axes(axis, x.ndim), keepdims=check_keepdims(keepdims))
 
 
 def mean(x, axis=None, keepdims=False):
     """Mean over `axis` (int, tuple of ints, or None for every axis). x: any shape."""
-    return Mean.apply(x, axes=normalize_axes(axis, x.ndim), keepdims=keepdims)
+    check_tensor("mean", "x", x)
+    return Mean.apply(x, axes=normalize_axes(axis, x.ndim), keepdims=check_keepdims(keepdims))
 
 
 def max(x, axis=None, keepdims=False):
     """Maximum over `axis`; the gradient goes to the maximal element (split evenly between ties)."""
-    return Max.apply(x, axes=normalize_axes(axis, x.ndim), keepdims=keepdims)
+    check_tensor("max", "x", x)
+    return Max.apply(x, axes=normalize_axes(axis, x.ndim), keepdims=check_keepdims(keepdims))

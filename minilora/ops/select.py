@@ -8,7 +8,7 @@ an element picked twice (x[[0, 0]]) gets both contributions.
 import numpy as np
 
 from minilora import backend
-from minilora.function import Function
+from minilora.function import Function, check_tensor
 from minilora.ops.broadcast import as_tensor, as_tensor_pair, unbroadcast
 from minilora.tensor import Tensor
 
@@ -85,6 +85,7 @@ def _as_index_item(item, x):
 
 def getitem(x, index):
     """x[index] with NumPy semantics (basic slicing, ints, None, ..., integer arrays, boolean masks)."""
+    check_tensor("getitem", "x", x)
     return GetItem.apply(x, index=_as_index(index, x))
 
 
@@ -103,6 +104,7 @@ def masked_fill(x, mask, value):
     Attention uses it to set future positions to -inf before the softmax; no gradient flows to the
     filled positions.
     """
+    check_tensor("masked_fill", "x", x)
     if not isinstance(mask, Tensor) or mask.dtype != np.bool_:
         got = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
         raise TypeError(f"masked_fill: mask must be a boolean Tensor, got {got}")

@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from minilora.function import Function
+from minilora.function import Function, check_tensor
 from minilora.ops.axes import as_shape, normalize_axis
 from minilora.ops.select import getitem
 from minilora.tensor import Tensor
@@ -54,6 +54,7 @@ class Concatenate(Function):
 
 def reshape(x, *shape):
     """The same elements in a new shape; one dimension may be -1 (inferred). x.reshape(2, -1) works too."""
+    check_tensor("reshape", "x", x)
     shape = as_shape(shape, "reshape's shape")
     known = math.prod(n for n in shape if n != -1)
     if -1 in shape:
@@ -67,6 +68,7 @@ def reshape(x, *shape):
 
 def transpose(x, *axes):
     """Permute the axes, as numpy.transpose: no axes reverses them (x.T); else a permutation of range(ndim)."""
+    check_tensor("transpose", "x", x)
     axes = as_shape(axes, "transpose's axes") or tuple(reversed(range(x.ndim)))
     if sorted(normalize_axis(a, x.ndim, "transpose's axes") for a in axes) != list(range(x.ndim)):
         raise ValueError(f"transpose's axes must be a permutation of {tuple(range(x.ndim))} for a tensor of "
@@ -76,6 +78,7 @@ def transpose(x, *axes):
 
 def permute(x, *axes):
     """Permute the axes: output axis i is input axis axes[i]. Every axis must be named."""
+    check_tensor("permute", "x", x)
     if not as_shape(axes, "permute's axes"):
         raise ValueError(f"permute needs a permutation of {tuple(range(x.ndim))}, got none")
     return transpose(x, *axes)
@@ -83,6 +86,7 @@ def permute(x, *axes):
 
 def swapaxes(x, axis1, axis2):
     """Exchange two axes, e.g. swapaxes(k, -2, -1) turns (..., T, d) into (..., d, T)."""
+    check_tensor("swapaxes", "x", x)
     axes = list(range(x.ndim))
     i, j = normalize_axis(axis1, x.ndim, "axis1"), normalize_axis(axis2, x.ndim, "axis2")
     axes[i], axes[j] = axes[j], axes[i]
@@ -125,6 +129,7 @@ def split(x, sections_or_indices, axis=0):
     indices where the cuts go ([2, 5] gives x[:2], x[2:5], x[5:]). Each piece is a slice of x, so
     the gradient of each piece flows back into its own part of x (and a piece not used gets none).
     """
+    check_tensor("split", "x", x)
     axis = normalize_axis(axis, x.ndim)
     length = x.shape[axis]
     if isinstance(sections_or_indices, (int, np.integer)) and not isinstance(sections_or_indices, bool):

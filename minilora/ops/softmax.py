@@ -4,7 +4,7 @@ exp(x) overflows for x around 90 in float32, so both subtract the largest value 
 first; the result is unchanged because softmax(x) = softmax(x - c) for any constant c.
 """
 
-from minilora.function import Function
+from minilora.function import Function, check_tensor
 from minilora.ops.axes import normalize_axis
 
 
@@ -52,9 +52,11 @@ class LogSoftmax(Function):
 
 def softmax(x, axis=-1):
     """exp(x) / sum(exp(x)) along `axis` (default: the last). Same shape as x."""
+    check_tensor("softmax", "x", x)
     return Softmax.apply(x, axis=normalize_axis(axis, x.ndim))
 
 
 def log_softmax(x, axis=-1):
     """log(softmax(x)) along `axis`, without the underflow of taking log of a tiny softmax."""
+    check_tensor("log_softmax", "x", x)
     return LogSoftmax.apply(x, axis=normalize_axis(axis, x.ndim))
