@@ -19,10 +19,10 @@ def check_number(name, value, low=None, above=None, below=None, allow_inf=False)
     else:
         bounds = [f">= {low}" if low is not None else None, f"> {above}" if above is not None else None,
                   f"< {below}" if below is not None else None]
-        expected = " and ".join(b for b in bounds if b) or "any value"
+        expected = " and ".join(b for b in bounds if b)
     finite = "a number" if allow_inf else "a finite number"
     if math.isnan(value) or (math.isinf(value) and not allow_inf):
-        raise ValueError(f"{name} must be {finite} ({expected}), got {value!r}")
+        raise ValueError(f"{name} must be {finite}{f' ({expected})' if expected else ''}, got {value!r}")
     if ((low is not None and value < low) or (above is not None and value <= above)
             or (below is not None and value >= below)):
         raise ValueError(f"{name} must be {expected}, got {value!r}")

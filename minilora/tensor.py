@@ -133,7 +133,7 @@ class Tensor:
         else:
             grad = grad.data if isinstance(grad, Tensor) else grad
             if not hasattr(grad, "dtype"):
-                numeric_kind(grad)  # None or a string is not a gradient (NumPy would make it NaN)
+                numeric_kind(grad, "backward(grad=...)")  # None is not a gradient (NumPy would make it NaN)
             elif grad.dtype.kind not in NUMERIC_KINDS:
                 raise TypeError(f"backward(grad=...) needs a numeric array, got dtype {grad.dtype}")
             grad = xp.asarray(grad, dtype=self.dtype)
@@ -318,19 +318,20 @@ def tensor(data, requires_grad=False, dtype=None, device="cpu"):
 NUMERIC_KINDS = "biuf"
 
 
-def numeric_kind(data):
+def numeric_kind(data, what="tensor(data)"):
     """The dtype kind NumPy infers for `data`; TypeError/ValueError for what makes no tensor (None, a
-    string, a ragged list, an int beyond int64, which NumPy would keep as Python objects)."""
+    string, a ragged list, an int beyond int64, which NumPy would keep as Python objects).
+    what: names the argument in the messages."""
     try:
         kind = np.asarray(data).dtype.kind
     except (ValueError, TypeError) as exc:  # a ragged nested list
-        raise ValueError(f"tensor(data) needs a rectangular nested list of numbers, got {_describe(data)} "
+        raise ValueError(f"{what} needs a rectangular nested list of numbers, got {_describe(data)} "
                          f"({exc})") from None
     if kind == "O" and _has_big_int(data):
-        raise ValueError(f"tensor(data): an int is too large for int64, got {_describe(data)}; "
+        raise ValueError(f"{what}: an int is too large for int64, got {_describe(data)}; "
                          "pass floats (or dtype='float64') for values that large")
     if kind not in NUMERIC_KINDS:
-        raise TypeError(f"tensor(data) needs numbers or bools, got {_describe(data)}")
+        raise TypeError(f"{what} needs numbers or bools, got {_describe(data)}")
     return kind
 
 

@@ -35,7 +35,7 @@ def as_tensor(value, like):
             raise TypeError(f"the other operand must be a Tensor, a number or a numeric array, got an "
                             f"array of dtype {value.dtype}")
     elif isinstance(value, (list, tuple)):
-        kind = numeric_kind(value)
+        kind = numeric_kind(value, "the other operand")
     else:
         raise TypeError(f"the other operand must be a Tensor, a number or a numeric array, got "
                         f"{type(value).__name__} {value!r}")
