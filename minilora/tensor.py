@@ -8,6 +8,7 @@ up the gradients of tensors that were used more than once.
 """
 
 import contextlib
+import numbers
 
 import numpy as np
 
@@ -297,13 +298,15 @@ def tensor(data, requires_grad=False, dtype=None, device="cpu"):
         data = data.data
     if hasattr(data, "dtype"):
         data = backend.to_device(data, device)
-    if dtype is None and not hasattr(data, "dtype"):
-        kind = numeric_kind(data)
-        dtype = "float32" if kind == "f" else ("int64" if kind in "iu" else None)
     if dtype is not None:
         dtype = backend.parse_dtype(dtype)
         if dtype.kind not in NUMERIC_KINDS:
             raise TypeError(f"dtype must be a numeric or bool dtype (e.g. 'float32', 'int64'), got {dtype}")
+    if not hasattr(data, "dtype"):
+        # Checked even with a dtype given: NumPy would turn None into NaN, and "1.5" into 1.5.
+        kind = numeric_kind(data, big_ints=dtype is not None)
+        if dtype is None:
+            dtype = backend.parse_dtype("float32" if kind == "f" else ("int64" if kind in "iu" else "bool"))
     try:
         array = xp.array(data, dtype=dtype)  # always a copy: the tensor owns its data
     except OverflowError as exc:
@@ -318,27 +321,30 @@ def tensor(data, requires_grad=False, dtype=None, device="cpu"):
 NUMERIC_KINDS = "biuf"
 
 
-def numeric_kind(data, what="tensor(data)"):
-    """The dtype kind NumPy infers for `data`; TypeError/ValueError for what makes no tensor (None, a
-    string, a ragged list, an int beyond int64, which NumPy would keep as Python objects).
+def numeric_kind(data, what="tensor(data)", big_ints=False):
+    """The dtype kind NumPy infers for `data` (a number or nested lists of them); TypeError or
+    ValueError for what makes no tensor: None, a string, a ragged list, and an int beyond int64
+    (which NumPy keeps as a Python object) unless big_ints (a dtype is given to convert it to).
     what: names the argument in the messages."""
     try:
         kind = np.asarray(data).dtype.kind
     except (ValueError, TypeError) as exc:  # a ragged nested list
         raise ValueError(f"{what} needs a rectangular nested list of numbers, got {_describe(data)} "
                          f"({exc})") from None
-    if kind == "O" and _has_big_int(data):
-        raise ValueError(f"{what}: an int is too large for int64, got {_describe(data)}; "
-                         "pass floats (or dtype='float64') for values that large")
+    if kind == "O" and _only_real_numbers(data):  # so some int is beyond int64
+        if not big_ints:
+            raise ValueError(f"{what}: an int is too large for int64, got {_describe(data)}; "
+                             "pass floats (or dtype='float64') for values that large")
+        kind = "i"
     if kind not in NUMERIC_KINDS:
         raise TypeError(f"{what} needs numbers or bools, got {_describe(data)}")
     return kind
 
 
-def _has_big_int(data):
+def _only_real_numbers(data):
     if isinstance(data, (list, tuple)):
-        return any(_has_big_int(d) for d in data)
-    return isinstance(data, int) and not isinstance(data, bool)
+        return all(_only_real_numbers(d) for d in data)
+    return isinstance(data, numbers.Real)
 
 
 def _describe(data):
