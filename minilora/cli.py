@@ -73,26 +73,20 @@ def parse_arguments(parser, argv, check=None):
 
 
 # ---- option types: each turns the text into a value or says what is wrong with it ---------------
-def positive_int(text):
-    """An int >= 1 (steps, batch size)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive int, got {value}")
-    return value
+def _int_at_least(low, expected):
+    def option(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
+        return value
+    return option
 
 
-def non_negative_int(text):
-    """An int >= 0 (a seed)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {value}")
-    return value
+positive_int = _int_at_least(1, "a positive int")        # steps, batch size
+non_negative_int = _int_at_least(0, "an int >= 0")      # a seed
 
 
 def positive_number(text):

@@ -59,8 +59,10 @@ def test_quick_demo_on_the_gpu(tmp_path, capsys, cuda_device):
 def test_cuda_without_a_gpu_is_a_clear_error(tmp_path, capsys):
     if minilora.cuda_available():
         pytest.skip("a GPU is usable here, so --device cuda is not an error")
-    with pytest.raises(SystemExit, match="no GPU is usable"):
+    with pytest.raises(SystemExit) as exit_:
         cli.main(["demo", "--quick", "--quiet", "--device", "cuda", "--out", str(tmp_path)])
+    assert exit_.value.code == 2  # a usage error, before any work starts
+    assert "argument --device: cuda is not usable here" in capsys.readouterr().err
 
 
 def lora_model_with_trained_look():
