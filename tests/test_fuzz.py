@@ -217,6 +217,53 @@ def test_unary_reductions_softmax_and_shape_ops(data):
 
 @FUZZ
 @given(data=st.data())
+def test_matmul_pow_linear_log_softmax_indexing(data):
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    dtype = data.draw(dtypes)
+    M, K, N = (data.draw(st.integers(1, 4)) for _ in range(3))
+    a_np, b_np = rng.standard_normal((M, K)).astype(dtype), rng.standard_normal((K, N)).astype(dtype)
+    a, b = minilora.tensor(a_np), minilora.tensor(b_np)
+    kind = data.draw(st.sampled_from(["matmul", "pow", "linear", "log_softmax", "getitem", "masked_fill"]))
+    if kind == "matmul":
+        bad, value = spoil(data.draw, {"b": [None, "x", minilora.tensor(np.ones((K + 1, N), dtype=dtype))]})
+        run_case("F.matmul", lambda: a @ (value if bad else b), bad, names=["operand", "inner dimensions"],
+                 check=lambda out: assert_close(out.numpy(), a_np.astype(np.float64) @ b_np, dtype))
+    elif kind == "pow":
+        exponent = data.draw(st.sampled_from([2, 3, 0.5, -1.0]))
+        bad, value = spoil(data.draw, {"exponent": [None, "2", b, [2]]})
+        base = np.abs(a_np) + 0.5
+        run_case("F.pow", lambda: minilora.tensor(base) ** (value if bad else exponent), bad,
+                 check=lambda out: assert_close(out.numpy(), base.astype(np.float64) ** exponent, dtype))
+    elif kind == "linear":
+        weight = minilora.tensor(b_np.T.copy())  # (N, K)
+        bad, value = spoil(data.draw, {"weight": [None, b_np, minilora.tensor(np.ones((N, K + 1), dtype=dtype))],
+                                       "bias": [np.zeros(N), minilora.tensor(np.zeros(N + 1, dtype=dtype))]})
+        args = {"weight": weight, "bias": minilora.tensor(np.ones(N, dtype=dtype)), **({bad: value} if bad else {})}
+        run_case("F.linear", lambda: F.linear(a, args["weight"], args["bias"]), bad, names=[bad, "x must have shape"],
+                 check=lambda out: assert_close(out.numpy(), a_np.astype(np.float64) @ b_np + 1.0, dtype))
+    elif kind == "log_softmax":
+        bad, value = spoil(data.draw, {"axis": [2, -3, "1", None]})
+        x = a_np.astype(np.float64)
+        expected = x - x.max(-1, keepdims=True) - np.log(np.exp(x - x.max(-1, keepdims=True)).sum(-1, keepdims=True))
+        run_case("F.log_softmax", lambda: F.log_softmax(a, axis=value if bad else -1), bad,
+                 check=lambda out: assert_close(out.numpy(), expected, dtype))
+    elif kind == "getitem":
+        row, cols = data.draw(st.integers(-M, M - 1)), slice(data.draw(st.integers(0, K)), None)
+        bad, value = spoil(data.draw, {"index": ["a", 1.5, [0.5], {"k": 1}]})
+        run_case("Tensor.__getitem__", lambda: a[value] if bad else a[row, cols], bad, names=["index"],
+                 check=lambda out: np.testing.assert_array_equal(out.numpy(), a_np[row, cols]))
+    else:
+        mask_np = a_np > 0
+        bad, value = spoil(data.draw, {"mask": [mask_np, minilora.tensor(a_np), minilora.tensor(np.ones((M + 1, K), bool))],
+                                       "value": [None, "x", {}]})
+        mask = value if bad == "mask" else minilora.tensor(mask_np)
+        fill = value if bad == "value" else -1.0
+        run_case("Tensor.masked_fill", lambda: a.masked_fill(mask, fill), bad, names=["mask", "operand", "broadcast"],
+                 check=lambda out: np.testing.assert_array_equal(out.numpy(), np.where(mask_np, -1.0, a_np).astype(dtype)))
+
+
+@FUZZ
+@given(data=st.data())
 def test_functional_losses_norms_embedding_dropout(data):
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
     dtype = data.draw(dtypes)
@@ -577,7 +624,7 @@ def compiled_cpp_out_buffers(data):
         "y": [x.reshape(-1)[: M * N].reshape(M, N), np.empty((M, N + 1), dtype=dtype), read_only,
               np.empty((M, N), dtype=np.float16), np.empty((N, M), dtype=dtype).T, [[0.0] * N] * M],
         "u": [y.reshape(-1)[: M * r].reshape(M, r), W.reshape(-1)[: M * r].reshape(M, r), np.empty(M * r, dtype=dtype)],
-        "out": [(y,), (y, u, u), y, None if False else "yu"]})
+        "out": [(y,), (y, u, u), y, "yu"]})
     out = value if bad == "out" else ((value, u) if bad == "y" else (y, value) if bad == "u" else (y, u))
     names = {"y": ["y", "out"], "u": ["u", "out"], "out": ["out"]}.get(bad)
 
