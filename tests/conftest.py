@@ -103,3 +103,14 @@ def calls(monkeypatch):
             monkeypatch.setitem(table, name, spy)
     monkeypatch.delenv("MINILORA_BACKEND", raising=False)
     return seen
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    """The fuzz and tampering tests' counts of outcomes, when they ran (fuzz_support.py): the totals,
+    and with -v a row per entry point and per kind of damage."""
+    import sys
+    support = sys.modules.get("fuzz_support")
+    tables = support.outcome_tables(full=config.getoption("verbose") > 0) if support is not None else ""
+    if tables:
+        terminalreporter.write_sep("-", "fuzz and tampering outcomes")
+        terminalreporter.write(tables)

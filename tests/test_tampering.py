@@ -3,11 +3,10 @@ byte of zip bookkeeping such as a timestamp) loads exactly what was saved. Never
 a model half-loaded, never a silently different model.
 
 The files are real ones (save_adapter and save_checkpoint of a tiny GPT). Each kind of damage is
-applied several times; test_tampering_counts prints how many files of each kind were refused and
-how many loaded unchanged (run with -s to see the table).
+applied several times; conftest.py prints, at the end of the run, how many files of each kind of
+damage were refused and how many loaded unchanged.
 """
 
-import collections
 import io as bytes_io
 import json
 import os
@@ -21,11 +20,11 @@ import pytest
 from minilora import io
 from minilora.checkpoint import load_checkpoint, save_checkpoint
 from minilora.lora import LoRAConfig, apply_lora, load_adapter, save_adapter
+from fuzz_support import TAMPERING
 from test_lora_support import logits, randomise_adapter, tiny_gpt, tokens
 
 FLIPS = 150     # single-byte flips per file, at random positions
 CUTS = 12       # truncations per file
-OUTCOMES = collections.Counter()  # (file kind, damage, "refused" or "loaded unchanged") -> count
 
 CONFIG = LoRAConfig(r=2, alpha=4, target_modules=("q_proj", "v_proj"), alpha_pattern={"v_proj": 8})
 
@@ -58,11 +57,11 @@ def load_and_classify(kind, damage, path, files):
         assert set(after) == set(before), f"{damage}: the model changed shape although loading failed"
         for name, p in after.items():
             assert np.array_equal(p.numpy(), before[name]), f"{damage}: {name} changed although loading failed"
-        OUTCOMES[kind, damage, "refused"] += 1
+        TAMPERING[kind, damage, "refused"] += 1
         return "refused"
     expected = files[f"{kind}_logits"]
     assert np.array_equal(logits(base, files["idx"]), expected), f"{damage}: loaded a different model"
-    OUTCOMES[kind, damage, "loaded unchanged"] += 1
+    TAMPERING[kind, damage, "loaded unchanged"] += 1
     return "loaded"
 
 
@@ -194,20 +193,3 @@ def _zip_of_text():
 def test_the_good_files_load_exactly(files):
     for kind in ("adapter", "checkpoint"):
         assert load_and_classify(kind, "none (the file as saved)", files[kind], files) == "loaded"
-
-
-def test_tampering_counts():
-    """Print the table of outcomes by kind of damage (pytest -s shows it)."""
-    if not OUTCOMES:
-        pytest.skip("no tampering test ran before this one (run the whole file)")
-    damages = sorted({d for _, d, _ in OUTCOMES})
-    lines = [f"{'damage':<44}{'file':>12}{'refused':>10}{'loaded unchanged':>18}"]
-    for damage in damages:
-        for kind in ("adapter", "checkpoint"):
-            if (kind, damage, "refused") in OUTCOMES or (kind, damage, "loaded unchanged") in OUTCOMES:
-                lines.append(f"{damage:<44}{kind:>12}{OUTCOMES[kind, damage, 'refused']:>10}"
-                             f"{OUTCOMES[kind, damage, 'loaded unchanged']:>18}")
-    total = sum(OUTCOMES.values())
-    refused = sum(n for (_, _, o), n in OUTCOMES.items() if o == "refused")
-    lines.append(f"{f'all: {total} loads':<44}{'':>12}{refused:>10}{total - refused:>18}")
-    print("\ntampering outcomes\n" + "\n".join(lines))
