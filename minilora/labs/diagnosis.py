@@ -38,7 +38,7 @@ def _matching_mistake(function, gradient, returned, arguments):
         with np.errstate(all="ignore"):
             try:
                 wrong = np.asarray(mistake.formula(**named))
-            except ValueError:  # a formula that does not apply to this case's shapes
+            except (ValueError, TypeError):  # a formula that does not apply to this case's shapes
                 continue
         if _same(returned, wrong):
             return mistake.hint

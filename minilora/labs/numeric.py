@@ -18,8 +18,8 @@ from minilora.labs.shapes import check_gradients
 
 class StudentOp(Function):
     @staticmethod
-    def forward(ctx, *arrays, function, student, names, options):
-        inputs = dict(zip(names, arrays))
+    def forward(ctx, *arrays, function, student, names, options, constants):
+        inputs = {**dict(zip(names, arrays)), **constants}
         out, saved = function.forward(**inputs, **options)
         ctx.values = {**inputs, **saved, **options}
         ctx.lab_function, ctx.student, ctx.names = function, student, names
@@ -45,11 +45,15 @@ def numeric_check(function, student, case, seed, output_weight=1.0):
     Returns gradcheck's InputCheck of each gradient, in the order of function.gradients: the
     student's values (.analytic), the central differences (.numeric), the errors and a hint.
     """
-    names = list(case.arrays)
+    # Integer arrays (class targets) have no gradient and cannot share an op with float inputs: they
+    # go to the forward as constants.
+    names = [name for name, array in case.arrays.items() if array.dtype.kind == "f"]
+    constants = {name: array for name, array in case.arrays.items() if name not in names}
     tensors = [minilora.tensor(case.arrays[name], requires_grad=name in function.wrt) for name in names]
 
     def run(*inputs):
-        out = StudentOp.apply(*inputs, function=function, student=student, names=names, options=case.options)
+        out = StudentOp.apply(*inputs, function=function, student=student, names=names, options=case.options,
+                              constants=constants)
         return out * output_weight if out.size == 1 else out
 
     by_input = {check.name: check for check in gradcheck(run, tensors, names=names, seed=seed).inputs}

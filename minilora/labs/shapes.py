@@ -75,5 +75,6 @@ def _broadcasts(small, big):
 def _dtype_hint(got, expected):
     if expected == np.float32 and got == np.float64:
         return ("something promoted float32 to float64: np.zeros/np.ones/np.eye without dtype= (they default "
-                "to float64; use np.zeros_like or dtype=x.dtype), or a np.float64 number")
+                "to float64; use np.zeros_like or dtype=x.dtype), a np.float64 number, or a NumPy integer such as "
+                "a count from .sum() (divide by int(count))")
     return None
