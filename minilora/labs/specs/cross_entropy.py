@@ -44,15 +44,16 @@ def cases(rng):
 def _grad(grad, logits, targets, ignore_index, keep_ignored=False, divide_by="kept", onehot=1.0, probs="softmax",
           axis=-1):
     """grad_logits, right by default; each option makes one of the mistakes below."""
-    kept = np.ones(targets.shape, bool) if keep_ignored else targets != ignore_index
+    kept = targets != ignore_index
+    has_gradient = np.ones(targets.shape, bool) if keep_ignored else kept
     if probs == "softmax":
         p = np.exp(log_softmax_array(np, logits, axis=axis))
     else:
         p = log_softmax_array(np, logits, axis=-1)
     classes = logits.shape[-1]
-    hot = (np.arange(classes) == np.where(kept, targets, -1)[..., None]) * onehot
+    hot = (np.arange(classes) == np.where(has_gradient, targets, -1)[..., None]) * onehot
     count = {"kept": kept.sum(), "all": targets.size, "elements": logits.size}[divide_by]
-    return grad * (p - hot) * kept[..., None] / count
+    return grad * (p - hot) * has_gradient[..., None] / count
 
 
 def _wrong(hint, **mistake):
@@ -63,8 +64,8 @@ MISTAKES = (
     _wrong("the mean is over the kept targets only: divide by their number, (targets != ignore_index).sum(), "
            "not by every row", divide_by="all"),
     _wrong("rows whose target is ignore_index are not in the loss, so their gradient is 0", keep_ignored=True),
-    _wrong("rows whose target is ignore_index are not in the loss: their gradient is 0, and the mean divides "
-           "by the kept targets only", keep_ignored=True, divide_by="all"),
+    _wrong("ignore_index is not used: rows whose target is ignore_index are not in the loss, so their gradient "
+           "is 0, and the mean divides by the number of kept targets only", keep_ignored=True, divide_by="all"),
     _wrong("the one-hot of the target is missing: d(-log p_t)/dlogits = p - onehot(t)", onehot=0.0),
     _wrong("the mean is over the targets (the rows), not over every logit: divide by the number of kept "
            "targets", divide_by="elements"),
