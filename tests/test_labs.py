@@ -328,6 +328,21 @@ def test_a_mistake_in_the_leading_axes_gets_a_hint_that_fits(name, function, stu
         "layer_norm_backward": ln_weight_summed_over_axis_0}, seed=0))
 
 
+def test_a_sum_that_kept_its_axes_gets_the_keepdims_hint():
+    right = solution("layer_norm")["layer_norm_backward"]
+
+    def bias_keepdims(grad, x, weight, eps):
+        grad_x, grad_weight, _ = right(grad, x, weight, eps)
+        return grad_x, grad_weight, grad.sum(axis=tuple(range(x.ndim - 1)), keepdims=True)
+
+    for seed in SEEDS:
+        result = labs.check_functions("layer_norm", {"layer_norm_backward": bias_keepdims}, seed=seed)
+        assert len(result.failures) == 2, result.report()
+        for line in result.failures:
+            assert line.message.startswith("grad_bias has shape (1"), result.report()
+            assert any("a sum with keepdims=True keeps the summed axes" in h for h in line.hints), result.report()
+
+
 def test_a_gradient_off_by_a_factor_that_is_no_size_gets_no_misleading_story():
     def off(grad, s):
         return 0.3 * solution("softmax")["softmax_backward"](grad, s)

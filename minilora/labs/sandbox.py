@@ -163,8 +163,11 @@ class StudentProcess:
         except queue.Empty:
             raise self.end(f"{self.path.name} did not finish within {self.timeout:g} s {doing} (an endless loop?), "
                            "so it was stopped") from None
-        except OSError:  # the pipe is closed: the process has gone
-            kind, reply = self.replies.get(timeout=5)
+        except OSError:  # the pipe is closed: the process has gone, and the reader says so
+            try:
+                kind, reply = self.replies.get(timeout=5)
+            except queue.Empty:
+                kind, reply = "exit", None
         if kind == "message":
             return reply
         if kind == "exit":

@@ -41,6 +41,9 @@ def shape_hint(wrt, got, expected, broadcast, output_shape=None):
     if len(got) >= 2 and got[:-2] == expected[:-2] and got[-2:] == expected[-2:][::-1]:
         return f"{got} is {expected} with the last two axes swapped: a missing or extra transpose?"
     extra = len(got) - len(expected)
+    if extra > 0 and got[extra:] == tuple(expected) and all(n == 1 for n in got[:extra]):
+        return (f"{got} is {expected} with {extra} more axes of size 1 in front: a sum with keepdims=True keeps "
+                f"the summed axes; {wrt} has no such axes, so sum without keepdims")
     if broadcast and extra >= 0 and _broadcasts(expected, got[extra:]):
         ones = tuple(i for i, (e, g) in enumerate(zip(expected, got[extra:])) if e == 1 and g != 1)
         ones_axis = ones[0] if len(ones) == 1 else ones

@@ -70,7 +70,7 @@ RESCALES = {"1/(1-p)": lambda p: 1 / (1 - p), "none": lambda p: 1.0, "1/p": lamb
 
 
 def _grads(dy, x, W, A, B, scaling, mask=None, p=0.0, rescale="1/(1-p)", lora_dx_factor=1.0, lora_dx_scaling=True,
-           drop_in_dA=True, drop_in_u=True, drop_in_dx=True, drop_all_dx=False):
+           base_dx=True, drop_in_dA=True, drop_in_u=True, drop_in_dx=True, drop_all_dx=False):
     """(dx, dA, dB), right by default; each option makes one of the mistakes below."""
     N, K = W.shape
     x2, dy2 = x.reshape(-1, K), dy.reshape(-1, N)
@@ -79,7 +79,8 @@ def _grads(dy, x, W, A, B, scaling, mask=None, p=0.0, rescale="1/(1-p)", lora_dx
     u = (dropped if drop_in_u else x2) @ A.T
     v = dy2 @ B
     lora_dx = lora_dx_factor * (scaling if lora_dx_scaling else 1.0) * (v @ A)
-    dx = (dy2 @ W + lora_dx) * keep if drop_all_dx else dy2 @ W + lora_dx * (keep if drop_in_dx else 1)
+    through_W = dy2 @ W if base_dx else 0.0
+    dx = (through_W + lora_dx) * keep if drop_all_dx else through_W + lora_dx * (keep if drop_in_dx else 1)
     dA = scaling * (v.T @ (dropped if drop_in_dA else x2))
     dB = scaling * (dy2.T @ u)
     return dx.reshape(x.shape), dA, dB
@@ -94,6 +95,8 @@ def _wrong(gradient, hint, **mistake):
 MISTAKES = (
     _wrong("dx", "dx is missing the LoRA path: x also reaches y through u = x·Aᵀ, which adds s·(dy·B)·A",
            lora_dx_factor=0.0),
+    _wrong("dx", "dx is missing the path through the frozen W: W gets no gradient, but x still reaches y "
+                 "through x·Wᵀ, which adds dy·W", base_dx=False),
     _wrong("dx", "the LoRA part of dx, (dy·B)·A, is missing the factor scaling", lora_dx_scaling=False),
     # (A scaling missing or doubled in dA or dB is named by the diagnosis from the numbers.)
     Mistake("dx", lambda **a: _grads(**a, lora_dx_factor=a["scaling"])[0],
