@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from minilora.io import atomic_write
-from minilora.labs.checker import check
+from minilora.labs.checker import check, choose_seed
 from minilora.labs.registry import get_lab
 from minilora.labs.sandbox import DEFAULT_TIMEOUT_S
 
@@ -39,11 +39,13 @@ def lab_files(sources):
     return files
 
 
-def grade(name, sources, seed, timeout=DEFAULT_TIMEOUT_S):
+def grade(name, sources, seed=None, timeout=DEFAULT_TIMEOUT_S):
     """(path, LabResult) for every file in `sources` (see lab_files), one at a time as each is
-    checked, all with `seed`. An unknown lab or a missing path is an error before any file runs."""
+    checked, all with the same seed (by default a fresh one: see each result's .seed). An unknown
+    lab or a missing path is an error before any file runs."""
     get_lab(name)
-    for path in lab_files(sources):
+    seed, files = choose_seed(seed), lab_files(sources)
+    for path in files:
         yield path, check(name, path=path, seed=seed, timeout=timeout)
 
 
