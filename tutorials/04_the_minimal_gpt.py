@@ -284,7 +284,8 @@ print(f"mean entropy of a row: {row_entropy(weights):.3f} nats after training, {
       f"(evenly spread: {uniform_entropy:.3f})")
 if not FAST:
     assert row_entropy(weights) < untrained_entropy
-fast_mode_note("the model has barely trained, so the entropy has not fallen yet and the maps still look even")
+fast_mode_note("a few steps barely change the attention: these maps and the entropy against the untrained "
+               "ones are not meaningful")
 show(attention_figure(weights, prompt_text, "trained, block 0"), "04_attention_trained")
 
 # %% [markdown]
