@@ -30,7 +30,7 @@ import time
 from typing import Optional
 
 import numpy as np
-from tqdm import tqdm
+from tqdm.auto import tqdm  # a widget in a notebook (one output, not one per update), text elsewhere
 
 from minilora import backend, cli, random
 from minilora.checkpoint import save_checkpoint

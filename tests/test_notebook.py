@@ -41,7 +41,7 @@ def _clean_env():
     return {k: v for k, v in os.environ.items() if k != "MINILORA_FAST"}
 
 
-def test_in_a_notebook_show_also_displays_the_saved_png(tmp_path, monkeypatch):
+def test_in_a_notebook_show_displays_the_saved_png_instead_of_printing_its_path(tmp_path, monkeypatch, capsys):
     shown = []
     fake = types.ModuleType("IPython.display")
     fake.Image = lambda filename: ("image", filename)
@@ -52,3 +52,23 @@ def test_in_a_notebook_show_also_displays_the_saved_png(tmp_path, monkeypatch):
     monkeypatch.setenv("MINILORA_FIGURES", str(tmp_path))
     path = notebook.show(Figure(), "02_graph")
     assert shown == [("image", path)]
+    assert capsys.readouterr().out == ""  # the picture is the one output: no path printed beside it
+
+
+def test_outside_a_kernel_it_is_no_notebook_even_with_ipykernel_imported(monkeypatch):
+    ipython = types.ModuleType("IPython")
+    ipython.get_ipython = lambda: None          # plain Python: no shell at all
+    monkeypatch.setitem(sys.modules, "IPython", ipython)
+    monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))
+    assert not notebook.in_notebook()
+    ipython.get_ipython = lambda: type("ZMQInteractiveShell", (), {})()   # a Jupyter kernel's shell
+    assert notebook.in_notebook()
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_fast_mode_note_is_printed_in_fast_mode_only(fast, monkeypatch, capsys):
+    monkeypatch.setattr(notebook, "FAST", fast)
+    notebook.fast_mode_note("the accuracy is not meaningful")
+    out = capsys.readouterr().out
+    assert out == ("[fast mode] the accuracy is not meaningful; run without --fast (or MINILORA_FAST=1) for the "
+                   "real numbers\n" if fast else "")

@@ -1,12 +1,17 @@
-"""The tutorials: each runs top to bottom as a script, and each is a well-formed percent-format notebook.
+"""The tutorials: each runs top to bottom as a script, and as a notebook, and is a well-formed
+percent-format file.
 
 Every tutorials/NN_*.py is run with --fast in a subprocess, the way a student runs it: a fresh
 folder as the working directory, figures sent to a temporary folder ($MINILORA_FIGURES), no
 screen (MPLBACKEND=Agg). The tutorials assert their own claims (counts equal the formulas, every
 backend agrees with the reference, a planted bug fails its gradient check), so exit code 0 means
-those checks held too. Speed is not asserted; the timeout only stops a run that hangs.
+those checks held too. Then each is executed as a notebook, as a student opens it in Jupyter or
+Colab (jupytext reads it, nbclient runs it on an IPython kernel, MINILORA_FAST=1): no cell may
+fail, every figure must be drawn once in the page, and nothing may go to stderr (a progress bar
+written line by line, a warning). Speed is not asserted; the timeouts only stop a run that hangs.
 """
 
+import importlib.util
 import json
 import os
 import re
@@ -73,6 +78,38 @@ def test_tutorial_runs_with_fast(path, tmp_path):
     _, figures = run_tutorial(path, tmp_path)
     for name in SHOW_CALL.findall(path.read_text()):
         assert (figures / f"{name}.png").is_file(), f"{path.name} did not save figure {name!r}"
+
+
+# ---- each tutorial runs as a notebook --------------------------------------------------------------
+@pytest.mark.parametrize("path", TUTORIALS, ids=lambda path: path.stem)
+def test_tutorial_runs_as_a_notebook(path, tmp_path, monkeypatch):
+    jupytext = pytest.importorskip("jupytext", reason="install the test extra: pip install -e '.[test]'")
+    nbclient = pytest.importorskip("nbclient", reason="install the test extra: pip install -e '.[test]'")
+    if importlib.util.find_spec("ipykernel") is None:  # the kernel runs it; this process need not import it
+        pytest.skip("ipykernel is missing: install the test extra, pip install -e '.[test]'")
+    workdir, figures = tmp_path / "work", tmp_path / "figures"
+    workdir.mkdir()
+    for name, value in {"MINILORA_FAST": "1", "MINILORA_FIGURES": str(figures), "MPLBACKEND": "Agg",
+                        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}.items():
+        monkeypatch.setenv(name, value)  # the kernel inherits them
+    notebook = jupytext.read(path)
+    client = nbclient.NotebookClient(notebook, timeout=HANG_TIMEOUT_S, kernel_name="python3",
+                                     resources={"metadata": {"path": str(workdir)}})
+    try:
+        client.execute()
+    except nbclient.exceptions.CellExecutionError as error:
+        pytest.fail(f"{path.name} failed as a notebook:\n{str(error)[-4000:]}")
+
+    outputs = [output for cell in notebook.cells for output in cell.get("outputs", [])]
+    stderr = [output["text"] for output in outputs if output.get("name") == "stderr"]
+    assert not stderr, f"{path.name}: {len(stderr)} stderr outputs in the notebook, the first: {stderr[0][:300]!r}"
+    images = [output for output in outputs if output["output_type"] == "display_data" and "image/png" in output["data"]]
+    saved = sorted(figures.glob("*.png"))
+    assert len(images) == len(saved) > 0, f"{path.name}: {len(images)} figures drawn, {len(saved)} saved"
+    for name in SHOW_CALL.findall(path.read_text()):
+        assert (figures / f"{name}.png").is_file(), f"{path.name} did not save figure {name!r} as a notebook"
+    printed = "".join(output["text"] for output in outputs if output.get("name") == "stdout")
+    assert "figure: " not in printed, f"{path.name}: a figure's path is printed beside the figure itself"
 
 
 # ---- each tutorial is a well-formed notebook -----------------------------------------------------

@@ -240,9 +240,11 @@ def draw_graph(ax, root, inputs_of, label_of, color_of=lambda node: "lightyellow
     for parent, child in edges:
         # A node used twice by one op (h * h) gets two arrows; bend the second so both show.
         repeat = drawn[id(parent), id(child)] = drawn.get((id(parent), id(child)), -1) + 1
+        # An arrow that skips a column would run straight through the nodes standing in it: bend it.
+        skips = abs(position[id(child)][0] - position[id(parent)][0]) > 1
         ax.annotate("", xy=position[id(child)], xytext=position[id(parent)],
                     arrowprops={"arrowstyle": "->", "color": "gray", "shrinkA": 26, "shrinkB": 26,
-                                "connectionstyle": f"arc3,rad={0.4 * repeat}"})
+                                "connectionstyle": f"arc3,rad={0.4 * repeat + (0.3 if skips else 0)}"})
     for node in nodes:
         ax.text(*position[id(node)], label_of(node), ha="center", va="center", fontsize=8,
                 bbox={"boxstyle": "round", "facecolor": color_of(node), "edgecolor": "gray"})
@@ -409,19 +411,25 @@ draw_graph(ax, loss, tensor_inputs, tensor_label, tensor_color,
 fig.tight_layout()
 show(fig, "02_lora_graph")
 
-# x feeds two matmuls, so its gradient is the sum of two paths:
-dy = 2 * y.data / y.data.size                 # d mean(y²)/dy
-u = x_in.data @ A.data.T
-two_paths = dy @ W.data + s * (dy @ B.data) @ A.data
-assert np.allclose(x_in.grad, two_paths)
-assert np.allclose(A.grad, s * (dy @ B.data).T @ x_in.data)   # dA = s·(dy·B)ᵀ·x
-assert np.allclose(B.grad, s * dy.T @ u)                      # dB = s·dyᵀ·u
+# x feeds two matmuls, so its gradient is the sum of two paths. Check that with the engine itself:
+# run the same forward twice more, each time letting x reach y along one path only (the other
+# path gets a detached copy with the same values, so y and the loss are the same numbers).
+def grad_of_x_along(path):
+    x_path = x_in.detach().requires_grad_()
+    x_frozen = x_in.detach()
+    through_W, through_A = (x_path, x_frozen) if path == "W" else (x_frozen, x_path)
+    y_path = through_W @ W_T + s * ((through_A @ A.detach().T) @ B.detach().T)   # A, B: no second .grad
+    (y_path * y_path).mean().backward()
+    return x_path.grad
+
+
+assert np.allclose(x_in.grad, grad_of_x_along("W") + grad_of_x_along("A"))
 assert W.grad is None                                         # frozen: no gradient computed
-print("dx, dA and dB from the engine equal the LoRA formulas written out by hand; W got no gradient")
+print("dx = (the gradient along the path through W) + (the gradient along the path through A); W got no gradient")
 
 # %% [markdown]
-# Those three formulas (dx, dA, dB) are exactly what the fused kernel of tutorial 07 computes in
-# one go; here the engine found them by chaining six small ops.
+# The engine found dx, dA and dB by chaining six small ops. Writing them as three formulas is
+# lab 4 (`minilora lab start lora`); the fused kernel of tutorial 07 computes exactly those.
 
 # %% [markdown]
 # ## 5. Why reverse topological order
@@ -513,14 +521,19 @@ assert bias.grad.shape == (4,) and np.allclose(bias.grad, weights.data.sum(axis=
 assert column.grad.shape == (3, 1) and np.allclose(column.grad, weights.data.sum(axis=1, keepdims=True))
 
 # %% [markdown]
-# Every op that broadcasts (add, sub, mul, div) passes its gradient through one helper that sums
-# over the axes broadcasting added or stretched. It is short enough to read in full:
+# Every op that broadcasts (add, sub, mul, div) passes its gradient through one helper,
+# `minilora.ops.broadcast.unbroadcast(grad, shape)`, that sums over the axes broadcasting added or
+# stretched. Here is what it does, on a gradient of shape (2, 3, 4) of an output that an input was
+# broadcast into; writing it yourself is part 2 of lab 1 (`minilora lab start matmul`), so its
+# source is not printed here.
 
 # %%
-print(inspect.getsource(unbroadcast))
 grad = np.ones((2, 3, 4))
-assert unbroadcast(grad, (4,)).tolist() == [6.0] * 4            # 2·3 copies of each bias element
-assert unbroadcast(grad, (3, 1)).shape == (3, 1) and np.all(unbroadcast(grad, (3, 1)) == 8.0)
+for shape in [(4,), (3, 1), (1, 3, 4)]:
+    summed = unbroadcast(grad, shape)
+    copies = grad.size // summed.size
+    print(f"input of shape {shape!s:<10} gradient of shape {summed.shape}: each element sums {copies} copies")
+    assert summed.shape == shape and np.all(summed == copies)
 
 # %% [markdown]
 # ## What you have seen
@@ -531,6 +544,7 @@ assert unbroadcast(grad, (3, 1)).shape == (3, 1) and np.all(unbroadcast(grad, (3
 # - The backward pass runs in reverse topological order so each op sees its output's full
 #   gradient; minilora finds that order without recursion.
 # - Broadcasting copies values forward, so its backward sums them.
+# - Gradients are checked against numbers, not trusted: that is tutorial 03, and the labs.
 #
 # **Next:** tutorial 03 checks gradients numerically, the tool that catches a wrong backward,
 # and the labs (`minilora lab check <name>`, `tutorials/labs/`) let you write your own.

@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 import minilora
 from minilora import F
 from minilora.function import Function
+from minilora.kernels import reference
 from minilora.notebook import FAST, show
 
 print(f"fast mode: {FAST}")
@@ -193,30 +194,26 @@ assert result.inputs[0].ok                 # the gradient of a is right, and the
 #
 # ### A planted bug in a LoRA backward
 #
-# Next, the LoRA layer written as an op of our own, with the backward of
-# `minilora/kernels/reference.py` and one slip: the scaling s is missing from dA. (minilora's
-# real op lives in `minilora/ops/lora_linear.py`; this one is for practice.)
-#
-#     v = dy·B      dx = dy·W + s·v·A      dA = s·vᵀ·x      dB = s·dyᵀ·u
+# Next, the LoRA layer y = x·Wᵀ + s·(x·Aᵀ)·Bᵀ written as an op of our own. Its backward takes the
+# right gradients from `minilora.kernels.reference` and then plants one slip: the scaling s is
+# left out of dA, as if a factor had been forgotten in one line. (Deriving dx, dA and dB is lab 4,
+# so the formulas stay out of this tutorial; minilora's real op lives in
+# `minilora/ops/lora_linear.py`.)
 
 # %%
 class LoRAMissingScaling(Function):
     @staticmethod
     def forward(ctx, x, W, A, B, *, scaling):
-        u = x @ A.T
+        y, u = reference.lora_forward(x, W, A, B, scaling)
         ctx.save_for_backward(x, W, A, B, u)
         ctx.scaling = scaling
-        return x @ W.T + scaling * (u @ B.T)
+        return y
 
     @staticmethod
     def backward(ctx, dy):
         x, W, A, B, u = ctx.saved
-        s = ctx.scaling
-        v = dy @ B
-        dx = dy @ W + s * (v @ A)
-        dA = v.T @ x                       # BUG: dA = s·vᵀ·x
-        dB = s * (dy.T @ u)
-        return dx, None, dA, dB            # W is frozen: no gradient
+        dx, dA, dB = reference.lora_backward(dy, x, W, A, B, u, ctx.scaling)
+        return dx, None, dA / ctx.scaling, dB   # BUG: dA without its factor s; W is frozen: no gradient
 
 
 def lora_with_bug(x, W, A, B):
@@ -261,8 +258,9 @@ assert refused
 # give the right answer by accident, and the most natural inputs are often exactly those.
 #
 # **LoRA starts with B = 0.** That is deliberate: the adapted model then starts equal to the base
-# model. But with B = 0, v = dy·B is zero, the true dA = s·vᵀ·x is zero, and our buggy dA = vᵀ·x is
-# zero too. Check the buggy op at LoRA's initial values:
+# model. But A reaches y only through B (y has s·(x·Aᵀ)·Bᵀ in it), so with B = 0 the true dA is
+# zero, and so is our buggy dA, which is the true one divided by s. Check the buggy op at LoRA's
+# initial values:
 
 # %%
 B_init = minilora.zeros((N, r), dtype="float64").requires_grad_()
@@ -294,9 +292,11 @@ assert lucky.ok
 # ## Try it yourself: the labs
 #
 # The labs in `tutorials/labs/` ask you to write backwards of your own and check them against
-# numerical gradients on random inputs, as above. Each lab is checked with one command:
+# numerical gradients on random inputs, as above. Copy a lab into a folder of yours, fill it in,
+# and check it with one command:
 #
-#     minilora lab check <name>          # for example: minilora lab check lora
+#     minilora lab start lora my_labs    # writes my_labs/lab4_lora.py
+#     minilora lab check lora --file my_labs/lab4_lora.py
 #
 # The `lora` lab is the backward you just saw fail: dx, dA and dB of a LoRA layer. See
 # `tutorials/labs/README.md` for the list.

@@ -29,7 +29,7 @@ import minilora
 from minilora import functional as F
 from minilora.data import TaskDataset, TextCorpus, get_task
 from minilora.nn import GPT, GPTConfig
-from minilora.notebook import FAST, show
+from minilora.notebook import FAST, fast_mode_note, show
 from minilora.train import TASK_MODEL, TASK_TRAINING, TEXT_MODEL, TEXT_TRAINING, TrainConfig, mean_loss, train
 
 print("fast mode" if FAST else "full mode")
@@ -165,15 +165,17 @@ def attention_weights(model, idx):
 
 
 def attention_figure(weights, text, title):
-    """One heat map per head; the axes are labelled with the characters of `text`."""
-    labels = [repr(c)[1:-1] for c in text]
-    fig = Figure(figsize=(4 * len(weights), 4.4))
-    for head, ax in enumerate(fig.subplots(1, len(weights), squeeze=False)[0]):
-        ax.imshow(weights[head], cmap="viridis", vmin=0)
+    """One heat map per head on one colour scale (0 to 1); the axes are labelled with the characters
+    of `text`, a space shown as ␣ so that its tick is not blank."""
+    labels = ["␣" if c == " " else repr(c)[1:-1] for c in text]
+    fig = Figure(figsize=(4 * len(weights) + 1, 4.4), layout="constrained")
+    axes = fig.subplots(1, len(weights), squeeze=False)[0]
+    for head, ax in enumerate(axes):
+        image = ax.imshow(weights[head], cmap="viridis", vmin=0, vmax=1)
         ax.set_xticks(range(len(labels)), labels, fontsize=7)
         ax.set_yticks(range(len(labels)), labels, fontsize=7)
         ax.set(xlabel="key (attended to)", ylabel="query (attending)", title=f"{title}, head {head}")
-    fig.tight_layout()
+    fig.colorbar(image, ax=list(axes), label="attention weight", shrink=0.8)
     return fig
 
 
@@ -269,6 +271,7 @@ print(f"unigram entropy: {unigram:.3f}; the model is {abs(final_val - unigram):.
 assert final_val < initial_loss
 if not FAST:
     assert final_val < unigram, "the trained model should beat the context-free unigram model"
+fast_mode_note(f"{text_training.steps} steps of a tiny model: this loss is not comparable with the unigram entropy")
 
 # %% [markdown]
 # The same attention maps after training. Each head now puts its weight on chosen positions instead
@@ -281,6 +284,8 @@ print(f"mean entropy of a row: {row_entropy(weights):.3f} nats after training, {
       f"(evenly spread: {uniform_entropy:.3f})")
 if not FAST:
     assert row_entropy(weights) < untrained_entropy
+fast_mode_note("a few steps barely change the attention: these maps and the entropy against the untrained "
+               "ones are not meaningful")
 show(attention_figure(weights, prompt_text, "trained, block 0"), "04_attention_trained")
 
 # %% [markdown]
@@ -360,6 +365,8 @@ accuracy = dataset.exact_match(adder, "val")
 print(f"held-out exact match on all {len(dataset.example_ids['val'])} held-out sums: {accuracy:.1%}")
 if not FAST:
     assert accuracy > 0.9, "the full run should have learned to add"
+fast_mode_note(f"{add_training.steps} steps of a 1-layer model cannot learn to add: this accuracy and the "
+               "sums below are not meaningful")
 
 # %% [markdown]
 # Our own sums. The prompt is encoded, the model writes `task.answer_length` characters greedily,

@@ -42,7 +42,7 @@ from minilora.lora import (LoRAConfig, LoRALinear, add_adapter, apply_lora, comb
                            unmerge_adapters)
 from minilora.demo import load_or_pretrain_base
 from minilora.lora.finetune import QUICK, ExperimentConfig
-from minilora.notebook import FAST, show
+from minilora.notebook import FAST, fast_mode_note, show
 from minilora.train import evaluating, train
 
 print("fast mode" if FAST else "full mode")
@@ -102,6 +102,7 @@ full = copy.deepcopy(base)
 train(full, batches_of(new_task), full_training, desc="full fine-tuning")
 print(f"\non '{new_name}': LoRA {accuracy(model, new_task):.1%}, full fine-tuning {accuracy(full, new_task):.1%} "
       f"after {steps} steps each")
+fast_mode_note(f"{steps} steps train neither model: the accuracies here and in the tables below are not meaningful")
 
 # %% [markdown]
 # ## 2. Merge and unmerge
@@ -215,6 +216,8 @@ print(f"{'model':<52}{'ms':>8}{'vs base':>9}")
 for label, _, _ in candidates:
     ms = 1000 * np.median(times[label])
     print(f"{label:<52}{ms:>8.2f}{ms / base_ms:>8.2f}x")
+fast_mode_note(f"a batch of {timing_batch.shape[0]} and {reps} repeats are too small to time: these ratios are "
+               "noise (an unmerged LoRA can even look faster than the base model)")
 
 # %% [markdown]
 # ## 4. Several adapters on one frozen model

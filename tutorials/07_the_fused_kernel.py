@@ -49,19 +49,20 @@ REPO = Path(minilora.__file__).resolve().parents[1]   # the source checkout, for
 #     forward    u  = x·Aᵀ                      (M, r)
 #                y  = x·Wᵀ + s·u·Bᵀ  (+ bias)    (M, N)
 #
-# The backward receives dy = dL/dy (M, N). W is frozen, so there is no dW; with v = dy·B (M, r):
+# The backward receives dy = dL/dy (M, N). W is frozen, so there is no dW. Deriving the backward
+# is lab 4 (`minilora lab start lora`): if you mean to do it, do it before reading on, since the
+# kernel needs its answer and this section states it. With v = dy·B (M, r):
 #
 #     backward   dx = dy·W + s·v·A              (M, K)    the layer below needs it
 #                dA = s·vᵀ·x                    (r, K)
 #                dB = s·dyᵀ·u                   (N, r)
 #
-# Each line is the chain rule through a product (tutorial 02), and tutorial 03 checked them
-# numerically. The forward keeps u, which the backward needs for dB. These six products are all
-# that `minilora.kernels.reference` does:
+# Each line is the chain rule through a product (tutorial 02), and minilora's tests check them
+# numerically (tutorial 03). The forward keeps u, which the backward needs for dB. These six products are all
+# that `minilora.kernels.reference` does; its forward reads:
 
 # %%
 print(inspect.getsource(reference.lora_forward))
-print(inspect.getsource(reference.lora_backward))
 
 # %% [markdown]
 # ## 2. One product instead of two: the extended inner dimension

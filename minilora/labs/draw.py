@@ -6,6 +6,8 @@ shape, and with a size of 1 a missing sum over that axis does too. A case that w
 gradient can vanish on the test inputs.
 """
 
+import zlib
+
 import numpy as np
 
 
@@ -17,3 +19,11 @@ def sizes(rng, count, low=2, high=8):
 def away_from_zero(rng, shape, low=0.5, high=1.5):
     """float64 values with |v| in [low, high) and random signs."""
     return rng.choice([-1.0, 1.0], size=shape) * rng.uniform(low, high, size=shape)
+
+
+def case_rng(seed, *names):
+    """A Generator for one part of a check, from the base seed and the names that say which part
+    ("softmax", "softmax_backward", "case 2"): each case draws from its own stream, so what one
+    case draws, or whether it runs at all, never changes another's inputs."""
+    key = zlib.crc32("/".join(names).encode())
+    return np.random.default_rng(np.random.SeedSequence([seed, key]))

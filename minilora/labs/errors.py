@@ -3,6 +3,8 @@
 import traceback
 from pathlib import Path
 
+import numpy as np
+
 
 class Failure(Exception):
     """A check that did not pass: `message` in plain words, `hints` (what may be wrong), and
@@ -15,22 +17,16 @@ class Failure(Exception):
         self.not_written = not_written
 
 
-class StudentError(Exception):
-    """An exception raised by the student's code where minilora called it; `error` is the original."""
-
-    def __init__(self, error):
-        super().__init__(str(error))
-        self.error = error
-
-
 def describe_exception(error, path):
     """'ValueError at lab1_matmul.py:37 in matmul_backward, `grad_a = grad @ b`: <message>'.
 
     The line is the last one in the student's file that the traceback passes through, so an error
     raised deep inside NumPy still points at the student's line that called it.
     """
-    path = Path(path).resolve()
-    frames = [f for f in traceback.extract_tb(error.__traceback__) if Path(f.filename).resolve() == path]
+    frames = []
+    if path is not None:
+        path = Path(path).resolve()
+        frames = [f for f in traceback.extract_tb(error.__traceback__) if Path(f.filename).resolve() == path]
     where = ""
     if frames:
         frame = frames[-1]
@@ -38,10 +34,17 @@ def describe_exception(error, path):
     return f"{type(error).__name__}{where}: {error}"
 
 
-def exception_hint(error):
-    """A hint for the two NumPy errors that wrong gradients raise most, or None."""
+def exception_hint(error, arguments=()):
+    """A hint for the NumPy errors that wrong gradients raise most, or None. arguments: what the
+    student's function was called with (an argument of more than two axes changes the hint)."""
     text = str(error)
+    if isinstance(error, SystemExit):
+        return "a lab function returns its gradients; sys.exit() or exit() ends the check instead"
     if "mismatch in its core dimension" in text or "not aligned" in text:
+        if any(isinstance(a, np.ndarray) and a.ndim > 2 for a in arguments):
+            return ("the sizes of a matrix product do not fit, and an input has more than two axes: .T reverses "
+                    "every axis of such an array. Transpose the last two with np.swapaxes(p, -1, -2), or "
+                    "flatten the leading axes first: p.reshape(-1, p.shape[-1])")
         return ("the sizes of a matrix product do not fit: in p @ q the last axis of p must equal the "
                 "second-to-last of q. Write each operand's shape next to the line: is a transpose missing?")
     if "could not be broadcast together" in text:

@@ -1,4 +1,7 @@
-"""Finding a lab's file and loading a student's file as a module, with readable errors.
+"""Finding a lab's file, copying it for a student to work on, and loading a student's file as a module.
+
+A student works on a copy (`minilora lab start <name> [folder]`), never on the file in the
+repository: the repository's templates stay as they are, with their TODOs.
 
 The file is compiled and run in a fresh module object every time: an edited file is always read
 again (no stale module, no bytecode cache written next to it), and nothing is added to sys.path
@@ -6,6 +9,7 @@ or sys.modules, so checking a file cannot change what other imports find.
 """
 
 import importlib.util
+import shutil
 from pathlib import Path
 
 import minilora
@@ -17,14 +21,42 @@ def repository_labs_folder():
     return Path(minilora.__file__).resolve().parent.parent / "tutorials" / "labs"
 
 
-def default_lab_file(lab):
-    """The path of `lab`'s file in the repository; FileNotFoundError saying how to pass one otherwise."""
+def template_file(lab):
+    """The path of `lab`'s template in the repository; FileNotFoundError when minilora does not run
+    from a checkout of its repository."""
     path = repository_labs_folder() / lab.file_name
     if not path.is_file():
         raise FileNotFoundError(
-            f"cannot find the file of lab {lab.name!r}: {path} does not exist (minilora is not installed "
-            f"from a checkout of its repository). Pass your copy of {lab.file_name}: "
-            f"`minilora lab check {lab.name} --file PATH`, or minilora.labs.check({lab.name!r}, path=PATH)")
+            f"cannot find the template of lab {lab.name!r}: {path} does not exist (minilora is not installed "
+            "from a checkout of its repository, where the labs live in tutorials/labs/)")
+    return path
+
+
+def start_lab(lab, folder="."):
+    """Copy `lab`'s template into `folder` (made if missing) and return the new file's path.
+    FileExistsError rather than overwriting a file already there (a student's work)."""
+    source = template_file(lab)
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"folder must be a folder, got the file {folder}")
+    target = folder / lab.file_name
+    if target.exists():
+        raise FileExistsError(f"{target} already exists: it may hold your work, so it is left as it is "
+                              f"(check it with `minilora lab check {lab.name} --file {target}`)")
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+    return target
+
+
+def default_lab_file(lab):
+    """`lab`'s file in the current folder (where `minilora lab start` puts it); FileNotFoundError
+    saying how to get one otherwise."""
+    path = Path(lab.file_name)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"there is no {lab.file_name} in this folder ({Path.cwd()}): copy the lab here with "
+            f"`minilora lab start {lab.name}`, or name your file: `minilora lab check {lab.name} --file PATH` "
+            f"(minilora.labs.check({lab.name!r}, path=PATH))")
     return path
 
 

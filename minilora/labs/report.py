@@ -5,17 +5,18 @@ notebook cell ending in it) shows the report that `minilora lab check` prints.
 """
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 
 @dataclass(frozen=True)
 class CheckLine:
-    """One check: did it pass, what it was about ("softmax_backward, case 2 (...)"), what happened, hints."""
+    """One check: did it pass, what it was about ("softmax_backward, case 2 (...)"), what happened,
+    hints, and the part of the lab (the function) it belongs to (None for the file as a whole)."""
 
     ok: bool
     subject: str
     message: str
     hints: tuple = ()
+    part: object = None
 
     def text(self):
         lines = [f"{'PASS' if self.ok else 'FAIL'}  {self.subject}: {self.message}"]
@@ -25,13 +26,15 @@ class CheckLine:
 
 @dataclass(eq=False)
 class LabResult:
-    """All the checks of one lab on one file, with the seed that drew their inputs."""
+    """All the checks of one lab on one file (path) or on functions, with the seed that drew their
+    inputs; seconds: the time each part (function) took."""
 
     lab: object
-    path: Path
+    path: object
     seed: int
     repeat_command: str
     lines: list = field(default_factory=list)
+    seconds: dict = field(default_factory=dict)
 
     @property
     def ok(self):

@@ -14,8 +14,11 @@ each, a LabFunction says everything the checker needs and nothing about how to c
     make_cases  make_cases(rng) -> list of Case: fresh random inputs, several shapes
     mistakes    typical wrong answers, each with the hint a student should read when theirs
                 matches it
-    broadcast   the inputs that the forward may broadcast (copy along axes), whose gradients
-                must be summed back: a wrong shape for them gets a hint about that sum
+    broadcast   the inputs that the forward may broadcast (copy along axes), or that every row
+                shares (LoRA's A and B), whose gradients must be summed back: a wrong shape for
+                them gets a hint about that sum
+    error_hints (text, hint) pairs: when the student's function raises an error whose description
+                contains text, the hint is shown
 
 minilora.labs.checker turns a LabFunction into checks; minilora.labs.registry lists the labs.
 """
@@ -55,6 +58,7 @@ class LabFunction:
     make_cases: Callable
     mistakes: tuple = ()
     broadcast: tuple = ()
+    error_hints: tuple = ()
 
     @property
     def grad_argument(self):

@@ -37,6 +37,14 @@ MISTAKES = (
             "the sum must weight each grad_j by s_j: Σ_j grad_j·s_j, not Σ_j grad_j"),
     Mistake("grad_x", lambda grad, s: grad - s * grad.sum(axis=-1, keepdims=True),
             "this is the backward of log_softmax (grad - s·Σ grad), not of softmax"),
+    Mistake("grad_x", lambda grad, s: grad * s,
+            "grad·s is only the direct term: the term -s·Σ_j grad_j·s_j is missing (every s_i also depends on "
+            "every x_j through the sum in the denominator)"),
+    Mistake("grad_x", lambda grad, s: s * (grad + (grad * s).sum(axis=-1, keepdims=True)),
+            "the sum term has the wrong sign: grad_x = s·(grad - Σ_j grad_j·s_j)"),
+    Mistake("grad_x", lambda grad, s: s * (grad - (grad * s).sum()),
+            "the sum runs over every element at once; each row is its own softmax: sum along axis=-1 "
+            "with keepdims=True"),
 )
 
 LAB = Lab(
