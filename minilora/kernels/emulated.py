@@ -10,9 +10,11 @@ checked on a machine without a GPU, with the host code of csrc/cuda/lora_layer.c
     y, u = emulator.forward(x, W, A, B, scaling, bias, variant="tiled")
     dx, dA, dB = emulator.backward(dy, x, W, A, B, u, scaling, variant="tiled", shuffle=7)
 
-Arrays are NumPy arrays (float32 or float64). Every output and the workspace start as NaN, with NaN
-guard elements on both sides of every array: an element a kernel forgets to write stays NaN, a read
-past an array's end brings NaN in, and a write past it (or into an input) raises EmulationError.
+Arrays are NumPy arrays (float32 or float64). Every output and the workspace start as NaN, with as
+many NaN guard elements on each side of every array as it has: an element a kernel forgets to write
+stays NaN, a read past an array's end brings NaN in, and a write past it (or into an input) raises
+EmulationError. (A write further off than that lands in other memory and may crash the process, as
+it would fault on a GPU: the ASan build below names it.)
 `shuffle=None` runs threads and blocks in index order; an int shuffles them with that seed.
 
 It needs a source checkout (csrc/ next to the package) and g++ (or $CXX). Sanitizer runs, not part
@@ -49,7 +51,9 @@ SANITIZERS = {
     "thread": (["-O1", "-g", "-fsanitize=thread", "-DMINILORA_EMULATION_THREADS=1"], "libtsan.so"),
 }
 COMMON_FLAGS = ["-std=c++17", "-fPIC", "-fvisibility=hidden", "-Wno-unknown-pragmas"]
-GUARD = 64  # poisoned elements on each side of every array
+# Poisoned elements on each side of every array: as many as the array has (at least 64), so that
+# an index off by a whole row or column still lands in them, not in some other Python object.
+MIN_GUARD = 64
 
 
 class EmulationError(RuntimeError):
@@ -177,25 +181,26 @@ def load(sanitize=None, replace=None):
 
 
 class _Guarded:
-    """An array with GUARD poisoned elements on each side, all bytes 0xff (a NaN in float32 and
+    """An array with poisoned guard elements on each side, all bytes 0xff (a NaN in float32 and
     float64); `values` fill the middle, else it is poisoned too."""
 
     def __init__(self, shape, dtype, values=None):
         count = int(np.prod(shape, dtype=np.int64))
-        self.buffer = np.empty(count + 2 * GUARD, dtype=dtype)
+        self.guard = max(MIN_GUARD, count)
+        self.buffer = np.empty(count + 2 * self.guard, dtype=dtype)
         self.buffer.view(np.uint8)[:] = 0xFF
-        self.array = self.buffer[GUARD:GUARD + count].reshape(shape)
+        self.array = self.buffer[self.guard:self.guard + count].reshape(shape)
         if values is not None:
             self.array[...] = values
         self.written_to = self.buffer.copy() if values is not None else None  # inputs: compare all
-        self.pointer = self.buffer.ctypes.data + GUARD * self.buffer.itemsize
+        self.pointer = self.buffer.ctypes.data + self.guard * self.buffer.itemsize
 
     def damage(self, name):
         """What the kernels did to this array that they must not: None, or one line."""
         raw = self.buffer.view(np.uint8)
-        width = GUARD * self.buffer.itemsize
+        width = self.guard * self.buffer.itemsize
         if not (raw[:width] == 0xFF).all() or not (raw[-width:] == 0xFF).all():
-            return f"the kernels wrote outside {name} (into the {GUARD} elements around it)"
+            return f"the kernels wrote outside {name} (into the {self.guard} elements around it)"
         if self.written_to is not None and not np.array_equal(raw, self.written_to.view(np.uint8)):
             return f"the kernels wrote into the input {name}"
         return None
