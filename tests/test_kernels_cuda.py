@@ -464,3 +464,35 @@ def test_gpu_check_dry_run_runs_every_step(tmp_path):
         assert f"| {name}" in summary, summary
     assert "FAILED" not in summary and "no required step failed" in summary, summary
     assert "- nvcc: " in summary and "- compute-sanitizer: " in summary
+
+
+# ---- the default backend for CuPy arrays ----------------------------------------------------------
+def test_cupy_arrays_default_to_cupy_where_the_kernels_cannot_run(monkeypatch):
+    """Built with CUDA but no usable driver (as on a CPU machine with nvcc): "cupy", and
+    `minilora info` says why not "cuda"."""
+    from minilora import info
+    from minilora.kernels import dispatch
+
+    real = _compiled_module()
+
+    class BuiltWithCuda:  # the real module, as if it had been built with CUDA
+        with_cuda = True
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+    ext = BuiltWithCuda()
+    monkeypatch.setattr(backend, "extension_status", lambda: (ext, "built with CUDA"))
+    monkeypatch.setattr(cuda_kernels, "status", lambda: (False, "no usable GPU: cudaErrorInsufficientDriver"))
+    assert dispatch.default_backend("cuda") == "cupy"
+    lines = info.report_lines()
+    assert any("for CuPy arrays: cupy" in line for line in lines), lines
+    assert any("cannot run here: no usable GPU: cudaErrorInsufficientDriver" in line for line in lines)
+    monkeypatch.setattr(cuda_kernels, "status", lambda: (True, "fused CUDA kernels"))
+    assert dispatch.default_backend("cuda") == "cuda"
+    assert not any("cannot run here" in line for line in info.report_lines())
+
+
+def test_default_for_cupy_arrays_on_this_machine():
+    from minilora.kernels import dispatch
+    assert dispatch.default_backend("cuda") == ("cuda" if KERNELS_USABLE else "cupy")
