@@ -17,28 +17,10 @@ import pytest
 
 from minilora.kernels import emulated
 
+from lora_shapes import SHAPES
+
 pytestmark = pytest.mark.emulated
 
-# (M, N, K, r): ones, a prime K, r larger than K (256 and 300), odd N, tile sizes and tile + 1 (16
-# for the naive and tiled rungs, 128 / 64 for fused float32 / float64), the cancellation shape of
-# accuracy.py, and shapes that make the kernels split a long inner dimension into partial sums (u and
-# y at small M with K + r >= 512; dA and dB at large M).
-SHAPES = [
-    (1, 1, 1, 1),
-    (1, 5, 3, 1),
-    (4, 1, 3, 2),
-    (5, 7, 1, 1),
-    (2, 3, 3, 256),
-    (3, 2, 5, 300),
-    (16, 16, 16, 16),
-    (17, 33, 17, 5),
-    (66, 1, 1, 18),
-    (65, 64, 63, 8),
-    (129, 128, 19, 3),
-    (8, 40, 530, 4),
-    (3, 9, 1030, 2),
-    (530, 20, 24, 3),
-]
 DTYPES = [np.float32, np.float64]
 
 

@@ -31,6 +31,8 @@ from minilora import backend
 from minilora.kernels import cuda as cuda_kernels
 from minilora.kernels import accuracy, cupy_baseline, reference
 
+from lora_shapes import GPU_SHAPES
+
 KERNELS_USABLE, KERNELS_REASON = cuda_kernels.status()
 needs_kernels = pytest.mark.skipif(not KERNELS_USABLE, reason=KERNELS_REASON or "")
 CUPY_USABLE, CUPY_REASON = backend.cuda_status()
@@ -38,23 +40,6 @@ needs_cupy = pytest.mark.skipif(not CUPY_USABLE, reason=CUPY_REASON or "")
 
 DTYPES = [np.float32, np.float64]
 
-# (M, N, K, r): ones, a prime K, r larger than K, tile sizes and tile + 1 (16 for the naive and
-# tiled rungs, 128 / 64 for the fused one), and shapes that make the kernels split a long inner
-# dimension into partial sums (u and y at small M; dA and dB at large M).
-SHAPES = [
-    (1, 1, 1, 1),
-    (1, 5, 3, 1),
-    (4, 1, 3, 2),
-    (5, 7, 1, 1),
-    (2, 3, 3, 256),
-    (16, 16, 16, 16),
-    (17, 33, 17, 5),
-    (65, 64, 63, 8),
-    (129, 128, 127, 3),
-    (257, 129, 515, 16),
-    (8, 600, 1030, 4),
-    (700, 20, 40, 3),
-]
 
 
 def cupy():
@@ -152,7 +137,7 @@ def check_variant(rng, variant, dtype, M, N, K, r, bias=True):
 # ---- every rung, both dtypes, awkward shapes --------------------------------------------------
 @pytest.mark.gpu
 @needs_kernels
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "M{}_N{}_K{}_r{}".format(*s))
+@pytest.mark.parametrize("shape", GPU_SHAPES, ids=lambda s: "M{}_N{}_K{}_r{}".format(*s))
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("variant", cuda_kernels.VARIANTS)
 def test_variant_matches_reference(rng, variant, dtype, shape):
