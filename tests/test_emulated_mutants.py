@@ -29,6 +29,11 @@ MUTANTS = {
         "lora_tiled.cu", "    __syncthreads();  // everyone is done reading", "    //", "tiled", EDGES, None),
     "fused: loop __syncthreads removed": (
         "lora_fused.cu", "    }\n    __syncthreads();\n  }\n", "    }\n  }\n", "fused", FUSED_EDGES, None),
+    "tiled: tile elements outside the operand not zeroed": (
+        "lora_tiled.cu",
+        "  tile[along_inner][along_outer] =\n      (outer < outer_end && inner < inner_end) ? op.at(outer, inner) : T(0);",
+        "  if (outer < outer_end && inner < inner_end) tile[along_inner][along_outer] = op.at(outer, inner);",
+        "tiled", EDGES, None),
     "tiled: inner bound off by one": (
         "lora_tiled.cu", "inner < inner_end) ? op.at", "inner <= inner_end) ? op.at", "tiled", EDGES, None),
     "fused: row bound off by one": (

@@ -26,12 +26,15 @@ of the tests (each a few minutes):
 
 import argparse
 import ctypes
+import functools
 import hashlib
 import os
+import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -66,14 +69,21 @@ class EmulatorUnavailable(RuntimeError):
 
 # ---- building ---------------------------------------------------------------------------------------
 def compiler():
-    """The C++ compiler: $CXX, else g++ on PATH. EmulatorUnavailable when there is none."""
-    cxx = os.environ.get("CXX") or shutil.which("g++")
+    """The C++ compiler as a command (a list): $CXX, else g++ on PATH. EmulatorUnavailable when
+    there is none."""
+    cxx = shlex.split(os.environ.get("CXX", "")) or ([shutil.which("g++")] if shutil.which("g++") else [])
     if not cxx:
         raise EmulatorUnavailable("the CUDA emulator needs a C++ compiler: install g++ or set $CXX")
     if not (CSRC / "cuda").is_dir():
         raise EmulatorUnavailable(f"the CUDA emulator compiles the kernel sources, but {CSRC / 'cuda'} "
                                   "is missing (it needs a source checkout of minilora)")
     return cxx
+
+
+@functools.lru_cache(maxsize=None)
+def _compiler_version(cxx):
+    """Part of every cache key, so that a new compiler rebuilds everything."""
+    return subprocess.run([*cxx, "--version"], capture_output=True, text=True, check=False).stdout
 
 
 def kernel_sources():
@@ -102,6 +112,7 @@ def build(sanitize=None, replace=None, jobs=None):
     instead (a mutant); the other objects are reused."""
     cxx = compiler()
     flags = COMMON_FLAGS + SANITIZERS[sanitize][0]
+    version = _compiler_version(tuple(cxx))
     sources = kernel_sources()
     for name in replace or {}:
         if name not in sources:
@@ -111,7 +122,7 @@ def build(sanitize=None, replace=None, jobs=None):
                       sorted((CSRC / "emulation").glob("*.h")))
     objects, jobs_to_run = [], []
     for name, text in sources.items():
-        key = _digest(cxx, *flags, name, text, headers)
+        key = _digest(version, *flags, name, text, headers)
         obj = BUILD / "obj" / f"{Path(name).stem}-{key}.o"
         objects.append(obj)
         if obj.exists():
@@ -123,9 +134,9 @@ def build(sanitize=None, replace=None, jobs=None):
             source.write_text(text)
         jobs_to_run.append((source, obj))
     _compile_all(cxx, flags, jobs_to_run, jobs or os.cpu_count() or 2)
-    library = BUILD / f"libminilora_emulated-{_digest(*flags, *(o.name for o in objects))}.so"
+    library = BUILD / f"libminilora_emulated-{_digest(version, *flags, *(o.name for o in objects))}.so"
     if not library.exists():
-        _run([cxx, "-shared", *flags, *map(str, objects), "-o", "{out}", "-lpthread"], library)
+        _run([*cxx, "-shared", *flags, *map(str, objects), "-o", "{out}", "-lpthread"], library)
     return library
 
 
@@ -133,7 +144,7 @@ def _compile_all(cxx, flags, jobs_to_run, jobs):
     include = ["-I", str(CSRC / "emulation"), "-I", str(CSRC / "cuda")]
     running = []
     for source, obj in jobs_to_run:
-        command = [cxx, *flags, *include, "-x", "c++", "-c", str(source), "-o", "{out}"]
+        command = [*cxx, *flags, *include, "-x", "c++", "-c", str(source), "-o", "{out}"]
         running.append(_start(command, obj))
         if len(running) >= jobs:
             _finish(*running.pop(0))
@@ -223,6 +234,9 @@ class Emulator:
         lib.minilora_emulation_trace.argtypes = [p, i64, i64, p, p]
         lib.minilora_emulation_launches.restype = i64
         self._lib = lib
+        # The scheduler's state (order, trace, last error) is global, and ctypes lets other Python
+        # threads run during a call: one call, with its settings, at a time.
+        self._one_at_a_time = threading.RLock()
         self.os_threads = bool(lib.minilora_emulation_os_threads())
 
     def launches(self):
@@ -257,10 +271,11 @@ class Emulator:
                    (("dx", (M, K)), ("dA", (r, K)), ("dB", (N, r)))}
         size = self.workspace_size(variant, dtype, M, N, K, r, True)
         workspace = _Guarded((size,), dtype)
-        self._schedule(shuffle)
-        self._call(self._lib.minilora_emulated_backward, variant.encode(), _is_float64(dtype),
-                   *(g.pointer for g in inputs.values()), *(g.pointer for g in outputs.values()),
-                   workspace.pointer, size, M, N, K, r, scaling)
+        with self._one_at_a_time:
+            self._schedule(shuffle)
+            self._call(self._lib.minilora_emulated_backward, variant.encode(), _is_float64(dtype),
+                       *(g.pointer for g in inputs.values()), *(g.pointer for g in outputs.values()),
+                       workspace.pointer, size, M, N, K, r, scaling)
         self._check_damage({**inputs, **outputs, "workspace": workspace})
         return tuple(g.array for g in outputs.values())
 
@@ -271,19 +286,20 @@ class Emulator:
         y, u = _Guarded((M, N), dtype), _Guarded((M, r), dtype)
         size = self.workspace_size(variant, dtype, M, N, K, r, False)
         workspace = _Guarded((size,), dtype)
-        self._schedule(shuffle)
         owners = np.full((2, M, N), -1, dtype=np.int32)
-        if trace:
-            self._lib.minilora_emulation_trace(y.pointer, M * N, y.buffer.itemsize,
-                                               owners[0].ctypes.data, owners[1].ctypes.data)
-        try:
-            self._call(self._lib.minilora_emulated_forward, variant.encode(), _is_float64(dtype),
-                       *(inputs[n].pointer for n in ("x", "W", "A", "B")),
-                       inputs["bias"].pointer if bias is not None else None, y.pointer, u.pointer,
-                       workspace.pointer, size, M, N, K, r, scaling)
-        finally:
+        with self._one_at_a_time:
+            self._schedule(shuffle)
             if trace:
-                self._lib.minilora_emulation_trace(None, 0, 0, None, None)
+                self._lib.minilora_emulation_trace(y.pointer, M * N, y.buffer.itemsize,
+                                                   owners[0].ctypes.data, owners[1].ctypes.data)
+            try:
+                self._call(self._lib.minilora_emulated_forward, variant.encode(), _is_float64(dtype),
+                           *(inputs[n].pointer for n in ("x", "W", "A", "B")),
+                           inputs["bias"].pointer if bias is not None else None, y.pointer, u.pointer,
+                           workspace.pointer, size, M, N, K, r, scaling)
+            finally:
+                if trace:
+                    self._lib.minilora_emulation_trace(None, 0, 0, None, None)
         self._check_damage({**inputs, "y": y, "u": u, "workspace": workspace})
         return y.array, u.array, owners[0], owners[1]
 
@@ -292,7 +308,8 @@ class Emulator:
 
     def _call(self, function, *args):
         message = ctypes.create_string_buffer(4096)
-        code = function(*args, message, len(message))
+        with self._one_at_a_time:
+            code = function(*args, message, len(message))
         if code == 1:
             raise ValueError(message.value.decode())
         if code != 0:
@@ -381,7 +398,7 @@ def main(argv=None):
     runtime = SANITIZERS[args.sanitize][1]
     if runtime and runtime not in os.environ.get("LD_PRELOAD", ""):
         # The sanitizer's runtime must be loaded before Python's own libraries: start again with it.
-        path = subprocess.run([compiler(), f"-print-file-name={runtime}"], capture_output=True,
+        path = subprocess.run([*compiler(), f"-print-file-name={runtime}"], capture_output=True,
                               text=True, check=True).stdout.strip()
         # NumPy's BLAS threads synchronise in code ThreadSanitizer cannot see: one thread, no noise.
         env = dict(os.environ, LD_PRELOAD=path, ASAN_OPTIONS="detect_leaks=0",
