@@ -295,6 +295,13 @@ bool run_block(dim3 block, uint3 block_index, const Body& body) {
   }
 }
 
+bool run_blocks(dim3 grid, dim3 block, const std::vector<int64_t>& order, const Body& body) {
+  for (int64_t b : order) {
+    if (!run_block(block, unravel(b, grid), body)) return false;
+  }
+  return true;
+}
+
 #else
 // ---- OS threads (the ThreadSanitizer build) ---------------------------------------------------------
 // A barrier that never deadlocks: a thread that returns while others wait, or a thread that waits
@@ -334,6 +341,13 @@ class Barrier {
     return broken_;
   }
 
+  // Ready for the next block (every thread has returned from this one).
+  void reset() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    waiting_ = returned_ = 0;
+    broken_ = false;
+  }
+
  private:
   std::mutex mutex_;
   std::condition_variable released_;
@@ -345,31 +359,45 @@ class Barrier {
 
 thread_local Barrier* block_barrier = nullptr;
 
-bool run_block(dim3 block, uint3 block_index, const Body& body) {
+// One OS thread per CUDA thread of a block, made once per launch: each runs its thread of every
+// block in `order`, and all of them meet between two blocks.
+bool run_blocks(dim3 grid, dim3 block, const std::vector<int64_t>& order, const Body& body) {
   const int threads = int(uint64_t(block.x) * block.y * block.z);
-  Barrier barrier(threads);
-  const dim3 grid = gridDim;
+  Barrier barrier(threads), between_blocks(threads);
+  bool diverged = false;
+  uint3 diverged_block{};
   std::vector<std::thread> workers;
   workers.reserve(size_t(threads));
   for (int t = 0; t < threads; ++t) {
     workers.emplace_back([&, t] {
       threadIdx = unravel(t, block);
-      blockIdx = block_index;
       blockDim = block;
       gridDim = grid;
       block_barrier = &barrier;
-      body.run(body.context);
-      barrier.thread_returned();
+      for (int64_t b : order) {
+        blockIdx = unravel(b, grid);
+        body.run(body.context);
+        barrier.thread_returned();
+        between_blocks.arrive_and_wait();  // the whole block has returned
+        if (t == 0) {
+          if (barrier.broken()) {
+            diverged = true;
+            diverged_block = blockIdx;
+          }
+          barrier.reset();
+        }
+        between_blocks.arrive_and_wait();  // thread 0's verdict and reset are seen by all
+        if (diverged) return;
+      }
     });
   }
   for (std::thread& worker : workers) worker.join();
-  if (barrier.broken()) {
-    fail(cudaErrorLaunchFailure, "barrier divergence in block " + str(block_index) +
+  if (diverged) {
+    fail(cudaErrorLaunchFailure, "barrier divergence in block " + str(diverged_block) +
                                      ": some threads returned while others wait at "
                                      "__syncthreads()");
-    return false;
   }
-  return true;
+  return !diverged;
 }
 #endif
 
@@ -381,12 +409,10 @@ void run_grid(dim3 grid, dim3 block, const void*, void (*run)(void*), void* cont
   gridDim = grid;
   blockDim = block;
   const Body body{run, context};
-  std::vector<int64_t> blocks(size_t(grid.x) * grid.y * grid.z);
-  std::iota(blocks.begin(), blocks.end(), 0);
-  maybe_shuffle(blocks);
-  for (int64_t b : blocks) {
-    if (!run_block(block, unravel(b, grid), body)) return;
-  }
+  std::vector<int64_t> order(size_t(grid.x) * grid.y * grid.z);
+  std::iota(order.begin(), order.end(), 0);
+  maybe_shuffle(order);
+  run_blocks(grid, block, order, body);
 }
 
 }  // namespace minilora::emulation
