@@ -8,9 +8,9 @@
 #   2. build                   90 s   pip install --no-build-isolation --no-deps -e ., for sm_90 only
 #   3. kernels usable          10 s   minilora.kernels.cuda.status() must say the kernels can run
 #   4. pytest -m gpu           60 s   the GPU tests only (CI runs the rest, and the emulated kernels)
-#   5. sanitizer memcheck      40 s   compute-sanitizer over benchmarks/sanitize_kernels.py: one small
-#   6. sanitizer racecheck     40 s   run of every kernel, CuPy's memory pool off (the pool hides a
-#   7. sanitizer initcheck     30 s   small out-of-bounds access inside a larger block)
+#   5. sanitizer memcheck      40 s   compute-sanitizer over benchmarks/sanitize_kernels.py: small
+#   6. sanitizer racecheck     40 s   runs of every kernel (--quick: fewer, for the slower tools),
+#   7. sanitizer initcheck     30 s   CuPy's memory pool off (it hides a small out-of-bounds access)
 #   8. benchmark               60 s   N = K = 4096, r = 16, M = 128, 512, 8192; JSON after every shape
 #   9. summary                 10 s   kept in reserve
 #                             -----
@@ -182,15 +182,17 @@ if [ "$DRY" != 1 ] && "$PYTHON" -c "import xdist" 2>/dev/null; then XDIST=(-n 8)
 step must "pytest -m gpu" tests.log 60 "$PYTHON" -m pytest -m gpu -q -rs -p no:cacheprovider "${XDIST[@]}"
 
 # ---- 5-7. compute-sanitizer -------------------------------------------------------------------------
+# memcheck over all of sanitize_kernels.py's shapes; the slower racecheck and initcheck over --quick.
 for tool in memcheck racecheck initcheck; do
-    limit=40
+    limit=40 runs=()
     [ "$tool" = initcheck ] && limit=30
+    [ "$tool" != memcheck ] && runs=(--quick)
     if [ "$DRY" = 1 ]; then
         step must "sanitizer $tool (dry run: list the runs)" sanitizer.log "$limit" \
-            "$PYTHON" benchmarks/sanitize_kernels.py --list
+            "$PYTHON" benchmarks/sanitize_kernels.py --list "${runs[@]}"
     elif [ -n "$SANITIZER_OK" ]; then
         step must "sanitizer $tool" sanitizer.log "$limit" \
-            "$SANITIZER" --tool "$tool" --error-exitcode 1 "$PYTHON" benchmarks/sanitize_kernels.py
+            "$SANITIZER" --tool "$tool" --error-exitcode 1 "$PYTHON" benchmarks/sanitize_kernels.py "${runs[@]}"
     else
         skip "sanitizer $tool" "compute-sanitizer missing or refused (preflight)"
     fi

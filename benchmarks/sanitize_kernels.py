@@ -2,6 +2,7 @@
 results: the program compute-sanitizer watches in benchmarks/gpu_check.sh.
 
     compute-sanitizer --tool memcheck --error-exitcode 1 python3 benchmarks/sanitize_kernels.py
+    compute-sanitizer --tool racecheck --error-exitcode 1 python3 benchmarks/sanitize_kernels.py --quick
 
 The shapes are not multiples of any tile and include the ones that make the kernels split a long
 inner dimension into partial sums, so every kernel (naive, tiled, fused, and the second pass that
@@ -30,6 +31,8 @@ from minilora.kernels import accuracy, reference  # noqa: E402
 # (M, N, K, r)
 SHAPES = [(1, 1, 1, 1), (3, 5, 7, 2), (17, 33, 19, 5), (130, 129, 131, 3), (8, 300, 1030, 4),
           (600, 20, 40, 3)]
+# --quick, for the slower tools (racecheck, initcheck): tile edges of every rung, and a split.
+QUICK_SHAPES = [(3, 5, 7, 2), (130, 129, 131, 3), (8, 300, 1030, 4)]
 
 def check(variant, dtype, M, N, K, r, rng):
     cp = backend.xp_for("cuda")
@@ -64,9 +67,10 @@ def check(variant, dtype, M, N, K, r, rng):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--list", action="store_true", help="print the runs and exit (no GPU needed)")
+    parser.add_argument("--quick", action="store_true", help=f"only the shapes {QUICK_SHAPES}")
     args = parser.parse_args(argv)
     runs = [(variant, dtype, shape) for variant in cuda_kernels.VARIANTS
-            for dtype in (np.float32, np.float64) for shape in SHAPES]
+            for dtype in (np.float32, np.float64) for shape in (QUICK_SHAPES if args.quick else SHAPES)]
     if args.list:
         for variant, dtype, (M, N, K, r) in runs:
             print(f"{variant:>5} {np.dtype(dtype).name} M={M} N={N} K={K} r={r}")
