@@ -40,8 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from minilora.kernels import accuracy, checks, reference
-
-VARIANTS = ("naive", "tiled", "fused")
+from minilora.kernels.cuda import VARIANTS  # the rungs of the ladder, the same on the emulator
 REPO = Path(__file__).resolve().parents[2]
 CSRC = REPO / "csrc"
 BUILD = Path(os.environ.get("MINILORA_EMULATION_BUILD") or REPO / "build" / "emulation")
