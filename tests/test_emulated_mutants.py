@@ -33,7 +33,8 @@ MUTANTS = {
         "lora_fused.cu", "    }\n    __syncthreads();\n  }\n", "    }\n  }\n", "fused", FUSED_EDGES, None),
     "tiled: tile elements outside the operand not zeroed": (
         "lora_tiled.cu",
-        "  tile[along_inner][along_outer] =\n      (outer < outer_end && inner < inner_end) ? op.at(outer, inner) : T(0);",
+        "  tile[along_inner][along_outer] =\n"
+        "      (outer < outer_end && inner < inner_end) ? op.at(outer, inner) : T(0);",
         "  if (outer < outer_end && inner < inner_end) tile[along_inner][along_outer] = op.at(outer, inner);",
         "tiled", ONE_STEP, None),
     "tiled: inner bound off by one": (

@@ -338,8 +338,11 @@ def _is_float64(dtype):
 def random_layer(rng, M, N, K, r, dtype, bias=True):
     """{name: float64 array} of a random LoRA layer whose values are exact in `dtype` (so the float64
     reference sees what the kernels see), and a scaling."""
-    shapes = {"x": (M, K), "W": (N, K), "A": (r, K), "B": (N, r), "dy": (M, N)} | ({"bias": (N,)} if bias else {})
-    arrays = {name: rng.standard_normal(shape).astype(dtype).astype(np.float64) for name, shape in shapes.items()}
+    shapes = {"x": (M, K), "W": (N, K), "A": (r, K), "B": (N, r), "dy": (M, N)}
+    if bias:
+        shapes["bias"] = (N,)
+    arrays = {name: rng.standard_normal(shape).astype(dtype).astype(np.float64)
+              for name, shape in shapes.items()}
     return arrays, float(np.float32(rng.uniform(0.5, 4.0)))
 
 
