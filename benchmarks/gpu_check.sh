@@ -1,17 +1,32 @@
 #!/usr/bin/env bash
-# One call on a GPU machine checks the whole CUDA path, in about 10 minutes on an H100:
-#   1. build minilora with the CUDA kernels (for this GPU's architecture, default 90)
-#   2. check that the kernels can run here at all
-#   3. the GPU tests (pytest -m gpu), then the rest of the suite (pytest -m "not gpu")
-#   4. compute-sanitizer memcheck, racecheck and initcheck over one run of every kernel variant
-#      on small awkward shapes (benchmarks/sanitize_kernels.py)
-#   5. the benchmark (minilora/bench.py), inside whatever time is left
-# Logs, the benchmark's JSON / markdown / plot and summary.md go to $OUT (or ./gpu_check_out);
-# the summary is printed last. Exits 1 if the build, a test or a sanitizer fails.
+# One call on a GPU machine checks the CUDA path, within GPU_CHECK_SECONDS (default 360 s, an H200):
 #
-#   bash benchmarks/gpu_check.sh                 # everything
-#   BENCH_ARGS="--quick" bash benchmarks/gpu_check.sh    # default BENCH_ARGS: "--r 16"
-#   MINILORA_CUDA_ARCHS=80 bash benchmarks/gpu_check.sh   # an A100
+#   step                     at most  what
+#   1. preflight               20 s   nvcc (PATH or /usr/local/cuda/bin; CMake is told via CUDACXX),
+#                                     compute-sanitizer (and whether it is allowed to run here),
+#                                     CuPy, driver and GPU; a missing tool is "skipped", not failed
+#   2. build                   90 s   pip install --no-build-isolation --no-deps -e ., for sm_90 only
+#   3. kernels usable          10 s   minilora.kernels.cuda.status() must say the kernels can run
+#   4. pytest -m gpu           60 s   the GPU tests only (CI runs the rest, and the emulated kernels)
+#   5. sanitizer memcheck      40 s   compute-sanitizer over benchmarks/sanitize_kernels.py: small
+#   6. sanitizer racecheck     40 s   runs of every kernel (--quick: fewer, for the slower tools),
+#   7. sanitizer initcheck     30 s   CuPy's memory pool off (it hides a small out-of-bounds access)
+#   8. benchmark               60 s   N = K = 4096, r = 16, M = 128, 512, 8192; JSON after every shape
+#   9. summary                 10 s   kept in reserve
+#                             -----
+#                             360 s
+# Each step gets its limit or the time left, whichever is less; a step with no time left is skipped.
+# Logs, the benchmark's lora_bench.json / .md / .png and summary.md go to $OUT (or ./gpu_check_out);
+# summary.md is rewritten after every step and once more on exit (an EXIT trap, so also when the
+# script is stopped). Exits 1 if a required step failed.
+#
+#   bash benchmarks/gpu_check.sh
+#   GPU_CHECK_DRY=1 bash benchmarks/gpu_check.sh    # on a CPU machine: every step that can run there
+#   BENCH_ARGS="--quick" MINILORA_CUDA_ARCHS=80 GPU_CHECK_SECONDS=600 bash benchmarks/gpu_check.sh
+#
+# The dry run (CI) uses the existing build instead of rebuilding, accepts that the kernels cannot
+# run, runs `pytest -m gpu` (everything skips, with reasons), lists the sanitizer runs instead of
+# running them, and runs the benchmark command, which says there is nothing to time.
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,85 +34,176 @@ OUT_DIR="${OUT:-./gpu_check_out}"
 mkdir -p "$OUT_DIR"
 OUT_DIR="$(cd "$OUT_DIR" && pwd)"
 PYTHON="${PYTHON:-python3}"
-DEADLINE=$((SECONDS + ${GPU_CHECK_SECONDS:-570}))  # the whole script, benchmark included
+DRY="${GPU_CHECK_DRY:-0}"
+BUDGET="${GPU_CHECK_SECONDS:-360}"
+RESERVE=10  # for the summary
+START=$SECONDS
 export PYTHONUNBUFFERED=1
 export MINILORA_CUDA=1
 export MINILORA_CUDA_ARCHS="${MINILORA_CUDA_ARCHS:-90}"
+BENCH_ARGS="${BENCH_ARGS:---M 128,512,8192 --NK 4096x4096 --r 16 --quick}"
 
 SUMMARY=()
 FAILED=0
+PREFLIGHT=()
 
-# step MUST NAME LOG TIMEOUT COMMAND...: run COMMAND with its output appended to LOG and record the
-# outcome; a failure fails the whole check when MUST is "must" (the benchmark's is only reported).
-step() {
-    local must=$1 name=$2 log=$3 limit=$4
-    shift 4
-    local start=$SECONDS
-    echo "== $name: $*" | tee -a "$OUT_DIR/$log"
-    timeout "$limit" "$@" >>"$OUT_DIR/$log" 2>&1
-    local rc=$?
-    local took=$((SECONDS - start))
-    local result="ok"
-    if [ "$rc" -ne 0 ]; then
-        result="FAILED (exit $rc$([ "$rc" -eq 124 ] && echo ", timed out after ${limit} s"))"
-        if [ "$must" = must ]; then FAILED=1; fi
-    fi
-    echo "   $result in ${took} s" | tee -a "$OUT_DIR/$log"
-    SUMMARY+=("| $name | $result | $took | $log |")
-    return "$rc"
-}
+left() { echo $((BUDGET - RESERVE - (SECONDS - START))); }
 
-left() { echo $((DEADLINE - SECONDS)); }
-
-SANITIZER="$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)"
-: >"$OUT_DIR/build.log"; : >"$OUT_DIR/tests.log"; : >"$OUT_DIR/sanitizer.log"; : >"$OUT_DIR/bench.log"
-
-{
-    echo "GPU: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1)"
-    echo "nvcc: $(nvcc --version 2>&1 | tail -1)"
-    echo "python: $($PYTHON --version 2>&1); CUDA architectures built: $MINILORA_CUDA_ARCHS"
-} | tee "$OUT_DIR/build.log"
-
-if step must "build" build.log 300 "$PYTHON" -m pip install --no-build-isolation --no-deps -e .; then
-    step must "kernels usable" build.log 60 "$PYTHON" -c "
-from minilora.kernels import cuda
-usable, reason = cuda.status()
-print(reason)
-raise SystemExit(0 if usable else 1)"
-    XDIST=()
-    if "$PYTHON" -c "import xdist" 2>/dev/null; then XDIST=(-n 8); fi
-    step must "pytest -m gpu" tests.log 240 "$PYTHON" -m pytest -m gpu -q -rs
-    step must "pytest -m 'not gpu'" tests.log 240 "$PYTHON" -m pytest -m "not gpu" -q -rs "${XDIST[@]}"
-    for tool in memcheck racecheck initcheck; do
-        step must "sanitizer $tool" sanitizer.log 150 \
-            "$SANITIZER" --tool "$tool" --error-exitcode 1 "$PYTHON" benchmarks/sanitize_kernels.py
-    done
-    budget=$(( $(left) - 60 ))
-    if [ "$budget" -lt 60 ]; then budget=60; fi
-    # The benchmark's numbers are read, not asserted: a failure here is reported, not fatal.
-    step report "benchmark" bench.log $((budget + 90)) \
-        "$PYTHON" benchmarks/bench_lora.py --out "$OUT_DIR" --budget-s "$budget" ${BENCH_ARGS:---r 16}
-fi
-
-{
-    echo
-    echo "## gpu_check summary ($(date -u +%Y-%m-%dT%H:%MZ), ${SECONDS} s)"
-    head -3 "$OUT_DIR/build.log"
-    echo
-    echo "| step | result | seconds | log |"
-    echo "|---|---|---:|---|"
-    printf '%s\n' "${SUMMARY[@]}"
-    if [ -f "$OUT_DIR/lora_bench.json" ]; then
+write_summary() {
+    {
+        echo "## gpu_check summary ($(date -u +%Y-%m-%dT%H:%MZ), $((SECONDS - START)) s of ${BUDGET} s$([ "$DRY" = 1 ] && echo ", dry run"))"
         echo
-        echo "Forward + backward, device time (median), R = time ÷ the cuBLAS base layer (x·Wᵀ and dy·W):"
-        "$PYTHON" -c "
+        printf '%s\n' "${PREFLIGHT[@]}"
+        echo
+        echo "| step | result | seconds | limit | log |"
+        echo "|---|---|---:|---:|---|"
+        printf '%s\n' "${SUMMARY[@]}"
+        if [ -f "$OUT_DIR/lora_bench.json" ]; then
+            echo
+            echo "Forward + backward, device time (median), R = time ÷ the cuBLAS base layer (x·Wᵀ and dy·W):"
+            "$PYTHON" -c "
 import json, sys
 from minilora import bench
 data = json.load(open(sys.argv[1]))
 print(data['meta']['device'], data['meta']['dtype'])
-print(bench.headline(data['results']))" "$OUT_DIR/lora_bench.json"
+print(bench.headline(data['results']))" "$OUT_DIR/lora_bench.json" 2>&1
+        fi
+        echo
+        if [ "$FAILED" -eq 0 ]; then echo "gpu_check: no required step failed"; else echo "gpu_check: SOME CHECKS FAILED (see the logs in $OUT_DIR)"; fi
+    } >"$OUT_DIR/summary.md.tmp" && mv "$OUT_DIR/summary.md.tmp" "$OUT_DIR/summary.md"
+}
+
+on_exit() {
+    local rc=$?
+    [ "$rc" -ne 0 ] && [ "$FAILED" -eq 0 ] && { FAILED=1; SUMMARY+=("| (stopped) | exit $rc | $((SECONDS - START)) | | |"); }
+    write_summary
+    cat "$OUT_DIR/summary.md"
+    exit "$FAILED"
+}
+trap on_exit EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# skip NAME WHY: record a step that is not run.
+skip() {
+    echo "== $1: skipped ($2)"
+    SUMMARY+=("| $1 | skipped: $2 | 0 | | |")
+    write_summary
+}
+
+# step MUST NAME LOG LIMIT COMMAND...: run COMMAND with its output appended to LOG, for at most
+# LIMIT seconds or the time left; a failure fails the whole check when MUST is "must".
+step() {
+    local must=$1 name=$2 log=$3 limit=$4
+    shift 4
+    local budget
+    budget=$(left)
+    [ "$budget" -lt "$limit" ] && limit=$budget
+    if [ "$limit" -le 0 ]; then
+        skip "$name" "no time left"
+        return 1
     fi
-    echo
-    [ "$FAILED" -eq 0 ] && echo "gpu_check: all checks passed" || echo "gpu_check: SOME CHECKS FAILED (see the logs in $OUT_DIR)"
-} | tee "$OUT_DIR/summary.md"
+    local start=$SECONDS
+    echo "== $name (at most ${limit} s): $*" | tee -a "$OUT_DIR/$log"
+    timeout --kill-after=5 "$limit" "$@" >>"$OUT_DIR/$log" 2>&1
+    local rc=$?
+    local took=$((SECONDS - start)) result="ok"
+    if [ "$rc" -ne 0 ]; then
+        result="FAILED (exit $rc$([ "$rc" -eq 124 ] && echo ", stopped at the ${limit} s limit"))"
+        [ "$must" = must ] && FAILED=1
+    fi
+    echo "   $result in ${took} s" | tee -a "$OUT_DIR/$log"
+    SUMMARY+=("| $name | $result | $took | $limit | $log |")
+    write_summary
+    return "$rc"
+}
+
+for log in preflight build tests sanitizer bench; do : >"$OUT_DIR/$log.log"; done
+
+# ---- 1. preflight ---------------------------------------------------------------------------------
+found() {  # found WHAT VALUE DETAIL: one preflight line; an empty VALUE means skipped
+    if [ -n "$2" ]; then PREFLIGHT+=("- $1: $2${3:+ ($3)}"); else PREFLIGHT+=("- $1: skipped ($3)"); fi
+    echo "${PREFLIGHT[-1]}" | tee -a "$OUT_DIR/preflight.log"
+}
+NVCC="$(command -v nvcc || true)"
+[ -z "$NVCC" ] && [ -x /usr/local/cuda/bin/nvcc ] && NVCC=/usr/local/cuda/bin/nvcc
+if [ -n "$NVCC" ]; then
+    export CUDACXX="$NVCC" PATH="$(dirname "$NVCC"):$PATH"
+    found nvcc "$NVCC" "$("$NVCC" --version 2>&1 | tail -1); CMake told via CUDACXX; building for $MINILORA_CUDA_ARCHS"
+else
+    found nvcc "" "not on PATH nor in /usr/local/cuda/bin; the build needs it"
+fi
+SANITIZER="$(command -v compute-sanitizer || true)"
+for candidate in "$(dirname "${NVCC:-/usr/local/cuda/bin/nvcc}")/compute-sanitizer" /usr/local/cuda/bin/compute-sanitizer; do
+    [ -z "$SANITIZER" ] && [ -x "$candidate" ] && SANITIZER="$candidate"
+done
+CUPY="$(timeout 10 "$PYTHON" -c 'import cupy; print(cupy.__version__)' 2>/dev/null || true)"
+found CuPy "$CUPY" "$([ -z "$CUPY" ] && echo "not importable; the kernels take CuPy arrays")"
+GPU="$(timeout 10 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -1 || true)"
+found "GPU, driver, memory" "$GPU" "$([ -z "$GPU" ] && echo "nvidia-smi is missing or sees no GPU")"
+SANITIZER_OK=""
+if [ -n "$SANITIZER" ] && [ -n "$CUPY" ] && [ -n "$GPU" ]; then
+    # Some container runtimes refuse the sanitizer's instrumentation: find out on a tiny program.
+    if probe="$(timeout 15 "$SANITIZER" --tool memcheck --error-exitcode 1 "$PYTHON" -c \
+        'import cupy; cupy.arange(4).sum(); cupy.cuda.Device().synchronize()' 2>&1)"; then
+        SANITIZER_OK=1
+        found compute-sanitizer "$SANITIZER" "runs here"
+    else
+        found compute-sanitizer "" "$SANITIZER is refused here: $(echo "$probe" | tail -1)"
+    fi
+elif [ -n "$SANITIZER" ]; then
+    found compute-sanitizer "" "$SANITIZER found, but it needs CuPy and a GPU"
+else
+    found compute-sanitizer "" "not on PATH nor next to nvcc"
+fi
+found python "$("$PYTHON" --version 2>&1)" "$(command -v "$PYTHON")"
+SUMMARY+=("| preflight | ok | $((SECONDS - START)) | 20 | preflight.log |")
+write_summary
+
+# ---- 2. build; 3. kernels usable ------------------------------------------------------------------
+if [ "$DRY" = 1 ]; then
+    step must "build (dry run: the existing build is loaded)" build.log 90 "$PYTHON" -c \
+        "import minilora._C as C; print('minilora._C built', 'with' if C.with_cuda else 'without', 'CUDA')"
+elif [ -n "$NVCC" ]; then
+    step must "build" build.log 90 "$PYTHON" -m pip install --no-build-isolation --no-deps -e .
+else
+    FAILED=1
+    skip "build" "no nvcc: nothing below can mean anything"
+fi
+step must "kernels usable" build.log 10 "$PYTHON" -c "
+from minilora.kernels import cuda
+usable, reason = cuda.status()
+print(reason)
+raise SystemExit(0 if usable or '$DRY' == '1' else 1)"
+
+# ---- 4. the GPU tests -----------------------------------------------------------------------------
+XDIST=()
+if [ "$DRY" != 1 ] && "$PYTHON" -c "import xdist" 2>/dev/null; then XDIST=(-n 8); fi
+step must "pytest -m gpu" tests.log 60 "$PYTHON" -m pytest -m gpu -q -rs -p no:cacheprovider "${XDIST[@]}"
+
+# ---- 5-7. compute-sanitizer -------------------------------------------------------------------------
+# memcheck over all of sanitize_kernels.py's shapes; the slower racecheck and initcheck over --quick.
+for tool in memcheck racecheck initcheck; do
+    limit=40 runs=()
+    [ "$tool" = initcheck ] && limit=30
+    [ "$tool" != memcheck ] && runs=(--quick)
+    if [ "$DRY" = 1 ]; then
+        step must "sanitizer $tool (dry run: list the runs)" sanitizer.log "$limit" \
+            "$PYTHON" benchmarks/sanitize_kernels.py --list "${runs[@]}"
+    elif [ -n "$SANITIZER_OK" ]; then
+        step must "sanitizer $tool" sanitizer.log "$limit" \
+            "$SANITIZER" --tool "$tool" --error-exitcode 1 "$PYTHON" benchmarks/sanitize_kernels.py "${runs[@]}"
+    else
+        skip "sanitizer $tool" "compute-sanitizer missing or refused (preflight)"
+    fi
+done
+
+# ---- 8. benchmark -----------------------------------------------------------------------------------
+# Its numbers are read, not asserted: a failure is reported, not fatal. It starts no new shape past
+# --budget-s and writes lora_bench.json after every shape, so a cut-off run keeps what it measured.
+bench_limit=60
+[ "$(left)" -lt "$bench_limit" ] && bench_limit=$(left)
+# shellcheck disable=SC2086  # BENCH_ARGS is a list of options
+step report "benchmark" bench.log 60 "$PYTHON" benchmarks/bench_lora.py --out "$OUT_DIR" \
+    --budget-s $((bench_limit > 25 ? bench_limit - 25 : 1)) $BENCH_ARGS
 exit "$FAILED"

@@ -90,16 +90,18 @@ def run(args):
           f"methods {', '.join(bench.methods)}{bench.peft_note}")
 
     records, skipped, start = [], [], time.perf_counter()
+    meta = {"device": bench.device_name, "dtype": args.dtype, "l2_bytes": bench.l2_bytes,
+            "skipped_shapes": skipped, "notes": bench.notes}
     for shape in shapes:
         if args.budget_s is not None and time.perf_counter() - start > args.budget_s:
             skipped.append(shape)
             continue
         records += bench.measure(*shape)
+        # Written after every shape, so a run cut short (a time limit, a killed job) keeps its numbers.
+        write_results(out_dir, summarize(records), meta, plot=False)
         print(f"  M={shape[0]:>5} N={shape[1]:>5} K={shape[2]:>5} r={shape[3]:>3}: done "
               f"({time.perf_counter() - start:.0f} s)", flush=True)
     rows = summarize(records)
-    meta = {"device": bench.device_name, "dtype": args.dtype, "l2_bytes": bench.l2_bytes,
-            "skipped_shapes": skipped, "notes": bench.notes}
     write_results(out_dir, rows, meta, plot=not args.no_plot)
     print(pivot_table(rows, "device"))
     if skipped:

@@ -46,6 +46,9 @@ def report_lines():
         f"for CuPy arrays: {kernels.default_backend('cuda')} "
         "(override with MINILORA_BACKEND or minilora.kernels.use_backend)",
     ]
+    if ext is not None and ext.with_cuda and kernels.default_backend("cuda") != "cuda":
+        lines.append(f"  (not cuda: the CUDA kernels are built but cannot run here: "
+                     f"{kernels.backend_status('cuda')[1]})")
     return lines
 
 

@@ -398,6 +398,83 @@ for path, data in recorded:
     show(fig, "07_gpu_benchmark_" + re.sub(r"[^A-Za-z0-9]+", "_", path.stem))
 
 # %% [markdown]
+# ### Without a GPU: the kernels on the CPU emulator
+#
+# The CUDA kernels above only run on an NVIDIA GPU. The emulator (`csrc/emulation/`, driven by
+# `minilora.kernels.emulated`) compiles the very same `.cu` files with g++ against a small
+# stand-in for the CUDA runtime, and runs every CUDA thread on the CPU: each block in turn, each
+# thread as a fiber that runs until it reaches `__syncthreads()`, where it waits for the rest of
+# its block. It is thousands of times slower than a GPU and says nothing about speed, but it runs
+# the kernels' real indexing, bounds, barriers and split sums: `pytest -m emulated` checks every
+# rung this way on every test run.
+#
+# Here it runs the tiled and the fused rung on one small layer and records, for every element of
+# y, which thread of which block wrote it.
+
+# %%
+from minilora.kernels import accuracy, emulated
+
+try:
+    emulator = emulated.load()   # compiles into build/emulation/ the first time (seconds), then cached
+except emulated.EmulatorUnavailable as exc:
+    emulator = None
+    print(f"The emulator cannot be built here, so this section is skipped: {exc}")
+
+traces = {}
+if emulator is not None:
+    emu_rng = np.random.default_rng(7)
+    for variant, (M_, N_) in (("tiled", (40, 36)), ("fused", (128, 128))):
+        layer, s_ = emulated.random_layer(emu_rng, M_, N_, 24, 4, np.float32)
+        a32 = {key: value.astype(np.float32) for key, value in layer.items()}
+        y, _, block, thread = emulator.forward_traced(a32["x"], a32["W"], a32["A"], a32["B"], s_,
+                                                      a32["bias"], variant)
+        y_ref, _ = reference.lora_forward(layer["x"], layer["W"], layer["A"], layer["B"], s_, layer["bias"])
+        bound, _ = accuracy.forward_bounds(layer["x"], layer["W"], layer["A"], layer["B"], s_,
+                                           layer["bias"], np.float32)
+        problem = accuracy.check("y", y, y_ref, bound)
+        assert problem is None, problem
+        traces[variant] = (block, thread)
+        print(f"{variant}: y ({M_} x {N_}) written by {len(np.unique(block))} block(s) of "
+              f"{len(np.unique(thread))} threads; every element within float32 rounding of the reference")
+
+# %% [markdown]
+# In the tiled rung a block of 16 × 16 threads owns a 16 × 16 tile of y, one element per thread:
+# the left panel colours each element by the index of the thread that wrote it, so every tile is
+# the same gradient, and the tiles at the right and bottom edge are cut short (those threads
+# compute but do not store). In the fused rung one block of 256 threads owns the whole 128 × 128
+# tile and each thread an 8 × 8 block of it, in two runs of 4 rows 64 apart and two runs of 4
+# columns 64 apart (that is what lets it read its values with 16-byte loads): the right panel
+# marks the 64 outputs of threads 0, 1 and 16.
+
+# %%
+if traces:
+    fig = Figure(figsize=(10, 4.6))
+    left, right = fig.subplots(1, 2)
+    block, thread = traces["tiled"]
+    image = left.imshow(thread, cmap="viridis", interpolation="nearest")
+    left.set(title="tiled: thread index (0..255) in its block", xlabel="column n of y", ylabel="row m of y")
+    for row0 in range(0, thread.shape[0], 16):
+        for col0 in range(0, thread.shape[1], 16):
+            left.add_patch(Rectangle((col0 - 0.5, row0 - 0.5), 16, 16, fill=False, edgecolor="white"))
+    fig.colorbar(image, ax=left, shrink=0.8)
+
+    from matplotlib.colors import ListedColormap
+
+    _, thread = traces["fused"]
+    colours = {0: "tab:red", 1: "tab:orange", 16: "tab:blue"}
+    marked = np.zeros(thread.shape)
+    for value, t in enumerate(colours, start=1):
+        marked[thread == t] = value
+    right.imshow(marked, cmap=ListedColormap(["0.92", *colours.values()]), interpolation="nearest")
+    right.set(title="fused: the outputs of threads 0, 1, 16", xlabel="column n of y", ylabel="row m of y")
+    right.legend(handles=[Rectangle((0, 0), 1, 1, color=c, label=f"thread {t}") for t, c in colours.items()],
+                 loc="lower right", fontsize=8)
+    for t in colours:
+        rows_, cols_ = np.nonzero(thread == t)
+        print(f"fused thread {t:>2}: rows {sorted(set(rows_.tolist()))}, columns {sorted(set(cols_.tolist()))}")
+    show(fig, "07_emulated_threads")
+
+# %% [markdown]
 # ## What you have seen
 #
 # - The LoRA term rides in the base product's accumulator as r extra steps of the inner loop:
@@ -405,6 +482,7 @@ for path, data in recorded:
 # - It costs r·(K + N)/(K·N) more arithmetic (tutorial 01's ratio), but unfused it would move
 #   several extra M × N arrays through memory; glued, it moves none.
 # - The CUDA kernels climb from one thread per output to shared-memory tiles to register blocking,
-#   each rung tested against the same NumPy reference, as every backend is here.
+#   each rung tested against the same NumPy reference, as every backend is here, and run on the
+#   CPU emulator where there is no GPU, thread by thread.
 #
 # To check and time the CUDA path yourself on a GPU: `bash benchmarks/gpu_check.sh`.

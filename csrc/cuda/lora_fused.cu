@@ -16,8 +16,11 @@
 //
 // The LoRA term costs next to nothing here: for y, the glued inner dimension is K + r long
 // ([x | s·u]·[W | B]ᵀ, matmul.cuh), so a rank-16 adapter on K = 4096 adds 16 / 4096 = 0.4% to
-// the loop, and y is written once. dx = [dy | s·v]·[W ; A] is the same kernel with R read along
-// its other index. The skinny products u, v, dA, dB (one side r wide) run on the tiled kernel.
+// the loop, and needs no pass of its own over y. y is written once where the output has enough
+// tiles to fill the GPU; at small M (e.g. M <= 512 for N = 4096) the plan cuts the glued sum into
+// pieces, each block writes its piece's partial sums to scratch, and sum_splits adds them into y.
+// dx = [dy | s·v]·[W ; A] is the same kernel with R read along its other index. The skinny
+// products u, v, dA, dB (one side r wide) run on the tiled kernel.
 //
 // Bounds: any rows, cols, inner >= 1. Elements of L or R outside the operand are stored in shared
 // memory as zero; outputs outside C are computed but not stored.
@@ -202,16 +205,23 @@ __global__ void __launch_bounds__(kThreads, 2) fused_matmul_kernel(Matmul<T, LC,
   }
 }
 
+template <typename T>
+dim3 fused_grid(int rows, int cols, const SplitPlan& plan) {
+  return dim3(ceil_div(rows, Fused<T>::rows), ceil_div(cols, Fused<T>::cols), plan.splits);
+}
+
 template <typename T, Contiguous LC, Contiguous RC>
 void fused_matmul(const Matmul<T, LC, RC>& p, const SplitPlan& plan, T* scratch,
                   cudaStream_t stream, const char* product) {
-  const dim3 grid(ceil_div(p.rows, Fused<T>::rows), ceil_div(p.cols, Fused<T>::cols), plan.splits);
-  launch_split<T, LC, RC>(fused_matmul_kernel<T, LC, RC>, "fused_matmul_kernel", grid, dim3(kThreads), p,
-                          plan, scratch, stream, product);
+  launch_split<T, LC, RC>(fused_matmul_kernel<T, LC, RC>, "fused_matmul_kernel",
+                          fused_grid<T>(p.rows, p.cols, plan), dim3(kThreads), p, plan, scratch,
+                          stream, product);
 }
 
 template SplitPlan fused_plan<float>(int, int, int);
 template SplitPlan fused_plan<double>(int, int, int);
+template dim3 fused_grid<float>(int, int, const SplitPlan&);
+template dim3 fused_grid<double>(int, int, const SplitPlan&);
 
 // The fused kernel computes y (left and right both Contiguous::Inner) and dx (right Outer).
 #define MINILORA_FUSED(T, LC, RC)                                                              \

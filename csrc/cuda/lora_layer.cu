@@ -14,8 +14,11 @@
 // register-blocked kernel and the skinny ones on the tiled kernel, split along their long inner
 // dimension when the output alone would leave the GPU idle.
 #include <algorithm>
+#include <cstdio>
+#include <initializer_list>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include "lora_layer.cuh"
 #include "matmul.cuh"
@@ -27,30 +30,58 @@ constexpr auto Inner = Contiguous::Inner;
 constexpr auto Outer = Contiguous::Outer;
 
 enum class Width { Wide, Skinny };
+using WideProduct = std::integral_constant<Width, Width::Wide>;
+using SkinnyProduct = std::integral_constant<Width, Width::Skinny>;
+
+// The kernel that computes a product: the naive rung runs every product on its one kernel, the
+// tiled rung on its own, the fused rung the wide ones on the fused kernel and the skinny ones tiled.
+enum class Kernel { Naive, Tiled, Fused };
+
+Kernel kernel_for(Variant variant, Width width) {
+  if (variant == Variant::Naive) return Kernel::Naive;
+  if (variant == Variant::Fused && width == Width::Wide) return Kernel::Fused;
+  return Kernel::Tiled;
+}
 
 template <typename T>
-SplitPlan plan(Variant variant, Width width, int rows, int cols, int inner) {
-  if (variant == Variant::Naive) return {1, inner};
-  if (variant == Variant::Fused && width == Width::Wide) return fused_plan<T>(rows, cols, inner);
+SplitPlan plan(Kernel kernel, int rows, int cols, int inner) {
+  if (kernel == Kernel::Naive) return {1, inner};
+  if (kernel == Kernel::Fused) return fused_plan<T>(rows, cols, inner);
   return tiled_plan(rows, cols, inner);
 }
 
 template <typename T, Contiguous LC, Contiguous RC>
 int64_t scratch_for(Variant variant, Width width, const Matmul<T, LC, RC>& p) {
-  return split_scratch(plan<T>(variant, width, p.rows, p.cols, p.inner), p.rows, p.cols);
+  return split_scratch(plan<T>(kernel_for(variant, width), p.rows, p.cols, p.inner), p.rows, p.cols);
+}
+
+// The grid `run` launches for p, checked for every product of a pass before the pass launches
+// anything: a pass that cannot run leaves no half-written outputs behind.
+template <typename T, Contiguous LC, Contiguous RC>
+void check_grid_for(Variant variant, Width width, const Matmul<T, LC, RC>& p, const char* product) {
+  const Kernel kernel = kernel_for(variant, width);
+  const SplitPlan split = plan<T>(kernel, p.rows, p.cols, p.inner);
+  if (kernel == Kernel::Naive) {
+    check_grid(naive_grid(p.rows, p.cols), "naive_matmul_kernel", product);
+  } else if (kernel == Kernel::Fused) {
+    check_grid(fused_grid<T>(p.rows, p.cols, split), "fused_matmul_kernel", product);
+  } else {
+    check_grid(tiled_grid(p.rows, p.cols, split), "tiled_matmul_kernel", product);
+  }
 }
 
 // Width is a template argument so that the fused kernel is only ever built for the wide products.
 template <Width width, typename T, Contiguous LC, Contiguous RC>
 void run(Variant variant, const Matmul<T, LC, RC>& p, T* scratch, cudaStream_t stream,
          const char* product) {
-  const SplitPlan split = plan<T>(variant, width, p.rows, p.cols, p.inner);
-  if (variant == Variant::Naive) {
+  const Kernel kernel = kernel_for(variant, width);
+  const SplitPlan split = plan<T>(kernel, p.rows, p.cols, p.inner);
+  if (kernel == Kernel::Naive) {
     naive_matmul(p, stream, product);
     return;
   }
   if constexpr (width == Width::Wide) {
-    if (variant == Variant::Fused) {
+    if (kernel == Kernel::Fused) {
       fused_matmul(p, split, scratch, stream, product);
       return;
     }
@@ -76,6 +107,13 @@ ForwardProducts<T> forward_products(const LoraShape& s, const ForwardArrays<T>& 
   f.y = Product{M, N, K + r, glued<Inner>(a.x, K, K, a.u, r, scaling),
                 glued<Inner>(a.W, K, K, a.B, r, T(1)), T(1), a.bias, a.y};
   return f;
+}
+
+// Call each(width, product, name) for the products of the forward, in launch order.
+template <typename T, typename Each>
+void for_each_product(const ForwardProducts<T>& f, Each&& each) {
+  each(SkinnyProduct{}, f.u, "u = x A^T");
+  each(WideProduct{}, f.y, "y = x W^T + s u B^T");
 }
 
 // ---- backward ----------------------------------------------------------------------------------
@@ -108,6 +146,15 @@ BackwardProducts<T> backward_products(const LoraShape& s, const BackwardArrays<T
   return b;
 }
 
+// Stream order makes v complete before dx and dA read it, and lets the products share scratch.
+template <typename T, typename Each>
+void for_each_product(const BackwardProducts<T>& b, Each&& each) {
+  each(SkinnyProduct{}, b.v, "v = dy B");
+  each(WideProduct{}, b.dx, "dx = dy W + s v A");
+  each(SkinnyProduct{}, b.dA, "dA = s v^T x");
+  each(SkinnyProduct{}, b.dB, "dB = s dy^T u");
+}
+
 // ---- checks ------------------------------------------------------------------------------------
 // The kernels index with int: every size, an inner length like K + r and a split's end
 // (begin + chunk) must stay below 2^31. 2^28 leaves room for all of them.
@@ -133,6 +180,74 @@ void check_workspace(int64_t have, int64_t need, const char* pass) {
   }
 }
 
+// One array the kernels read or write: `elements` values of T from `data`.
+struct Span {
+  const char* name;
+  const void* data;
+  int64_t elements;
+};
+
+std::string describe(const Span& a) {
+  char address[32];
+  std::snprintf(address, sizeof address, "%p", a.data);
+  return std::string(a.name) + " (" + std::to_string(a.elements) + " elements at " + address + ")";
+}
+
+bool overlap(const Span& a, const Span& b, int64_t element_bytes) {
+  const auto begin_a = reinterpret_cast<uintptr_t>(a.data);
+  const auto begin_b = reinterpret_cast<uintptr_t>(b.data);
+  const auto end_a = begin_a + uintptr_t(a.elements * element_bytes);
+  const auto end_b = begin_b + uintptr_t(b.elements * element_bytes);
+  return a.elements > 0 && b.elements > 0 && begin_a < end_b && begin_b < end_a;
+}
+
+// Every array of a pass is a real address, and no output (workspace included) shares a byte with an
+// input or another output: the kernels read inputs while they write outputs, so an overlap would
+// give results that depend on the order the blocks happen to run in.
+void check_spans(const char* pass, int64_t element_bytes, std::initializer_list<Span> inputs,
+                 std::initializer_list<Span> outputs) {
+  for (const auto* group : {&inputs, &outputs}) {
+    for (const Span& a : *group) {
+      if (a.elements > 0 && a.data == nullptr) {
+        throw std::invalid_argument(std::string("lora CUDA ") + pass + ": " + a.name +
+                                    " is a null pointer, expected the address of " +
+                                    std::to_string(a.elements) + " elements");
+      }
+    }
+  }
+  for (const Span* out = outputs.begin(); out != outputs.end(); ++out) {
+    for (const auto* group : {&inputs, &outputs}) {
+      for (const Span& other : *group) {
+        if (&other != out && overlap(*out, other, element_bytes)) {
+          throw std::invalid_argument(std::string("lora CUDA ") + pass + ": output " +
+                                      describe(*out) + " overlaps " +
+                                      describe(other) +
+                                      "; every output must be an array of its own");
+        }
+      }
+    }
+  }
+}
+
+template <typename T>
+void check_arrays(const LoraShape& s, const ForwardArrays<T>& a, const T* workspace,
+                  int64_t workspace_size) {
+  check_spans("forward", sizeof(T),
+              {{"x", a.x, s.M * s.K}, {"W", a.W, s.N * s.K}, {"A", a.A, s.r * s.K},
+               {"B", a.B, s.N * s.r}, {"bias", a.bias, a.bias ? s.N : 0}},
+              {{"y", a.y, s.M * s.N}, {"u", a.u, s.M * s.r}, {"workspace", workspace, workspace_size}});
+}
+
+template <typename T>
+void check_arrays(const LoraShape& s, const BackwardArrays<T>& a, const T* workspace,
+                  int64_t workspace_size) {
+  check_spans("backward", sizeof(T),
+              {{"dy", a.dy, s.M * s.N}, {"x", a.x, s.M * s.K}, {"W", a.W, s.N * s.K},
+               {"A", a.A, s.r * s.K}, {"B", a.B, s.N * s.r}, {"u", a.u, s.M * s.r}},
+              {{"dx", a.dx, s.M * s.K}, {"dA", a.dA, s.r * s.K}, {"dB", a.dB, s.N * s.r},
+               {"workspace", workspace, workspace_size}});
+}
+
 // An error left by an earlier CUDA call (or no usable driver) is reported as such, not against
 // our first kernel.
 void check_no_pending_error(const char* pass) {
@@ -147,47 +262,70 @@ void check_no_pending_error(const char* pass) {
 
 }  // namespace
 
+Variant variant_named(const std::string& name) {
+  if (name == "naive") return Variant::Naive;
+  if (name == "tiled") return Variant::Tiled;
+  if (name == "fused") return Variant::Fused;
+  throw std::invalid_argument("variant must be 'naive', 'tiled' or 'fused', got '" + name + "'");
+}
+
 template <typename T>
 int64_t forward_workspace(Variant variant, const LoraShape& shape) {
   check_shape(shape);
-  const ForwardProducts<T> f = forward_products<T>(shape, {}, T(1));
-  return std::max(scratch_for(variant, Width::Skinny, f.u), scratch_for(variant, Width::Wide, f.y));
+  int64_t scratch = 0;
+  for_each_product(forward_products<T>(shape, {}, T(1)), [&](auto width, const auto& p, const char*) {
+    scratch = std::max(scratch, scratch_for(variant, width, p));
+  });
+  return scratch;
 }
 
 template <typename T>
 int64_t backward_workspace(Variant variant, const LoraShape& shape) {
   check_shape(shape);
-  const BackwardProducts<T> b = backward_products<T>(shape, {}, T(1), nullptr);
-  const int64_t scratch = std::max({scratch_for(variant, Width::Skinny, b.v),
-                                    scratch_for(variant, Width::Wide, b.dx),
-                                    scratch_for(variant, Width::Skinny, b.dA),
-                                    scratch_for(variant, Width::Skinny, b.dB)});
+  int64_t scratch = 0;
+  for_each_product(backward_products<T>(shape, {}, T(1), nullptr),
+                   [&](auto width, const auto& p, const char*) {
+                     scratch = std::max(scratch, scratch_for(variant, width, p));
+                   });
   return shape.M * shape.r + scratch;  // v, then the partial sums
+}
+
+// Everything that can be refused is refused before the first launch: sizes, workspace, pointers,
+// the grid of every product of the pass, and an error left over from earlier CUDA work.
+template <typename Products>
+void check_pass(Variant variant, const char* pass, const Products& products) {
+  for_each_product(products, [&](auto width, const auto& p, const char* product) {
+    check_grid_for(variant, width, p, product);
+  });
+  check_no_pending_error(pass);
+}
+
+template <typename T, typename Products>
+void run_pass(Variant variant, const Products& products, T* scratch, cudaStream_t stream) {
+  for_each_product(products, [&](auto width, const auto& p, const char* product) {
+    run<decltype(width)::value>(variant, p, scratch, stream, product);
+  });
 }
 
 template <typename T>
 void lora_forward(Variant variant, const LoraShape& shape, const ForwardArrays<T>& arrays,
                   T scaling, T* workspace, int64_t workspace_size, cudaStream_t stream) {
   check_workspace(workspace_size, forward_workspace<T>(variant, shape), "forward");
-  check_no_pending_error("forward");
+  check_arrays(shape, arrays, workspace, workspace_size);
   const ForwardProducts<T> f = forward_products(shape, arrays, scaling);
-  run<Width::Skinny>(variant, f.u, workspace, stream, "u = x A^T");
-  run<Width::Wide>(variant, f.y, workspace, stream, "y = x W^T + s u B^T");
+  check_pass(variant, "forward", f);
+  run_pass(variant, f, workspace, stream);
 }
 
 template <typename T>
 void lora_backward(Variant variant, const LoraShape& shape, const BackwardArrays<T>& arrays,
                    T scaling, T* workspace, int64_t workspace_size, cudaStream_t stream) {
   check_workspace(workspace_size, backward_workspace<T>(variant, shape), "backward");
-  check_no_pending_error("backward");
+  check_arrays(shape, arrays, workspace, workspace_size);
   T* v = workspace;
-  T* scratch = workspace + shape.M * shape.r;
   const BackwardProducts<T> b = backward_products(shape, arrays, scaling, v);
-  // Stream order makes v complete before dx and dA read it, and lets the products share scratch.
-  run<Width::Skinny>(variant, b.v, scratch, stream, "v = dy B");
-  run<Width::Wide>(variant, b.dx, scratch, stream, "dx = dy W + s v A");
-  run<Width::Skinny>(variant, b.dA, scratch, stream, "dA = s v^T x");
-  run<Width::Skinny>(variant, b.dB, scratch, stream, "dB = s dy^T u");
+  check_pass(variant, "backward", b);
+  run_pass(variant, b, workspace + shape.M * shape.r, stream);
 }
 
 #define MINILORA_LAYER(T)                                                                      \

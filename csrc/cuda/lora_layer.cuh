@@ -14,10 +14,14 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <string>
 
 namespace minilora::cuda {
 
 enum class Variant { Naive, Tiled, Fused };
+
+// "naive", "tiled" or "fused"; std::invalid_argument for anything else.
+Variant variant_named(const std::string& name);
 
 struct LoraShape {
   int64_t M, N, K, r;  // checked against the kernels' int indices before any use
@@ -41,8 +45,10 @@ int64_t forward_workspace(Variant variant, const LoraShape& shape);
 template <typename T>
 int64_t backward_workspace(Variant variant, const LoraShape& shape);
 
-// Both queue their kernels on `stream` and return; they throw std::invalid_argument for bad sizes
-// or too small a workspace, and std::runtime_error when a launch fails.
+// Both queue their kernels on `stream` and return. They throw std::invalid_argument, before any
+// launch, for bad sizes, too small a workspace, a null pointer, an output (or the workspace) that
+// overlaps another array, or a product too large for one grid; std::runtime_error when a launch
+// fails.
 template <typename T>
 void lora_forward(Variant variant, const LoraShape& shape, const ForwardArrays<T>& arrays,
                   T scaling, T* workspace, int64_t workspace_size, cudaStream_t stream);

@@ -2,7 +2,8 @@
 //
 // Thread (row, col) walks the whole inner dimension and sums L(row, i)·R(col, i) in one register.
 // For y that inner dimension is K + r long, [x | s·u]·[W | B]ᵀ (see matmul.cuh): the LoRA term is
-// just the last r steps of the same loop, so y is written once, already complete.
+// just the last r steps of the same loop, so y is written once, already complete (this rung never
+// splits the inner dimension, unlike the other two at small M).
 //
 // What it costs: every product of two numbers reads both from device memory (through the caches),
 // so the kernel moves about 2·rows·cols·inner values for 2·rows·cols·inner flops, and the GPU's
@@ -27,12 +28,16 @@ __global__ void naive_matmul_kernel(Matmul<T, LC, RC> p) {
   p.out[int64_t(row) * p.cols + col] = finish(p, col, sum);
 }
 
+dim3 naive_grid(int rows, int cols) {
+  return dim3(ceil_div(rows, kNaiveBlock), ceil_div(cols, kNaiveBlock));
+}
+
 template <typename T, Contiguous LC, Contiguous RC>
 void naive_matmul(const Matmul<T, LC, RC>& p, cudaStream_t stream, const char* product) {
   const dim3 block(kNaiveBlock, kNaiveBlock);
-  const dim3 grid(ceil_div(p.rows, kNaiveBlock), ceil_div(p.cols, kNaiveBlock));
+  const dim3 grid = naive_grid(p.rows, p.cols);
   check_grid(grid, "naive_matmul_kernel", product);
-  naive_matmul_kernel<<<grid, block, 0, stream>>>(p);
+  MINILORA_LAUNCH(grid, block, stream, naive_matmul_kernel<T, LC, RC>)(p);
   check_launch("naive_matmul_kernel", product, stream);
 }
 

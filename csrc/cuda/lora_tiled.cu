@@ -77,13 +77,16 @@ __global__ void __launch_bounds__(kTile * kTile)
   }
 }
 
+dim3 tiled_grid(int rows, int cols, const SplitPlan& plan) {
+  return dim3(ceil_div(rows, kTile), ceil_div(cols, kTile), plan.splits);
+}
+
 template <typename T, Contiguous LC, Contiguous RC>
 void tiled_matmul(const Matmul<T, LC, RC>& p, const SplitPlan& plan, T* scratch,
                   cudaStream_t stream, const char* product) {
   const dim3 block(kTile, kTile);
-  const dim3 grid(ceil_div(p.rows, kTile), ceil_div(p.cols, kTile), plan.splits);
-  launch_split<T, LC, RC>(tiled_matmul_kernel<T, LC, RC>, "tiled_matmul_kernel", grid, block, p, plan,
-                          scratch, stream, product);
+  launch_split<T, LC, RC>(tiled_matmul_kernel<T, LC, RC>, "tiled_matmul_kernel",
+                          tiled_grid(p.rows, p.cols, plan), block, p, plan, scratch, stream, product);
 }
 
 #define MINILORA_TILED(T, LC, RC)                                                              \

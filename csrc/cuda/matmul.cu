@@ -50,8 +50,8 @@ void sum_splits(const T* partial, int splits, int rows, int cols, T alpha, const
   constexpr int kThreads = 256;
   const int64_t count = int64_t(rows) * cols;
   const int blocks = int(std::min<int64_t>((count + kThreads - 1) / kThreads, 65535));
-  sum_splits_kernel<T><<<blocks, kThreads, 0, stream>>>(partial, splits, rows, cols, alpha, bias,
-                                                        out);
+  MINILORA_LAUNCH(blocks, kThreads, stream, sum_splits_kernel<T>)(partial, splits, rows, cols, alpha,
+                                                                  bias, out);
   check_launch("sum_splits_kernel", product, stream);
 }
 

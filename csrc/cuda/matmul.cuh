@@ -8,9 +8,11 @@
 //
 // Glue [x | s·u] side by side (M × (K + r)) and [W | B] side by side (N × (K + r)), and y is ONE
 // product over an inner dimension of length K + r: the LoRA term rides in the same accumulator as
-// x·Wᵀ, and no second pass over y is ever made. An Operand is such a glued matrix, never built in
-// memory: element (outer, inner) comes from the first array while inner < split and from the
-// second (times a scale) after it. The kernels (lora_naive.cu, lora_tiled.cu, lora_fused.cu) know
+// x·Wᵀ, and no pass over y is made for it. (At small M a plan may still cut that one sum into
+// pieces, for more blocks than the output alone gives; then a second pass adds up the pieces'
+// partial sums: SplitPlan below.) An Operand is such a glued matrix, never built in memory:
+// element (outer, inner) comes from the first array while inner < split and from the second
+// (times a scale) after it. The kernels (lora_naive.cu, lora_tiled.cu, lora_fused.cu) know
 // nothing about LoRA; lora_layer.cu describes the six products with Operands.
 //
 // Indexing: C is rows × cols, row-major. The left operand L is read as L(row, i), the right one as
@@ -20,6 +22,8 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+
+#include "launch.cuh"
 
 namespace minilora::cuda {
 
@@ -122,7 +126,7 @@ void launch_split(void (*kernel)(Matmul<T, LC, RC>, int), const char* kernel_nam
                   cudaStream_t stream, const char* product) {
   check_grid(grid, kernel_name, product);
   if (plan.splits == 1) {
-    kernel<<<grid, block, 0, stream>>>(p, plan.chunk);
+    MINILORA_LAUNCH(grid, block, stream, kernel)(p, plan.chunk);
     check_launch(kernel_name, product, stream);
     return;
   }
@@ -130,23 +134,28 @@ void launch_split(void (*kernel)(Matmul<T, LC, RC>, int), const char* kernel_nam
   partial.alpha = T(1);
   partial.bias = nullptr;
   partial.out = scratch;
-  kernel<<<grid, block, 0, stream>>>(partial, plan.chunk);
+  MINILORA_LAUNCH(grid, block, stream, kernel)(partial, plan.chunk);
   check_launch(kernel_name, product, stream);
   sum_splits(scratch, plan.splits, p.rows, p.cols, p.alpha, p.bias, p.out, stream, product);
 }
 
 // The three rungs of the ladder, each in its own file. `scratch` holds the partial sums of a split
-// product (split_scratch elements); the naive rung never splits.
+// product (split_scratch elements); the naive rung never splits. Each rung's *_grid is the grid its
+// launcher uses, so that a caller can check a whole sequence of products before launching any.
 template <typename T, Contiguous LC, Contiguous RC>
 void naive_matmul(const Matmul<T, LC, RC>& p, cudaStream_t stream, const char* product);
+dim3 naive_grid(int rows, int cols);
 
 SplitPlan tiled_plan(int rows, int cols, int inner);
+dim3 tiled_grid(int rows, int cols, const SplitPlan& plan);
 template <typename T, Contiguous LC, Contiguous RC>
 void tiled_matmul(const Matmul<T, LC, RC>& p, const SplitPlan& plan, T* scratch,
                   cudaStream_t stream, const char* product);
 
 template <typename T>
 SplitPlan fused_plan(int rows, int cols, int inner);
+template <typename T>
+dim3 fused_grid(int rows, int cols, const SplitPlan& plan);
 template <typename T, Contiguous LC, Contiguous RC>
 void fused_matmul(const Matmul<T, LC, RC>& p, const SplitPlan& plan, T* scratch,
                   cudaStream_t stream, const char* product);

@@ -14,13 +14,6 @@ using minilora::cuda::Variant;
 
 namespace {
 
-Variant parse_variant(const std::string& name) {
-  if (name == "naive") return Variant::Naive;
-  if (name == "tiled") return Variant::Tiled;
-  if (name == "fused") return Variant::Fused;
-  throw std::invalid_argument("variant must be 'naive', 'tiled' or 'fused', got '" + name + "'");
-}
-
 bool is_float64(const std::string& dtype) {
   if (dtype == "float32") return false;
   if (dtype == "float64") return true;
@@ -80,7 +73,7 @@ void register_cuda(py::module_& m) {
       "lora_workspace_size",
       [](const std::string& variant, const std::string& dtype, int64_t M, int64_t N, int64_t K,
          int64_t r, bool backward) -> int64_t {
-        const Variant v = parse_variant(variant);
+        const Variant v = minilora::cuda::variant_named(variant);
         const minilora::cuda::LoraShape shape{M, N, K, r};
         if (is_float64(dtype)) {
           return backward ? minilora::cuda::backward_workspace<double>(v, shape)
@@ -100,7 +93,7 @@ void register_cuda(py::module_& m) {
          uintptr_t A, uintptr_t B, uintptr_t bias, uintptr_t y, uintptr_t u, uintptr_t workspace,
          int64_t workspace_size, int64_t M, int64_t N, int64_t K, int64_t r, double scaling,
          uintptr_t stream) {
-        const Variant v = parse_variant(variant);
+        const Variant v = minilora::cuda::variant_named(variant);
         const bool f64 = is_float64(dtype);
         const minilora::cuda::LoraShape shape{M, N, K, r};
         py::gil_scoped_release no_gil;
@@ -126,7 +119,7 @@ void register_cuda(py::module_& m) {
          uintptr_t W, uintptr_t A, uintptr_t B, uintptr_t u, uintptr_t dx, uintptr_t dA,
          uintptr_t dB, uintptr_t workspace, int64_t workspace_size, int64_t M, int64_t N, int64_t K,
          int64_t r, double scaling, uintptr_t stream) {
-        const Variant v = parse_variant(variant);
+        const Variant v = minilora::cuda::variant_named(variant);
         const bool f64 = is_float64(dtype);
         const minilora::cuda::LoraShape shape{M, N, K, r};
         py::gil_scoped_release no_gil;

@@ -27,8 +27,10 @@
 // "float64". Every output element is written, never accumulated into. Kernels are queued on
 // `stream` and the call returns without waiting for them (the GIL is released meanwhile).
 //
-// Errors: an unknown variant or dtype, a size < 1 or too small a workspace raise ValueError; a
-// failed launch raises RuntimeError naming the kernel and the product it was computing. With the
+// Errors: an unknown variant or dtype, a size < 1, too small a workspace, a null address (0) for
+// any array but bias, an output or the workspace overlapping another array, or a product too large
+// for one grid raise ValueError before any kernel is launched; a failed launch raises RuntimeError
+// naming the kernel and the product it was computing. With the
 // environment variable MINILORA_CUDA_SYNC=1 every launch is followed by a stream synchronize, so an
 // error raised while a kernel runs (an illegal address, say) is also reported against that kernel.
 #pragma once

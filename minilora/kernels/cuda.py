@@ -81,8 +81,21 @@ def status():
     """``(usable, reason)``: can the CUDA kernels run here, and if not, why not (one line).
 
     Checked in the order that gives the most useful reason on a machine without a GPU: the
-    extension, then whether it has CUDA, then the driver's device count, then CuPy.
+    extension, then whether it has CUDA, then the driver's device count, then CuPy. Found out once
+    for each extension module (a driver or GPU does not come and go while a process runs), since
+    the default backend for CuPy arrays asks on every call of the op.
     """
+    global _status
+    ext = backend.extension_status()[0]
+    if _status is None or _status[0] is not ext:
+        _status = (ext, _find_status())
+    return _status[1]
+
+
+_status = None  # (the extension module it was found for, (usable, reason))
+
+
+def _find_status():
     try:
         lib = _cuda_library()
     except RuntimeError as exc:

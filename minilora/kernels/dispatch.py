@@ -12,7 +12,8 @@ dims, pick a backend and call its `forward` / `backward` with 2-D C-contiguous a
 The backend is, in order of precedence: the `backend=` argument; the innermost
 `use_backend(name)` block; the environment variable MINILORA_BACKEND; otherwise the fastest one
 for the arrays' device: "cpp" for NumPy arrays when minilora._C is built (else "numpy"), "cuda"
-for CuPy arrays when minilora._C has CUDA (else "cupy").
+for CuPy arrays when the CUDA kernels can run here (else "cupy": minilora._C built without CUDA,
+or with it but no usable driver or GPU; `minilora info` says which).
 """
 
 import contextlib
@@ -52,7 +53,7 @@ def default_backend(device):
     ext, _ = extension_status()
     if device == "cpu":
         return "cpp" if ext is not None else "numpy"
-    return "cuda" if ext is not None and ext.with_cuda else "cupy"
+    return "cuda" if cuda.status()[0] else "cupy"
 
 
 @contextlib.contextmanager

@@ -1,0 +1,77 @@
+"""How far a correct kernel of the fused LoRA op may be from the float64 reference, element by element.
+
+A tolerance on the relative norm, ‖out − ref‖ / ‖ref‖ <= 1e-5, can fail a correct float32 kernel:
+where the terms of a sum cancel, ‖ref‖ is small next to the rounding of the terms themselves (at
+M = 66, N = 1, K = 1, r = 18 every rung is 2.2e-5 off by that measure, and 4.4e-8 of the terms'
+size). Rounding error is bounded by the size of the terms, not of their sum: a sum of n products
+computed in any order, split into partial sums or not, with or without fused multiply-adds, is within
+γ(n) · Σ|a·b| of the exact sum, γ(n) = n·u / (1 − n·u), u the unit roundoff (2^-24 in float32).
+So each output gets the bound
+
+    y   γ(2K + r + c) · (|x|·|W|ᵀ + s·(|x|·|A|ᵀ)·|B|ᵀ + |bias|)   (y reads the kernels' rounded u)
+    u   γ(K + c)      · |x|·|A|ᵀ
+    dx  γ(2N + r + c) · (|dy|·|W| + s·(|dy|·|B|)·|A|)           (dx and dA read the rounded v = dy·B)
+    dA  γ(M + N + c)  · s·(|dy|·|B|)ᵀ·|x|
+    dB  γ(M + c)      · s·|dy|ᵀ·|u|
+
+where c = 2·EXTRA_ROUNDINGS covers the scalings, the bias and the pass that adds split partial sums,
+and u is that of the kernel's dtype plus float64's (the reference rounds too). A wrong kernel (a
+term dropped or read twice, a wrong index, a stale value) is off by the size of a whole term, far
+more than γ of all of them. The GPU tests, the emulated tests and benchmarks/sanitize_kernels.py
+all compare with `check`.
+"""
+
+import numpy as np
+
+# More roundings than the products themselves: s·u, alpha, bias, and at most 64 partial sums added
+# by the second pass of a split product (csrc/cuda/matmul.cu).
+EXTRA_ROUNDINGS = 72
+
+
+def gamma(n, dtype):
+    """γ(n): the relative bound on n roundings in `dtype` and in the float64 reference."""
+    unit = np.finfo(dtype).eps / 2 + np.finfo(np.float64).eps / 2
+    return n * unit / (1 - n * unit)
+
+
+def forward_bounds(x, W, A, B, scaling, bias, dtype):
+    """``(y_bound, u_bound)`` for the forward of x (M, K), W (N, K), A (r, K), B (N, r), bias (N,)
+    or None: float64 arrays of shapes (M, N) and (M, r)."""
+    K, r = x.shape[1], A.shape[0]
+    ax, aA = np.abs(x), np.abs(A)
+    u_terms = ax @ aA.T
+    y_terms = ax @ np.abs(W).T + abs(scaling) * (u_terms @ np.abs(B).T)
+    if bias is not None:
+        y_terms = y_terms + np.abs(bias)
+    c = 2 * EXTRA_ROUNDINGS
+    return gamma(2 * K + r + c, dtype) * y_terms, gamma(K + c, dtype) * u_terms
+
+
+def backward_bounds(dy, x, W, A, B, u, scaling, dtype):
+    """``(dx_bound, dA_bound, dB_bound)`` for the backward of dy (M, N), x (M, K), W (N, K),
+    A (r, K), B (N, r), u (M, r): float64 arrays of shapes (M, K), (r, K), (N, r)."""
+    M, N, r = dy.shape[0], dy.shape[1], A.shape[0]
+    s, ady = abs(scaling), np.abs(dy)
+    v_terms = ady @ np.abs(B)
+    c = 2 * EXTRA_ROUNDINGS
+    dx = gamma(2 * N + r + c, dtype) * (ady @ np.abs(W) + s * (v_terms @ np.abs(A)))
+    dA = gamma(M + N + c, dtype) * (s * (v_terms.T @ np.abs(x)))
+    dB = gamma(M + c, dtype) * (s * (ady.T @ np.abs(u)))
+    return dx, dA, dB
+
+
+def check(name, out, ref, bound):
+    """None when every element of `out` is within `bound` of `ref` (a NaN never is); otherwise one
+    line saying how many elements are not and showing the worst one."""
+    out = np.asarray(out)
+    if out.shape != ref.shape:
+        return f"{name} has shape {out.shape}, expected {ref.shape}"
+    error = np.abs(out.astype(np.float64) - ref)
+    bad = ~(error <= bound)
+    if not bad.any():
+        return None
+    excess = np.where(np.isnan(error), np.inf, error / np.maximum(bound, np.finfo(np.float64).tiny))
+    worst = np.unravel_index(np.argmax(excess), out.shape)
+    return (f"{name}: {int(bad.sum())} of {out.size} elements are further from the float64 reference "
+            f"than rounding allows; worst at {tuple(int(i) for i in worst)}: {out[worst]!r}, expected "
+            f"{ref[worst]!r} ± {bound[worst]:.3g}")

@@ -1,0 +1,431 @@
+"""The CUDA kernel ladder run on the CPU: the kernels of csrc/cuda/ compiled by g++ against a stand-in
+for the CUDA runtime (csrc/emulation/, whose README says what this catches and what it cannot).
+
+Every CUDA thread becomes a fiber (or, for ThreadSanitizer, an OS thread), every block runs in turn,
+and `__syncthreads()` is a real barrier, so a kernel's indexing, bounds, barriers and split sums are
+checked on a machine without a GPU, with the host code of csrc/cuda/lora_layer.cu unchanged:
+
+    from minilora.kernels import emulated
+    emulator = emulated.load()            # compiles once into build/emulation/, cached by content
+    y, u = emulator.forward(x, W, A, B, scaling, bias, variant="tiled")
+    dx, dA, dB = emulator.backward(dy, x, W, A, B, u, scaling, variant="tiled", shuffle=7)
+
+Arrays are NumPy arrays (float32 or float64). Every output and the workspace start as NaN, with as
+many NaN guard elements on each side of every array as it has: an element a kernel forgets to write
+stays NaN, a read past an array's end brings NaN in, and a write past it (or into an input) raises
+EmulationError. (A write further off than that lands in other memory and may crash the process, as
+it would fault on a GPU: the ASan build below names it.)
+`shuffle=None` runs threads and blocks in index order; an int shuffles them with that seed.
+
+It needs a source checkout (csrc/ next to the package) and g++ (or $CXX). Sanitizer runs, not part
+of the tests (each a few minutes):
+
+    python -m minilora.kernels.emulated --sanitize address   # ASan + UBSan over the fiber build
+    python -m minilora.kernels.emulated --sanitize thread    # TSan, one OS thread per CUDA thread
+"""
+
+import argparse
+import ctypes
+import functools
+import hashlib
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from minilora.kernels import accuracy, checks, reference
+from minilora.kernels.cuda import VARIANTS  # the rungs of the ladder, the same on the emulator
+REPO = Path(__file__).resolve().parents[2]
+CSRC = REPO / "csrc"
+BUILD = Path(os.environ.get("MINILORA_EMULATION_BUILD") or REPO / "build" / "emulation")
+
+# Per build: compiler flags, and the sanitizer runtime that must be loaded before the library.
+SANITIZERS = {
+    None: (["-O2"], None),
+    "address": (["-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined",
+                 "-fno-sanitize-recover=all", "-DMINILORA_EMULATION_STACK_KIB=256"], "libasan.so"),
+    "thread": (["-O1", "-g", "-fsanitize=thread", "-DMINILORA_EMULATION_THREADS=1"], "libtsan.so"),
+}
+COMMON_FLAGS = ["-std=c++17", "-fPIC", "-fvisibility=hidden", "-Wno-unknown-pragmas"]
+# Poisoned elements on each side of every array: as many as the array has (at least 64), so that
+# an index off by a whole row or column still lands in them, not in some other Python object.
+MIN_GUARD = 64
+
+
+class EmulationError(RuntimeError):
+    """A kernel failed on the emulator, or wrote where it must not."""
+
+
+class EmulatorUnavailable(RuntimeError):
+    """No source checkout or no C++ compiler here."""
+
+
+# ---- building ---------------------------------------------------------------------------------------
+def compiler():
+    """The C++ compiler as a command (a list): $CXX, else g++ on PATH. EmulatorUnavailable when
+    there is none."""
+    cxx = shlex.split(os.environ.get("CXX", "")) or ([shutil.which("g++")] if shutil.which("g++") else [])
+    if not cxx:
+        raise EmulatorUnavailable("the CUDA emulator needs a C++ compiler: install g++ or set $CXX")
+    if not (CSRC / "cuda").is_dir():
+        raise EmulatorUnavailable(f"the CUDA emulator compiles the kernel sources, but {CSRC / 'cuda'} "
+                                  "is missing (it needs a source checkout of minilora)")
+    return cxx
+
+
+@functools.lru_cache(maxsize=None)
+def _compiler_version(cxx):
+    """Part of every cache key, so that a new compiler rebuilds everything."""
+    return subprocess.run([*cxx, "--version"], capture_output=True, text=True, check=False).stdout
+
+
+def kernel_sources():
+    """{name: text} of the files the emulator is built from: csrc/cuda/*.cu (every rung, the host
+    code of the layer) and csrc/emulation/*.cpp."""
+    files = sorted((CSRC / "cuda").glob("*.cu")) + sorted((CSRC / "emulation").glob("*.cpp"))
+    return {path.name: path.read_text() for path in files}
+
+
+def mutant(name, old, new):
+    """{name: text}: csrc/cuda/<name> with the one occurrence of `old` replaced by `new`, for
+    `load(replace=...)`. ValueError when `old` does not occur exactly once."""
+    text = (CSRC / "cuda" / name).read_text()
+    if text.count(old) != 1:
+        raise ValueError(f"{name} contains {old!r} {text.count(old)} times, expected exactly once")
+    return {name: text.replace(old, new)}
+
+
+def _digest(*parts):
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+
+
+def build(sanitize=None, replace=None, jobs=None):
+    """Compile the emulator (each object cached by the hash of its sources and flags) and return the
+    path of the shared library. `replace` maps a file name of kernel_sources() to the text to compile
+    instead (a mutant); the other objects are reused."""
+    cxx = compiler()
+    flags = COMMON_FLAGS + SANITIZERS[sanitize][0]
+    version = _compiler_version(tuple(cxx))
+    sources = kernel_sources()
+    for name in replace or {}:
+        if name not in sources:
+            raise ValueError(f"replace names {name!r}, expected one of {sorted(sources)}")
+    sources.update(replace or {})
+    headers = "".join(path.read_text() for path in sorted((CSRC / "cuda").glob("*.cuh")) +
+                      sorted((CSRC / "emulation").glob("*.h")))
+    objects, jobs_to_run = [], []
+    for name, text in sources.items():
+        key = _digest(version, *flags, name, text, headers)
+        obj = BUILD / "obj" / f"{Path(name).stem}-{key}.o"
+        objects.append(obj)
+        if obj.exists():
+            continue
+        source = CSRC / ("emulation" if name.endswith(".cpp") else "cuda") / name
+        if source.read_text() != text:  # a mutant: compiled from a copy, its includes from csrc/cuda
+            source = BUILD / "src" / key / name
+            source.parent.mkdir(parents=True, exist_ok=True)
+            source.write_text(text)
+        jobs_to_run.append((source, obj))
+    _compile_all(cxx, flags, jobs_to_run, jobs or os.cpu_count() or 2)
+    library = BUILD / f"libminilora_emulated-{_digest(version, *flags, *(o.name for o in objects))}.so"
+    if not library.exists():
+        _run([*cxx, "-shared", *flags, *map(str, objects), "-o", "{out}", "-lpthread"], library)
+    return library
+
+
+def _compile_all(cxx, flags, jobs_to_run, jobs):
+    include = ["-I", str(CSRC / "emulation"), "-I", str(CSRC / "cuda")]
+    running = []
+    for source, obj in jobs_to_run:
+        command = [*cxx, *flags, *include, "-x", "c++", "-c", str(source), "-o", "{out}"]
+        running.append(_start(command, obj))
+        if len(running) >= jobs:
+            _finish(*running.pop(0))
+    for job in running:
+        _finish(*job)
+
+
+def _start(command, out):
+    """Start `command` writing a temporary file that becomes `out` once it succeeds (so a build that
+    is interrupted, or runs twice at once, never leaves a broken file under the final name)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=out.suffix)
+    os.close(fd)
+    command = [tmp if part == "{out}" else part for part in command]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return process, command, Path(tmp), out
+
+
+def _finish(process, command, tmp, out):
+    output = process.communicate()[0]
+    if process.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        raise EmulationError(f"building the CUDA emulator failed:\n$ {' '.join(command)}\n{output[-6000:]}")
+    os.replace(tmp, out)
+
+
+def _run(command, out):
+    _finish(*_start(command, out))
+
+
+# ---- running ---------------------------------------------------------------------------------------
+_loaded = {}
+
+
+def load(sanitize=None, replace=None):
+    """The emulator built from this checkout's kernel sources (see `build`), loaded once per build."""
+    library = build(sanitize, replace)
+    if library not in _loaded:
+        runtime = SANITIZERS[sanitize][1]
+        if runtime and runtime not in os.environ.get("LD_PRELOAD", ""):
+            raise EmulatorUnavailable(f"a --sanitize {sanitize} build needs {runtime} loaded first: run "
+                                      f"python -m minilora.kernels.emulated --sanitize {sanitize}")
+        _loaded[library] = Emulator(library)
+    return _loaded[library]
+
+
+class _Guarded:
+    """An array with poisoned guard elements on each side, all bytes 0xff (a NaN in float32 and
+    float64); `values` fill the middle, else it is poisoned too."""
+
+    def __init__(self, shape, dtype, values=None):
+        count = int(np.prod(shape, dtype=np.int64))
+        self.guard = max(MIN_GUARD, count)
+        self.buffer = np.empty(count + 2 * self.guard, dtype=dtype)
+        self.buffer.view(np.uint8)[:] = 0xFF
+        self.array = self.buffer[self.guard:self.guard + count].reshape(shape)
+        if values is not None:
+            self.array[...] = values
+        self.written_to = self.buffer.copy() if values is not None else None  # inputs: compare all
+        self.pointer = self.buffer.ctypes.data + self.guard * self.buffer.itemsize
+
+    def damage(self, name):
+        """What the kernels did to this array that they must not: None, or one line."""
+        raw = self.buffer.view(np.uint8)
+        width = self.guard * self.buffer.itemsize
+        if not (raw[:width] == 0xFF).all() or not (raw[-width:] == 0xFF).all():
+            return f"the kernels wrote outside {name} (into the {self.guard} elements around it)"
+        if self.written_to is not None and not np.array_equal(raw, self.written_to.view(np.uint8)):
+            return f"the kernels wrote into the input {name}"
+        return None
+
+
+class Emulator:
+    """The entry points of one build of the emulator (csrc/emulation/runner.cpp)."""
+
+    def __init__(self, library):
+        self.path = Path(library)
+        lib = ctypes.CDLL(str(library))
+        p, i64, msg = ctypes.c_void_p, ctypes.c_int64, (ctypes.c_char_p, ctypes.c_size_t)
+        lib.minilora_emulated_workspace.argtypes = [ctypes.c_char_p, ctypes.c_int, i64, i64, i64, i64,
+                                                    ctypes.c_int, ctypes.POINTER(i64), *msg]
+        lib.minilora_emulated_forward.argtypes = [ctypes.c_char_p, ctypes.c_int, *[p] * 8, i64,
+                                                  i64, i64, i64, i64, ctypes.c_double, *msg]
+        lib.minilora_emulated_backward.argtypes = [ctypes.c_char_p, ctypes.c_int, *[p] * 10, i64,
+                                                   i64, i64, i64, i64, ctypes.c_double, *msg]
+        lib.minilora_emulation_schedule.argtypes = [ctypes.c_int, ctypes.c_uint64]
+        lib.minilora_emulation_trace.argtypes = [p, i64, i64, p, p]
+        lib.minilora_emulation_launches.restype = i64
+        self._lib = lib
+        # The scheduler's state (order, trace, last error) is global, and ctypes lets other Python
+        # threads run during a call: one call, with its settings, at a time.
+        self._one_at_a_time = threading.RLock()
+        self.os_threads = bool(lib.minilora_emulation_os_threads())
+
+    def launches(self):
+        """Kernels launched so far by this build (a refused launch does not count)."""
+        return int(self._lib.minilora_emulation_launches())
+
+    def workspace_size(self, variant, dtype, M, N, K, r, backward):
+        """Elements of scratch the forward (backward=False) or backward needs, from the kernels' plan."""
+        size = ctypes.c_int64()
+        self._call(self._lib.minilora_emulated_workspace, variant.encode(), _is_float64(dtype),
+                   M, N, K, r, int(backward), ctypes.byref(size))
+        return size.value
+
+    def forward(self, x, W, A, B, scaling, bias=None, variant="fused", shuffle=None):
+        """``(y, u)`` of the LoRA forward (shapes as minilora.kernels.lora_forward, 2-D x)."""
+        return self._forward(x, W, A, B, scaling, bias, variant, shuffle)[:2]
+
+    def forward_traced(self, x, W, A, B, scaling, bias=None, variant="fused"):
+        """``(y, u, block, thread)``: the forward in index order, and for every element of y the
+        linear index (x fastest) of the block and of the thread in it that wrote it last."""
+        if self.os_threads:
+            raise EmulatorUnavailable("the OS-thread build cannot say which thread wrote an element")
+        return self._forward(x, W, A, B, scaling, bias, variant, None, trace=True)
+
+    def backward(self, dy, x, W, A, B, u, scaling, variant="fused", shuffle=None):
+        """``(dx, dA, dB)`` of the LoRA backward (shapes as minilora.kernels.lora_backward, 2-D)."""
+        named = {"dy": dy, "x": x, "W": W, "A": A, "B": B, "u": u}
+        dtype, M, K, N, r, scaling = _check(variant, named, scaling)
+        checks.check_backward_shapes(dy, x, u, N, r)
+        inputs = {name: _Guarded(a.shape, dtype, a) for name, a in named.items()}
+        outputs = {name: _Guarded(shape, dtype) for name, shape in
+                   (("dx", (M, K)), ("dA", (r, K)), ("dB", (N, r)))}
+        size = self.workspace_size(variant, dtype, M, N, K, r, True)
+        workspace = _Guarded((size,), dtype)
+        with self._one_at_a_time:
+            self._schedule(shuffle)
+            self._call(self._lib.minilora_emulated_backward, variant.encode(), _is_float64(dtype),
+                       *(g.pointer for g in inputs.values()), *(g.pointer for g in outputs.values()),
+                       workspace.pointer, size, M, N, K, r, scaling)
+        self._check_damage({**inputs, **outputs, "workspace": workspace})
+        return tuple(g.array for g in outputs.values())
+
+    def _forward(self, x, W, A, B, scaling, bias, variant, shuffle, trace=False):
+        named = {"x": x, "W": W, "A": A, "B": B} | ({} if bias is None else {"bias": bias})
+        dtype, M, K, N, r, scaling = _check(variant, named, scaling, bias)
+        inputs = {name: _Guarded(a.shape, dtype, a) for name, a in named.items()}
+        y, u = _Guarded((M, N), dtype), _Guarded((M, r), dtype)
+        size = self.workspace_size(variant, dtype, M, N, K, r, False)
+        workspace = _Guarded((size,), dtype)
+        owners = np.full((2, M, N), -1, dtype=np.int32)
+        with self._one_at_a_time:
+            self._schedule(shuffle)
+            if trace:
+                self._lib.minilora_emulation_trace(y.pointer, M * N, y.buffer.itemsize,
+                                                   owners[0].ctypes.data, owners[1].ctypes.data)
+            try:
+                self._call(self._lib.minilora_emulated_forward, variant.encode(), _is_float64(dtype),
+                           *(inputs[n].pointer for n in ("x", "W", "A", "B")),
+                           inputs["bias"].pointer if bias is not None else None, y.pointer, u.pointer,
+                           workspace.pointer, size, M, N, K, r, scaling)
+            finally:
+                if trace:
+                    self._lib.minilora_emulation_trace(None, 0, 0, None, None)
+        self._check_damage({**inputs, "y": y, "u": u, "workspace": workspace})
+        return y.array, u.array, owners[0], owners[1]
+
+    def _schedule(self, shuffle):
+        self._lib.minilora_emulation_schedule(0 if shuffle is None else 1, 0 if shuffle is None else shuffle)
+
+    def _call(self, function, *args):
+        message = ctypes.create_string_buffer(4096)
+        with self._one_at_a_time:
+            code = function(*args, message, len(message))
+        if code == 1:
+            raise ValueError(message.value.decode())
+        if code != 0:
+            raise EmulationError(message.value.decode())
+
+    @staticmethod
+    def _check_damage(arrays):
+        problems = [p for p in (g.damage(name) for name, g in arrays.items()) if p]
+        if problems:
+            raise EmulationError("; ".join(problems))
+
+
+def _check(variant, named, scaling, bias=None):
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    dtype, _ = checks.check_arrays(named, device="cpu")
+    checks.expect_2d("x", named["x"], "(M, K)")
+    M, K, N, r = checks.lora_sizes(named["x"], named["W"], named["A"], named["B"], bias)
+    return dtype, M, K, N, r, checks.check_scaling(scaling)
+
+
+def _is_float64(dtype):
+    return int(np.dtype(dtype) == np.float64)
+
+
+# ---- checking one layer -------------------------------------------------------------------------------
+def random_layer(rng, M, N, K, r, dtype, bias=True):
+    """{name: float64 array} of a random LoRA layer whose values are exact in `dtype` (so the float64
+    reference sees what the kernels see), and a scaling."""
+    shapes = {"x": (M, K), "W": (N, K), "A": (r, K), "B": (N, r), "dy": (M, N)}
+    if bias:
+        shapes["bias"] = (N,)
+    arrays = {name: rng.standard_normal(shape).astype(dtype).astype(np.float64)
+              for name, shape in shapes.items()}
+    return arrays, float(np.float32(rng.uniform(0.5, 4.0)))
+
+
+def check_layer(emulator, variant, dtype, M, N, K, r, rng, seed=0, bias=True):
+    """Run the forward and backward of a random layer twice, threads and blocks in index order and
+    shuffled with `seed`. Returns what is wrong, one line each: an EmulationError, an output outside
+    accuracy's bounds of the float64 reference, or results that differ between the two orders (the
+    kernels are deterministic). [] when all is well."""
+    h, s = random_layer(rng, M, N, K, r, dtype, bias)
+    y_ref, u_ref = reference.lora_forward(h["x"], h["W"], h["A"], h["B"], s, h.get("bias"))
+    u_in = u_ref.astype(dtype)  # the backward gets the reference's u, so its error is its own
+    refs = reference.lora_backward(h["dy"], h["x"], h["W"], h["A"], h["B"], u_in.astype(np.float64), s)
+    bounds = (accuracy.forward_bounds(h["x"], h["W"], h["A"], h["B"], s, h.get("bias"), dtype) +
+              accuracy.backward_bounds(h["dy"], h["x"], h["W"], h["A"], h["B"], u_in, s, dtype))
+    d = {name: a.astype(dtype) for name, a in h.items()}
+    names = ("y", "u", "dx", "dA", "dB")
+    failures, runs = [], []
+    for shuffle in (None, seed):
+        order = "in order" if shuffle is None else f"shuffled (seed {seed})"
+        try:
+            forward = emulator.forward(d["x"], d["W"], d["A"], d["B"], s, d.get("bias"), variant, shuffle)
+            grads = emulator.backward(d["dy"], d["x"], d["W"], d["A"], d["B"], u_in, s, variant, shuffle)
+        except EmulationError as exc:
+            failures.append(f"{order}: {exc}")
+            continue
+        runs.append((order, forward + grads))
+    if runs:
+        for name, out, ref, bound in zip(names, runs[0][1], (y_ref, u_ref) + refs, bounds):
+            problem = accuracy.check(name, out, ref, bound)
+            if problem:
+                failures.append(f"{runs[0][0]}: {problem}")
+    if len(runs) == 2:
+        for name, first, second in zip(names, runs[0][1], runs[1][1]):
+            if not np.array_equal(first.view(np.uint8), second.view(np.uint8)):
+                failures.append(f"{name} differs between {runs[0][0]} and {runs[1][0]}: "
+                                f"{int((first != second).sum())} elements (a race between threads or blocks)")
+    return failures
+
+
+# ---- the sanitizer runs ---------------------------------------------------------------------------------
+# Small awkward shapes (tile edges, r > K, split inner dimensions): every kernel and bounds check runs.
+SANITIZER_SHAPES = [(1, 1, 1, 1), (5, 7, 3, 2), (17, 33, 19, 5), (65, 129, 64, 3), (8, 40, 530, 4),
+                    (530, 20, 24, 3)]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Run every rung of the CUDA kernel ladder on the CPU "
+                                     "emulator, forward and backward, against the float64 reference.")
+    parser.add_argument("--sanitize", choices=("address", "thread"),
+                        help="address: ASan + UBSan over fibers; thread: TSan, one OS thread per CUDA thread")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated rungs")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    runtime = SANITIZERS[args.sanitize][1]
+    if runtime and runtime not in os.environ.get("LD_PRELOAD", ""):
+        # The sanitizer's runtime must be loaded before Python's own libraries: start again with it.
+        path = subprocess.run([*compiler(), f"-print-file-name={runtime}"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        # NumPy's BLAS threads synchronise in code ThreadSanitizer cannot see: one thread, no noise.
+        env = dict(os.environ, LD_PRELOAD=path, ASAN_OPTIONS="detect_leaks=0",
+                   TSAN_OPTIONS="halt_on_error=1 report_signal_unsafe=0", OPENBLAS_NUM_THREADS="1",
+                   OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        return subprocess.run([sys.executable, "-m", "minilora.kernels.emulated", *(argv or sys.argv[1:])],
+                              env=env, check=False).returncode
+
+    emulator = load(args.sanitize)
+    print(f"emulator: {emulator.path} ({'OS threads' if emulator.os_threads else 'fibers'})")
+    rng = np.random.default_rng(args.seed)
+    failed = 0
+    for variant in args.variants.split(","):
+        for dtype in (np.float32, np.float64):
+            for shape in SANITIZER_SHAPES:
+                failures = check_layer(emulator, variant, dtype, *shape, rng, seed=args.seed + 1)
+                failed += bool(failures)
+                print(f"{variant:>5} {np.dtype(dtype).name} M, N, K, r = {shape}: "
+                      f"{'ok' if not failures else 'FAILED'}", flush=True)
+                for line in failures:
+                    print(f"    {line}")
+    total = len(args.variants.split(",")) * 2 * len(SANITIZER_SHAPES)
+    print(f"{total - failed} of {total} cases correct")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""Proof that the emulated tests catch bugs: planted bugs ("mutants") in the kernel sources each fail.
+
+Every mutant is a copy of one file of csrc/cuda/ with one line changed the way a real bug changes
+it (a barrier removed, a bound off by one, a partial sum lost, a wrong shared-memory index, ...).
+mutant() asserts the original line is really there, so a mutant cannot silently stop applying when
+the kernels change. Each is compiled into its own emulator build (only the changed file recompiles)
+and run on a case that reaches the changed line; the check of test_emulated.py must report it.
+"""
+
+import concurrent.futures
+import os
+
+import numpy as np
+import pytest
+
+from minilora.kernels import emulated
+
+pytestmark = pytest.mark.emulated
+
+SPLIT = (8, 40, 530, 4)  # K + r = 534: u and y are split in two and summed by the second pass
+EDGES = (17, 33, 19, 5)  # no size a multiple of a tile
+FUSED_EDGES = (130, 129, 19, 3)  # one row and one column past the fused float32 tile of 128
+ONE_STEP = (5, 7, 3, 2)  # K + r = 5: one tile step, no stale values; only the NaN poison of shared
+                         # memory shows a tile element that is never written
+
+# id: (file, original text, mutated text, variant, shape, what a report must mention or None)
+MUTANTS = {
+    "tiled: first __syncthreads removed": (
+        "lora_tiled.cu", "    __syncthreads();  // the tiles are complete\n", "\n", "tiled", EDGES, None),
+    "tiled: second __syncthreads removed": (
+        "lora_tiled.cu", "    __syncthreads();  // everyone is done reading", "    //", "tiled", EDGES, None),
+    "fused: loop __syncthreads removed": (
+        "lora_fused.cu", "    }\n    __syncthreads();\n  }\n", "    }\n  }\n", "fused", FUSED_EDGES, None),
+    "tiled: tile elements outside the operand not zeroed": (
+        "lora_tiled.cu",
+        "  tile[along_inner][along_outer] =\n"
+        "      (outer < outer_end && inner < inner_end) ? op.at(outer, inner) : T(0);",
+        "  if (outer < outer_end && inner < inner_end) tile[along_inner][along_outer] = op.at(outer, inner);",
+        "tiled", ONE_STEP, None),
+    "tiled: inner bound off by one": (
+        "lora_tiled.cu", "inner < inner_end) ? op.at", "inner <= inner_end) ? op.at", "tiled", EDGES, None),
+    "fused: row bound off by one": (
+        "lora_fused.cu", "if (row >= p.rows) continue;", "if (row > p.rows) continue;", "fused",
+        FUSED_EDGES, "wrote outside y"),
+    "naive: column bound off by one": (
+        "lora_naive.cu", "col >= p.cols) return;", "col > p.cols) return;", "naive", EDGES, None),
+    "split: the last partial sum not added": (
+        "matmul.cu", "for (int z = 0; z < splits; ++z)", "for (int z = 0; z + 1 < splits; ++z)", "tiled",
+        SPLIT, None),
+    "split: every split writes the first slice of scratch": (
+        "lora_tiled.cu", "p.out[blockIdx.z * count + int64_t(row)", "p.out[int64_t(row)", "tiled", SPLIT,
+        None),
+    "backward workspace without room for v": (
+        "lora_layer.cu", "return shape.M * shape.r + scratch;", "return scratch;", "tiled", SPLIT, None),
+    "tiled: wrong shared-memory index": (
+        "lora_tiled.cu", "sum += left_tile[i][threadIdx.y]", "sum += left_tile[threadIdx.y][i]", "tiled",
+        EDGES, None),
+    "fused: wrong shared-memory index": (
+        "lora_fused.cu", "&right[i][S::col_of(n, tx)]", "&right[i][S::col_of(n, ty)]", "fused",
+        FUSED_EDGES, None),
+    "fused: next tile stored over the one being read": (
+        "lora_fused.cu", "stash<S::rows, LC>(left_next, left_tiles[1 - now]);",
+        "stash<S::rows, LC>(left_next, left_tiles[now]);", "fused", FUSED_EDGES, None),
+    "tiled: one thread returns before the barrier": (
+        "lora_tiled.cu", "  T sum = 0;\n  for (int inner0 = begin;",
+        "  if (threadIdx.x == 3) return;\n  T sum = 0;\n  for (int inner0 = begin;", "tiled", EDGES,
+        "barrier divergence"),
+    "fused: a block of more than 1024 threads": (
+        "lora_fused.cu", "dim3(kThreads), p,", "dim3(kThreads * 8), p,", "fused", FUSED_EDGES,
+        "outside CUDA's limits"),
+}
+
+
+@pytest.fixture(scope="module")
+def mutant_builds():
+    """{id: library path}: every mutant compiled, several at once."""
+    try:
+        emulated.compiler()
+    except emulated.EmulatorUnavailable as exc:
+        pytest.skip(str(exc))
+    replaces = {name: emulated.mutant(file, old, new) for name, (file, old, new, *_) in MUTANTS.items()}
+    emulated.build()  # the unchanged objects first, so the mutant builds share them
+    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        futures = {name: pool.submit(emulated.build, None, replace, 1) for name, replace in replaces.items()}
+        return {name: future.result() for name, future in futures.items()}
+
+
+@pytest.mark.parametrize("name", MUTANTS)
+def test_mutant_is_caught(mutant_builds, rng, name):
+    file, old, new, variant, shape, mention = MUTANTS[name]
+    emulator = emulated.load(replace=emulated.mutant(file, old, new))
+    assert emulator.path == mutant_builds[name]
+    failures = []
+    for dtype in (np.float32, np.float64):
+        try:
+            failures += emulated.check_layer(emulator, variant, dtype, *shape, rng, seed=5)
+        except ValueError as exc:  # refused by the host code's own checks
+            failures.append(str(exc))
+    assert failures, f"the mutant {name!r} passed every check"
+    if mention:
+        assert any(mention in line for line in failures), "\n".join(failures)
+
+
+def test_a_mutant_must_apply():
+    with pytest.raises(ValueError, match=r"contains .* 0 times, expected exactly once"):
+        emulated.mutant("lora_tiled.cu", "this line is not in the kernel", "")
