@@ -153,3 +153,58 @@ def test_the_name_table_both_ways():
             gpt2_module(bad)
     with pytest.raises(ValueError, match="with 2 blocks"):
         minilora_modules("transformer.h.2.attn.c_attn", 2)
+
+
+# ---- fetching GPT-2 (no network here: the Hub client is replaced) -----------------------------------
+def test_fetch_without_huggingface_hub_says_so_in_one_line(monkeypatch, tmp_path, capsys):
+    import sys
+
+    from minilora import cli, hub
+
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # `import huggingface_hub` now fails
+    with pytest.raises(hub.HubUnavailable, match="needs the huggingface_hub package") as info:
+        hub.fetch_gpt2(tmp_path)
+    assert "\n" not in str(info.value)
+    assert cli.main(["fetch-gpt2", "--dir", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "huggingface_hub" in out
+
+
+def test_fetch_without_network_says_so_in_one_line(monkeypatch, tmp_path):
+    import sys
+    import types
+
+    from minilora import hub
+
+    def offline(repo_id, filename, local_dir):
+        raise OSError("Failed to resolve 'huggingface.co'\n(more lines the user does not need)")
+
+    monkeypatch.setitem(sys.modules, "huggingface_hub", types.SimpleNamespace(hf_hub_download=offline))
+    with pytest.raises(hub.HubUnavailable, match=r"could not download config.json of 'gpt2' .*"
+                                                 r"\(OSError: Failed to resolve 'huggingface.co'\)$"):
+        hub.fetch_gpt2(tmp_path)
+
+
+def test_fetch_puts_the_four_files_where_from_pretrained_reads_them(monkeypatch, tmp_path, rng):
+    import shutil
+    import sys
+    import types
+
+    from minilora import hub
+
+    source = tmp_path / "hub"
+    write_gpt2_checkpoint(source, rng)
+    (source / "vocab.json").write_text("{}")
+    (source / "merges.txt").write_text("#version: 0.2\n")
+    asked = []
+
+    def download(repo_id, filename, local_dir):
+        asked.append((repo_id, filename))
+        return shutil.copy(source / filename, os.path.join(local_dir, filename))
+
+    monkeypatch.setitem(sys.modules, "huggingface_hub", types.SimpleNamespace(hf_hub_download=download))
+    folder = tmp_path / "gpt2"
+    folder.mkdir()
+    assert hub.fetch_gpt2(folder) == folder
+    assert asked == [("gpt2", name) for name in hub.GPT2_FILES]
+    GPT.from_pretrained(folder)
