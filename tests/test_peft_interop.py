@@ -3,14 +3,14 @@ installed; they are never dependencies of minilora, so these tests skip with tha
 
     (a) GPT.from_pretrained on a random GPT2LMHeadModel saved by save_pretrained: the same logits;
     (b) save_peft_adapter -> PeftModel.from_pretrained, on a PyTorch twin of minilora's GPT (the same
-        module names, written below) and on GPT2LMHeadModel through its fused c_attn;
+        module names: minilora.nn.torch_twin, itself checked here against minilora's GPT) and on
+        GPT2LMHeadModel through its fused c_attn;
     (c) an adapter that PEFT trained and saved -> load_peft_adapter.
 Each test prints the largest absolute difference of the logits (run with -s to see them).
 """
 
 import copy
 import importlib.util
-import math
 
 import numpy as np
 import pytest
@@ -24,65 +24,12 @@ pytestmark = pytest.mark.skipif(bool(MISSING), reason=f"{', '.join(MISSING)} not
 if not MISSING:
     import torch
     from peft import LoraConfig, PeftModel, get_peft_model
-    from torch import nn
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    class TwinAttention(nn.Module):
-        def __init__(self, C, n_head):
-            super().__init__()
-            self.n_head = n_head
-            self.q_proj, self.k_proj, self.v_proj, self.o_proj = (nn.Linear(C, C) for _ in range(4))
-
-        def forward(self, x):
-            B, T, C = x.shape
-            q, k, v = (p(x).view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-                       for p in (self.q_proj, self.k_proj, self.v_proj))
-            att = q @ k.transpose(-2, -1) / math.sqrt(C // self.n_head)
-            att = att.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf")).softmax(-1)
-            return self.o_proj((att @ v).transpose(1, 2).reshape(B, T, C))
-
-    class TwinMLP(nn.Module):
-        def __init__(self, C):
-            super().__init__()
-            self.fc_in, self.fc_out = nn.Linear(C, 4 * C), nn.Linear(4 * C, C)
-
-        def forward(self, x):
-            return self.fc_out(nn.functional.gelu(self.fc_in(x), approximate="tanh"))
-
-    class TwinBlock(nn.Module):
-        def __init__(self, C, n_head):
-            super().__init__()
-            self.ln_1, self.attn = nn.LayerNorm(C), TwinAttention(C, n_head)
-            self.ln_2, self.mlp = nn.LayerNorm(C), TwinMLP(C)
-
-        def forward(self, x):
-            x = x + self.attn(self.ln_1(x))
-            return x + self.mlp(self.ln_2(x))
-
-    class TwinGPT(nn.Module):
-        """minilora's GPT in PyTorch, module for module, with the same names."""
-
-        def __init__(self, config):
-            super().__init__()
-            C = config.n_embd
-            self.wte, self.wpe = nn.Embedding(config.vocab_size, C), nn.Embedding(config.block_size, C)
-            self.h = nn.ModuleList(TwinBlock(C, config.n_head) for _ in range(config.n_layer))
-            self.ln_f, self.lm_head = nn.LayerNorm(C), nn.Linear(C, config.vocab_size, bias=False)
-
-        def forward(self, idx):
-            x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))
-            for block in self.h:
-                x = block(x)
-            return self.lm_head(self.ln_f(x))
+    from minilora.nn.torch_twin import torch_twin
 
 
 CONFIG = GPTConfig(vocab_size=29, block_size=10, n_layer=2, n_head=2, n_embd=16)
-
-
-def twin_of(model):
-    twin = TwinGPT(model.config)
-    twin.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict().items()})
-    return twin.eval()
 
 
 def torch_logits(module, idx):
@@ -132,6 +79,12 @@ def test_a_from_pretrained_matches_transformers(hf_gpt2, rng):
     compare("(a) GPT.from_pretrained vs GPT2LMHeadModel, float32", ours(idx)[0].numpy(), torch_logits(hf, idx))
 
 
+def test_the_twin_computes_what_minilora_computes(rng):
+    model = GPT(CONFIG)
+    idx = random_tokens(rng)
+    compare("torch_twin vs minilora's GPT, float32", model(idx)[0].numpy(), torch_logits(torch_twin(model), idx))
+
+
 # ---- (b) -----------------------------------------------------------------------------------------------
 def test_b_peft_loads_our_adapter_on_a_twin(tmp_path, rng):
     base = GPT(CONFIG)
@@ -139,7 +92,7 @@ def test_b_peft_loads_our_adapter_on_a_twin(tmp_path, rng):
                                                             rank_pattern={"h.1.attn.v_proj": 2}, bias="lora_only",
                                                             modules_to_save=("lm_head",)))
     save_peft_adapter(model, tmp_path / "adapter")
-    peft_model = PeftModel.from_pretrained(twin_of(base), str(tmp_path / "adapter")).eval()
+    peft_model = PeftModel.from_pretrained(torch_twin(base), str(tmp_path / "adapter")).eval()
     idx = random_tokens(rng)
     compare("(b) save_peft_adapter -> PeftModel on the twin", model(idx)[0].numpy(), torch_logits(peft_model, idx))
 
@@ -171,7 +124,7 @@ def peft_trained(model, config, directory):
 def test_c_we_load_an_adapter_peft_saved_from_a_twin(tmp_path, rng):
     torch.manual_seed(1)
     base = GPT(CONFIG)
-    peft_model = peft_trained(twin_of(base), LoraConfig(r=2, lora_alpha=5, target_modules=["q_proj", "v_proj", "o_proj"],
+    peft_model = peft_trained(torch_twin(base), LoraConfig(r=2, lora_alpha=5, target_modules=["q_proj", "v_proj", "o_proj"],
                                                         rank_pattern={r"h\.1\..*v_proj": 3}, alpha_pattern={"o_proj": 2},
                                                         bias="all"), tmp_path / "peft")
     ours = load_peft_adapter(base, tmp_path / "peft")
