@@ -1,4 +1,5 @@
-"""Small random GPT-2 checkpoints in Hugging Face's layout, and GPT-2's forward pass in NumPy.
+"""Small random GPT-2 checkpoints in Hugging Face's layout, GPT-2's forward pass in NumPy, and
+LoRA models whose adapters hold random values (for the PEFT file tests).
 
 Both are written from GPT-2's own conventions (Conv1D weights (in, out) used as x·W + b, one fused
 c_attn whose output is q, k, v side by side, lm_head tied to wte), not from minilora's code, so a
@@ -11,6 +12,8 @@ import os
 
 import numpy as np
 from safetensors.numpy import save_file
+
+from minilora.lora import apply_lora
 
 SMALL = {"n_embd": 12, "n_head": 3, "n_layer": 2, "n_positions": 9, "vocab_size": 23}
 
@@ -91,3 +94,13 @@ def gpt2_forward(tensors, config, idx):
         x = x + conv1d(gelu_new(conv1d(layer_norm(x, h + "ln_2"), h + "mlp.c_fc")), h + "mlp.c_proj")
     head = t.get("lm_head.weight", t["wte.weight"])
     return layer_norm(x, "ln_f") @ head.T
+
+
+def randomly_trained(model, rng, config, std=0.3):
+    """`model` with LoRA `config` applied and every trainable parameter (B too) set to random
+    values, as if trained: a fresh adapter (B = 0) would hide a wrong A or scaling."""
+    apply_lora(model, config)
+    for _, p in model.named_parameters():
+        if p.requires_grad:
+            p.data[...] = rng.standard_normal(p.shape) * std
+    return model

@@ -10,8 +10,8 @@ import pytest
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from gpt2_files import SMALL, write_gpt2_checkpoint
-from minilora.lora import LoRAConfig, apply_lora, load_peft_adapter, save_peft_adapter
+from gpt2_files import SMALL, randomly_trained, write_gpt2_checkpoint
+from minilora.lora import LoRAConfig, load_peft_adapter, save_peft_adapter
 from minilora.nn import GPT, GPTConfig
 
 C, L = SMALL["n_embd"], SMALL["n_layer"]
@@ -20,15 +20,6 @@ P = "base_model.model."
 
 def tiny_gpt(dtype="float64"):
     return GPT(GPTConfig(vocab_size=17, block_size=8, n_layer=2, n_head=2, n_embd=C)).to(dtype=dtype)
-
-
-def trained(model, rng, config):
-    """`model` with `config` applied and every trainable parameter set to random values (B too)."""
-    apply_lora(model, config)
-    for _, p in model.named_parameters():
-        if p.requires_grad:
-            p.data[...] = rng.standard_normal(p.shape) * 0.3
-    return model
 
 
 def read(directory):
@@ -44,7 +35,7 @@ def logits(model, idx):
 
 # ---- what is written: the twin layout (minilora's module names) ----------------------------------------
 def test_keys_shapes_and_fields(tmp_path, rng):
-    model = trained(tiny_gpt(), rng, LoRAConfig(r=2, alpha=6, target_modules=("q_proj", "v_proj"),
+    model = randomly_trained(tiny_gpt(), rng, LoRAConfig(r=2, alpha=6, target_modules=("q_proj", "v_proj"),
                                                 rank_pattern={"h.1.attn.v_proj": 3}, dropout=0.1))
     assert save_peft_adapter(model, tmp_path) == tmp_path
     config, tensors, header = read(tmp_path)
@@ -65,7 +56,7 @@ def test_keys_shapes_and_fields(tmp_path, rng):
 
 
 def test_some_blocks_only_gives_full_names(tmp_path, rng):
-    model = trained(tiny_gpt(), rng, LoRAConfig(r=1, target_modules=("q_proj",), layers_to_transform=[1],
+    model = randomly_trained(tiny_gpt(), rng, LoRAConfig(r=1, target_modules=("q_proj",), layers_to_transform=[1],
                                                 init="kaiming"))
     save_peft_adapter(model, tmp_path)
     config, tensors, _ = read(tmp_path)
@@ -74,13 +65,13 @@ def test_some_blocks_only_gives_full_names(tmp_path, rng):
 
 
 def test_trained_biases_go_where_peft_loads_them(tmp_path, rng):
-    model = trained(tiny_gpt(), rng, LoRAConfig(r=2, target_modules=("q_proj",), bias="lora_only"))
+    model = randomly_trained(tiny_gpt(), rng, LoRAConfig(r=2, target_modules=("q_proj",), bias="lora_only"))
     save_peft_adapter(model, tmp_path / "lora_only")
     _, tensors, _ = read(tmp_path / "lora_only")
     assert {k for k in tensors if "bias" in k} == {f"{P}h.{i}.attn.q_proj.base_layer.bias" for i in range(L)}
     np.testing.assert_array_equal(tensors[f"{P}h.0.attn.q_proj.base_layer.bias"], model.h[0].attn.q_proj.bias.numpy())
 
-    model = trained(tiny_gpt(), rng, LoRAConfig(r=2, target_modules=("q_proj",), bias="all"))
+    model = randomly_trained(tiny_gpt(), rng, LoRAConfig(r=2, target_modules=("q_proj",), bias="all"))
     save_peft_adapter(model, tmp_path / "all")
     _, tensors, _ = read(tmp_path / "all")
     biases = {k for k in tensors if "bias" in k}
@@ -89,7 +80,7 @@ def test_trained_biases_go_where_peft_loads_them(tmp_path, rng):
 
 
 def test_modules_to_save_are_written_whole(tmp_path, rng):
-    model = trained(tiny_gpt(), rng, LoRAConfig(r=2, modules_to_save=("lm_head",)))
+    model = randomly_trained(tiny_gpt(), rng, LoRAConfig(r=2, modules_to_save=("lm_head",)))
     save_peft_adapter(model, tmp_path)
     config, tensors, _ = read(tmp_path)
     assert config["modules_to_save"] == ["lm_head"]
@@ -108,7 +99,7 @@ def delta(layer):
 
 
 def test_q_and_v_become_one_exact_c_attn_adapter(tmp_path, rng, gpt2):
-    model = trained(gpt2, rng, LoRAConfig(r=2, alpha=5, target_modules=("q_proj", "v_proj", "fc_in"),
+    model = randomly_trained(gpt2, rng, LoRAConfig(r=2, alpha=5, target_modules=("q_proj", "v_proj", "fc_in"),
                                           rank_pattern={"v_proj": 3}, bias="lora_only"))
     save_peft_adapter(model, tmp_path / "out")   # a model from GPT-2: GPT-2's names by default
     config, tensors, header = read(tmp_path / "out")
@@ -133,7 +124,7 @@ def test_q_and_v_become_one_exact_c_attn_adapter(tmp_path, rng, gpt2):
 
 
 def test_modules_to_save_of_a_third_of_c_attn_is_an_error(tmp_path, rng, gpt2):
-    model = trained(gpt2, rng, LoRAConfig(r=2, target_modules=("v_proj",), modules_to_save=("h.0.attn.q_proj",)))
+    model = randomly_trained(gpt2, rng, LoRAConfig(r=2, target_modules=("v_proj",), modules_to_save=("h.0.attn.q_proj",)))
     with pytest.raises(ValueError, match="a third of GPT-2's fused transformer.h.0.attn.c_attn"):
         save_peft_adapter(model, tmp_path)
     save_peft_adapter(model, tmp_path, layout="minilora")
@@ -149,7 +140,7 @@ def test_modules_to_save_of_a_third_of_c_attn_is_an_error(tmp_path, rng, gpt2):
 ], ids=["qkv", "patterns_lora_only", "rslora_all_saved"])
 def test_save_then_load_gives_the_same_model(tmp_path, rng, gpt2, layout, config):
     base = copy.deepcopy(gpt2)
-    model = trained(gpt2, rng, config)
+    model = randomly_trained(gpt2, rng, config)
     save_peft_adapter(model, tmp_path / "out", layout=layout)
     loaded = load_peft_adapter(base, tmp_path / "out", layout=layout)
     idx = rng.integers(0, SMALL["vocab_size"], (2, SMALL["n_positions"]))
@@ -291,7 +282,7 @@ def test_dora_and_embedding_tensors_are_named(tmp_path, rng):
 
 
 def test_loading_twice_and_unknown_layouts(tmp_path, rng):
-    model = trained(tiny_gpt(), rng, LoRAConfig(r=2))
+    model = randomly_trained(tiny_gpt(), rng, LoRAConfig(r=2))
     save_peft_adapter(model, tmp_path)
     with pytest.raises(ValueError, match="already has an adapter named 'default'"):
         load_peft_adapter(model, tmp_path)
@@ -304,6 +295,6 @@ def test_loading_twice_and_unknown_layouts(tmp_path, rng):
 
 def test_a_leaf_name_shared_by_two_gpt2_layers_gives_full_names(tmp_path, rng, gpt2):
     """fc_out is GPT-2's mlp.c_proj, and "c_proj" alone would also select attn.c_proj in PEFT."""
-    save_peft_adapter(trained(gpt2, rng, LoRAConfig(r=2, target_modules=("fc_out",))), tmp_path)
+    save_peft_adapter(randomly_trained(gpt2, rng, LoRAConfig(r=2, target_modules=("fc_out",))), tmp_path)
     config, _, _ = read(tmp_path)
     assert config["target_modules"] == [f"transformer.h.{i}.mlp.c_proj" for i in range(L)]

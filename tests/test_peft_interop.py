@@ -15,7 +15,8 @@ import importlib.util
 import numpy as np
 import pytest
 
-from minilora.lora import LoRAConfig, apply_lora, load_peft_adapter, save_peft_adapter
+from gpt2_files import randomly_trained
+from minilora.lora import LoRAConfig, load_peft_adapter, save_peft_adapter
 from minilora.nn import GPT, GPTConfig
 
 MISSING = [m for m in ("torch", "peft", "transformers") if importlib.util.find_spec(m) is None]
@@ -43,14 +44,6 @@ def compare(what, ours, theirs, tol=2e-5):
     print(f"{what}: max |logits difference| = {diff:.2e} (logits up to {np.abs(theirs).max():.2f})")
     assert diff <= tol * max(1.0, float(np.abs(theirs).max())), what
     return diff
-
-
-def randomized(model, rng, config):
-    apply_lora(model, config)
-    for _, p in model.named_parameters():
-        if p.requires_grad:
-            p.data[...] = rng.standard_normal(p.shape) * 0.2
-    return model
 
 
 def random_tokens(rng, B=3, T=10):
@@ -88,7 +81,7 @@ def test_the_twin_computes_what_minilora_computes(rng):
 # ---- (b) -----------------------------------------------------------------------------------------------
 def test_b_peft_loads_our_adapter_on_a_twin(tmp_path, rng):
     base = GPT(CONFIG)
-    model = randomized(copy.deepcopy(base), rng, LoRAConfig(r=3, alpha=6, target_modules=("q_proj", "v_proj", "fc_in"),
+    model = randomly_trained(copy.deepcopy(base), rng, LoRAConfig(r=3, alpha=6, target_modules=("q_proj", "v_proj", "fc_in"),
                                                             rank_pattern={"h.1.attn.v_proj": 2}, bias="lora_only",
                                                             modules_to_save=("lm_head",)))
     save_peft_adapter(model, tmp_path / "adapter")
@@ -99,7 +92,7 @@ def test_b_peft_loads_our_adapter_on_a_twin(tmp_path, rng):
 
 def test_b_peft_loads_our_adapter_on_gpt2_via_c_attn(hf_gpt2, tmp_path, rng):
     hf, folder = hf_gpt2
-    model = randomized(GPT.from_pretrained(folder), rng,
+    model = randomly_trained(GPT.from_pretrained(folder), rng,
                        LoRAConfig(r=2, alpha=4, target_modules=("q_proj", "v_proj", "fc_in"),
                                   rank_pattern={"v_proj": 3}, bias="lora_only"))
     save_peft_adapter(model, tmp_path / "adapter")

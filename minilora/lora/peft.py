@@ -231,10 +231,7 @@ def load_peft_adapter(model, directory, adapter_name="default", layout=None):
     Raises ValueError naming every tensor that is missing, unexpected or of the wrong shape, and
     every config field minilora cannot express; the model is unchanged when it raises.
     """
-    check_adapter_name(adapter_name)
-    if adapter_name in lora_configs(model):
-        raise ValueError(f"load_peft_adapter: the model already has an adapter named {adapter_name!r}; "
-                         "pick another adapter_name or delete_adapter it first")
+    check_adapter_name(adapter_name)  # a name already in use is refused by inject_adapter, before any change
     merged = [name for name, layer in lora_layers(model) if layer.merged]
     if merged:
         raise RuntimeError(f"load_peft_adapter: {merged[0]} has an adapter merged into its weight; unmerge first")
