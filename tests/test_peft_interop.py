@@ -90,11 +90,14 @@ def test_b_peft_loads_our_adapter_on_a_twin(tmp_path, rng):
     compare("(b) save_peft_adapter -> PeftModel on the twin", model(idx)[0].numpy(), torch_logits(peft_model, idx))
 
 
-def test_b_peft_loads_our_adapter_on_gpt2_via_c_attn(hf_gpt2, tmp_path, rng):
+@pytest.mark.parametrize("config", [
+    LoRAConfig(r=2, alpha=4, target_modules=("q_proj", "v_proj", "fc_in"), rank_pattern={"v_proj": 3},
+               bias="lora_only"),
+    LoRAConfig(r=2, target_modules=("k_proj",), bias="all", modules_to_save=("ln_f", "h.0.mlp.fc_in")),
+], ids=["q_v_fc_in_lora_only", "k_all_biases_saved_conv1d"])
+def test_b_peft_loads_our_adapter_on_gpt2_via_c_attn(hf_gpt2, tmp_path, rng, config):
     hf, folder = hf_gpt2
-    model = randomly_trained(GPT.from_pretrained(folder), rng,
-                       LoRAConfig(r=2, alpha=4, target_modules=("q_proj", "v_proj", "fc_in"),
-                                  rank_pattern={"v_proj": 3}, bias="lora_only"))
+    model = randomly_trained(GPT.from_pretrained(folder), rng, config)
     save_peft_adapter(model, tmp_path / "adapter")
     peft_model = PeftModel.from_pretrained(hf, str(tmp_path / "adapter")).eval()
     idx = random_tokens(rng)
