@@ -298,3 +298,20 @@ def test_a_leaf_name_shared_by_two_gpt2_layers_gives_full_names(tmp_path, rng, g
     save_peft_adapter(randomly_trained(gpt2, rng, LoRAConfig(r=2, target_modules=("fc_out",))), tmp_path)
     config, _, _ = read(tmp_path)
     assert config["target_modules"] == [f"transformer.h.{i}.mlp.c_proj" for i in range(L)]
+
+
+def test_modules_to_save_that_do_not_fit(tmp_path, rng, gpt2):
+    tensors = lora_tensors(rng, [f"transformer.h.{i}.mlp.c_fc" for i in range(L)], 2, out_f=4 * C)
+    tensors[f"{P}transformer.h.0.attn.c_attn.weight"] = np.zeros((C, 3 * C))
+    tensors[f"{P}transformer.h.0.attn.c_attn.bias"] = np.zeros(3 * C)
+    tensors[f"{P}transformer.ln_f.weight"] = np.zeros(C + 1)
+    tensors[f"{P}transformer.ln_f.bias"] = np.zeros(C)
+    tensors[f"{P}transformer.h.0.nowhere.weight"] = np.zeros(C)
+    d = peft_files(tmp_path, tensors, target_modules=["c_fc"],
+                   modules_to_save=["transformer.h.0.attn.c_attn", "ln_f", "nowhere"])
+    with pytest.raises(ValueError) as info:
+        load_peft_adapter(copy.deepcopy(gpt2), d)
+    message = str(info.value)
+    assert "transformer.h.0.attn.c_attn: a fused layer saved whole cannot be split back into h.0.attn.q_proj" in message
+    assert f"transformer.ln_f.weight: the file has ({C + 1},), the model has ({C},)" in message
+    assert "transformer.h.0.nowhere: the model has no such module" in message

@@ -41,6 +41,7 @@ checksum and the base-model shapes that PEFT's format has no place for).
 import json
 import math
 import os
+import re
 
 import numpy as np
 
@@ -279,8 +280,9 @@ def _sort_tensors(tensors, file_config, source):
             continue
         rest = key[len(PREFIX):]
         module, _, param = rest.rpartition(".")
-        if rest.endswith((".lora_A.weight", ".lora_B.weight")):
-            lora.setdefault(rest[:-len(".lora_A.weight")], {})[rest[-len("A.weight")]] = array
+        lora_weight = re.fullmatch(r"(.+)\.lora_([AB])\.weight", rest)
+        if lora_weight:
+            lora.setdefault(lora_weight.group(1), {})[lora_weight.group(2)] = array  # {"A": ..., "B": ...}
         elif "lora_" in rest:
             what = next((w for tag, w in UNSUPPORTED.items() if tag in rest),
                         "not a name PEFT's LoRA writes (<module>.lora_A.weight, <module>.lora_B.weight)")
@@ -383,13 +385,15 @@ def _saved_arrays(model, layout, saved, source):
     arrays, problems = {}, []
     for torch_name, params in saved.items():
         try:
-            (name,) = _minilora_names(torch_name, layout, model)
-        except ValueError as exc:
-            problems.append(f"{torch_name}: {exc}" if "not a module" in str(exc) else
-                            f"{torch_name}: modules_to_save of a fused layer cannot be split back")
+            names = _minilora_names(torch_name, layout, model)
+            own = dict(_plain_module(model, names[0]).named_parameters())
+        except (ValueError, KeyError):
+            problems.append(f"{torch_name}: the model has no such module")
             continue
-        conv1d = _where(name, layout)[2]
-        own = dict(_plain_module(model, name).named_parameters())
+        if len(names) != 1:
+            problems.append(f"{torch_name}: a fused layer saved whole cannot be split back into {', '.join(names)}")
+            continue
+        name, conv1d = names[0], _where(names[0], layout)[2]
         arrays[name] = {p: (a.T if conv1d and p == "weight" else a) for p, a in params.items()}
         for p in set(own) | set(params):
             if p not in params or p not in own or tuple(arrays[name][p].shape) != own[p].shape:
