@@ -86,17 +86,20 @@ def test_where_the_pattern_differs_from_gpt2s():
     assert pre_tokenize("x²") == ["x²"]   # GPT-2's \p{N} would give ["x", "²"]
 
 
-def test_the_two_classes_against_unicode_categories_on_every_code_point():
-    """[^\\W\\d_] is \\p{L} plus the Nl and No numbers; \\d is exactly Nd (\\p{N} minus Nl, No)."""
-    letters, numbers = re.compile(LETTERS), re.compile(NUMBERS)
-    differences = set()
-    for cp in range(sys.maxunicode + 1):
-        c = chr(cp)
-        category = unicodedata.category(c)
-        as_letter, as_number = bool(letters.match(c)), bool(numbers.match(c))
-        if as_letter != (category[0] == "L") or as_number != (category[0] == "N"):
-            differences.add((category, as_letter, as_number))
-    assert differences == {("Nl", True, False), ("No", True, False)}
+# Unicode's White_Space property (PropList.txt), which GPT-2's \s matches.
+WHITE_SPACE = {*range(0x09, 0x0E), 0x20, 0x85, 0xA0, 0x1680, *range(0x2000, 0x200B), 0x2028, 0x2029, 0x202F,
+               0x205F, 0x3000}
+
+
+def test_the_classes_against_unicode_on_every_code_point():
+    """[^\\W\\d_] is \\p{L} plus the Nl and No numbers; \\d is exactly Nd (\\p{N} minus Nl, No);
+    Python's \\s is White_Space plus U+001C..U+001F. Nothing else differs."""
+    every = "".join(map(chr, range(sys.maxunicode + 1)))
+    categories = list(zip(every, map(unicodedata.category, every)))
+    letters, numbers = set(re.findall(LETTERS, every)), set(re.findall(NUMBERS, every))
+    assert letters == {c for c, cat in categories if cat[0] == "L" or cat in ("Nl", "No")}
+    assert numbers == {c for c, cat in categories if cat == "Nd"}
+    assert {ord(c) for c in re.findall(r"\s", every)} == WHITE_SPACE | {0x1C, 0x1D, 0x1E, 0x1F}
 
 
 @given(st.text(max_size=40))

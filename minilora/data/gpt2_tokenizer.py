@@ -18,13 +18,13 @@ decode runs it backwards: ids -> symbol strings -> bytes -> UTF-8 text.
 
 The pattern without the `regex` package. GPT-2's pattern uses the Unicode classes \\p{L} (letters)
 and \\p{N} (numbers), which Python's `re` does not have. Here \\p{L} is written [^\\W\\d_] (word
-characters that are neither digits nor the underscore) and \\p{N} is \\d. These are the same sets
-except for one family: numbers that are not decimal digits (Unicode categories Nl and No, such as
-"²", "½", "Ⅻ"), which \\p{N} counts as numbers and this pattern counts as letters. Text made of
-letters, decimal digits, punctuation, symbols and whitespace (which is nearly all text) is split
-exactly as GPT-2 splits it; tests/test_gpt2_tokenizer.py checks the two classes against
-unicodedata's categories over every code point, and (where transformers is installed) the ids
-against transformers' GPT-2 tokenizer.
+characters that are neither digits nor the underscore) and \\p{N} is \\d. Two things differ, both
+rare: numbers that are not decimal digits (Unicode categories Nl and No, such as "²", "½", "Ⅻ")
+count as letters here, where GPT-2 counts them as numbers; and Python's \\s also matches the four
+separator controls U+001C..U+001F, which are not Unicode White_Space (GPT-2's \\s). Text made of
+letters, decimal digits, punctuation, symbols and whitespace is split exactly as GPT-2 splits it.
+tests/test_gpt2_tokenizer.py checks the three classes over every code point, and (where
+transformers is installed) the ids against transformers' GPT-2 tokenizer.
 """
 
 import json
