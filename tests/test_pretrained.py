@@ -1,7 +1,6 @@
 """GPT.from_pretrained: a GPT-2 checkpoint in Hugging Face's layout gives minilora's GPT the logits
 that GPT-2's own forward (tests/gpt2_files.py, written in NumPy from the HF tensors) computes."""
 
-import json
 import os
 
 import numpy as np
