@@ -18,8 +18,10 @@
 # minilora never needs torch, peft or transformers; with them installed
 # (`pip install torch peft transformers`) sections 4 and 5 run in PEFT itself.
 #
-# Time: under a minute on a laptop CPU; a few seconds with `--fast` (a tiny model and a few
-# training steps: every cell runs, the accuracies mean nothing).
+# Time: a few minutes on a laptop CPU the first time, as tutorial 05 (the base model is pretrained
+# once and kept in `minilora_runs/demo`, where `minilora demo` also leaves it), then about a minute;
+# a few seconds with `--fast` (a tiny model and a few training steps: every cell runs, the
+# accuracies mean nothing).
 #
 # Run it as a script, `python tutorials/08_from_minilora_to_peft.py` (add `--fast` for the quick
 # version), or open it as a notebook (VS Code and Jupyter with jupytext read the `# %%` cells; for
