@@ -246,9 +246,8 @@ if not FAST and os.path.isfile(os.path.join(gpt2_folder, "model.safetensors")):
 
     gpt2 = GPT.from_pretrained(gpt2_folder)
     tok = GPT2Tokenizer.from_files(os.path.join(gpt2_folder, "vocab.json"), os.path.join(gpt2_folder, "merges.txt"))
-    random.manual_seed(0)
     prompt = tok.encode("LoRA adapts a frozen model by")
-    print(tok.decode(gpt2.generate([prompt], 12, temperature=0).numpy()[0].tolist()))
+    print(tok.decode(gpt2.generate([prompt], 12, temperature=0).numpy()[0].tolist()))  # greedy: no sampling
 else:
     print(f"(GPT-2 itself is not in {gpt2_folder}; `minilora fetch-gpt2` puts it there, and the full run of this "
           "tutorial then lets it complete a sentence)")
