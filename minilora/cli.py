@@ -32,6 +32,7 @@ COMMANDS = {
     "finetune": ("minilora.lora.finetune", "LoRA against full fine-tuning on a task the base model cannot do"),
     "bench": ("minilora.bench", "time the fused LoRA kernels on every backend against the matmul baselines"),
     "lab": ("minilora.labs.command", "gradient labs: list them, or check your backward against numerical gradients"),
+    "fetch-gpt2": ("minilora.hub", "download GPT-2 (config, model.safetensors, tokenizer files) for GPT.from_pretrained"),
 }
 
 

@@ -8,6 +8,7 @@
     adapters.py        add / set / disable / delete adapters; combine them (exact or SVD-truncated)
     merge.py           merge_adapters, unmerge_adapters, merge_and_unload
     files.py           save_adapter / load_adapter (only the adapter, checked against the base model)
+    peft.py            save_peft_adapter / load_peft_adapter: PEFT's adapter files (peft_config.py: its rules)
     count.py           parameter counts from a GPTConfig alone; optimizer memory; the paper's tables
     summary.py         trainable_summary: d·k versus r·(d+k), layer by layer
     finetune.py        the experiment: pretrain, fail, LoRA fine-tune, compare with full fine-tuning
@@ -23,10 +24,11 @@ from minilora.lora.inject import apply_lora
 from minilora.lora.layer import LoRAAdapter, LoRALinear
 from minilora.lora.merge import merge_adapters, merge_and_unload, unmerge_adapters
 from minilora.lora.modules_to_save import ModulesToSave
+from minilora.lora.peft import load_peft_adapter, save_peft_adapter
 from minilora.lora.summary import trainable_summary
 
 __all__ = ["LoRAAdapter", "LoRAConfig", "LoRALinear", "ModulesToSave", "adamw_state_bytes", "add_adapter",
            "adapter_and_checkpoint_sizes", "apply_lora", "combine_adapters", "count_lora_from_shapes", "count_lora_parameters",
            "count_model_parameters", "count_trainable_parameters", "delete_adapter", "disable_adapters",
-           "finetune_memory", "load_adapter", "merge_adapters", "merge_and_unload", "paper_table",
-           "save_adapter", "set_adapter", "trainable_summary", "unmerge_adapters"]
+           "finetune_memory", "load_adapter", "load_peft_adapter", "merge_adapters", "merge_and_unload", "paper_table",
+           "save_adapter", "save_peft_adapter", "set_adapter", "trainable_summary", "unmerge_adapters"]

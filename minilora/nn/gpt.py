@@ -142,6 +142,16 @@ class GPT(Module):
         # Not tied to wte: the output head is a separate matrix (and a separate LoRA target).
         self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
 
+    @classmethod
+    def from_pretrained(cls, path, dtype="float32"):
+        """A GPT with the weights of a Hugging Face GPT-2 checkpoint: `path` a folder holding
+        config.json and model.safetensors, or that .safetensors file with config.json beside it.
+        c_attn is split into q, k, v, GPT-2's Conv1D weights are transposed, and lm_head is a copy of
+        wte; see minilora/nn/pretrained.py for the whole name table."""
+        from minilora.nn.pretrained import load_gpt2
+
+        return load_gpt2(path, dtype)
+
     @property
     def device(self):
         return self.wte.weight.device
