@@ -36,6 +36,7 @@ import math
 import os
 
 import numpy as np
+from matplotlib.figure import Figure
 from safetensors import safe_open
 
 from minilora import random
@@ -45,7 +46,7 @@ from minilora.kernels import use_backend
 from minilora.lora import LoRAConfig, apply_lora, load_peft_adapter, save_peft_adapter, trainable_summary
 from minilora.lora.finetune import QUICK, TRAINING_BACKEND, ExperimentConfig
 from minilora.lora.layer import new_adapter
-from minilora.notebook import FAST
+from minilora.notebook import FAST, show
 from minilora.train import evaluating, train
 
 MISSING = [m for m in ("torch", "peft") if importlib.util.find_spec(m) is None]
@@ -239,6 +240,19 @@ np.testing.assert_allclose(update[:C], attn.q_proj.delta_weight(), rtol=1e-6, at
 np.testing.assert_allclose(update[2 * C:], attn.v_proj.delta_weight(), rtol=1e-6, atol=1e-9)
 assert not update[C:2 * C].any()
 print("c_attn's update = [q's update; 0; v's update]: checked")
+
+# The update PEFT will add to GPT-2's c_attn, drawn: q's and v's updates, and k's rows all zero.
+fig = Figure(figsize=(9, 3.2))
+ax = fig.add_subplot()
+limit = np.abs(update).max() or 1.0
+image = ax.imshow(update.T, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
+for edge in (C - 0.5, 2 * C - 0.5):
+    ax.axvline(edge, color="black", linewidth=1)
+ax.set_xticks([C / 2, 3 * C / 2, 5 * C / 2], ["q's rows", "k's rows (zero)", "v's rows"])
+ax.set_ylabel("input feature")
+ax.set_title("c_attn's update s·B·A in block h.0 (transposed: one column per output row)")
+fig.colorbar(image, ax=ax)
+show(fig, "08_c_attn_update")
 
 gpt2_folder = os.path.join("minilora_runs", "gpt2")
 if not FAST and os.path.isfile(os.path.join(gpt2_folder, "model.safetensors")):
