@@ -30,7 +30,7 @@ from matplotlib.figure import Figure
 import minilora
 from minilora.demo import load_or_pretrain_base
 from minilora.finetune_variants import Variant, compare, format_table, summarize
-from minilora.lora import LoRAConfig, LoRALinear, apply_lora, lora_plus_param_groups
+from minilora.lora import LoRALinear, apply_lora, lora_plus_param_groups
 from minilora.lora.finetune import QUICK, ExperimentConfig
 from minilora.nn import Linear
 from minilora.notebook import FAST, show
