@@ -142,3 +142,17 @@ def test_pissa_refuses_a_layer_that_already_has_an_adapter():
     np.testing.assert_array_equal(model.h[0].attn.q_proj.base.weight.numpy(), before)
     with pytest.raises(ValueError, match="pissa"):
         LoRALinear(Linear(4, 4), r=2, init="pissa")
+
+
+# ---- the config fields ----------------------------------------------------------------------------
+@pytest.mark.parametrize("field", ["use_dora", "use_lora_fa", "base_quant_double"])
+def test_the_variant_switches_must_be_booleans(field):
+    with pytest.raises(TypeError, match=field):
+        LoRAConfig(**{field: 1})
+
+
+def test_the_variant_fields_survive_json():
+    config = LoRAConfig(r=4, use_dora=True, use_lora_fa=True, init="pissa", base_quant="nf4",
+                        base_quant_block_size=32, base_quant_double=False, base_quant_scope="all-linear")
+    assert LoRAConfig.from_dict(config.to_dict()) == config
+    assert LoRAConfig.from_dict({"r": 4}).use_dora is False    # files written before these fields

@@ -7,6 +7,11 @@ the bias stays a float Parameter (it is small, and LoRAConfig.bias may train it)
 
 Forward: y = x·Ŵᵀ + b with Ŵ = W dequantized for this call, in x's dtype. Nothing trains W (NF4
 indices have no gradient): this layer is always frozen, which is all QLoRA needs of its base.
+
+What it leaves out, for now: the NF4 arrays are NumPy (the layer works on the CPU), and they are
+not Parameters, so state_dict() and checkpoints hold the bias only. A QLoRA model is rebuilt by
+quantizing the float base again (load_adapter does it from the adapter's config): quantizing is
+deterministic, so the same float W gives the same NF4 W.
 """
 
 from minilora import functional as F

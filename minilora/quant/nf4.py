@@ -45,7 +45,9 @@ class NF4Tensor:
 
     A compiled kernel that dequantizes tiles as it loads them needs exactly `packed`,
     `block_absmax()` (float32 per block: with double quantization that is a cheap pass over
-    size / block_size numbers, done once before the kernel runs) and `block_size`.
+    size / block_size numbers, done once before the kernel runs) and `block_size`: element (n, k)
+    of a W (N, K) is number i = n·K + k, its index is the high nibble of packed[i // 2] when i is
+    even and the low one when odd, and its scale is block_absmax()[i // block_size].
     """
 
     def __init__(self, packed, absmax, shape, dtype, block_size):
