@@ -11,11 +11,11 @@ asks for (PiSSA, an NF4 base, DoRA) are applied to each new adapter by variants.
 The Trainer then optimises exactly what requires grad.
 """
 
+from minilora.lora import variants
 from minilora.lora.adapter_dict import check_adapter_name
 from minilora.lora.config import LoRAConfig
 from minilora.lora.layer import LoRALinear, new_adapter
 from minilora.lora.modules_to_save import ModulesToSave
-from minilora.lora import variants
 from minilora.lora.targets import OUTPUT_HEADS, select_modules_to_save, select_targets
 from minilora.nn import Linear, Module
 
