@@ -90,8 +90,9 @@ def test_dropout_follows_peft_on_the_dora_path(rng):
     minilora.manual_seed(11)
     dropped = F.dropout(minilora.tensor(x), 0.4, True).numpy()   # the same mask, drawn the same way
     W, b = layer.base.weight.numpy(), layer.base.bias.numpy()
-    scale = layer.lora_magnitude.numpy() / np.linalg.norm(W + layer.scaling * layer.lora_B.numpy() @ layer.lora_A.numpy(), axis=1)
-    lora = layer.scaling * (dropped @ layer.lora_A.numpy().T) @ layer.lora_B.numpy().T
+    A, B = layer.lora_A.numpy(), layer.lora_B.numpy()
+    scale = layer.lora_magnitude.numpy() / np.linalg.norm(W + layer.scaling * B @ A, axis=1)
+    lora = layer.scaling * (dropped @ A.T) @ B.T
     expected = x @ W.T + b + (scale - 1) * (dropped @ W.T) + scale * lora
     np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
     layer.eval()
