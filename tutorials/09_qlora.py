@@ -15,8 +15,9 @@
 # - fine-tune the demo's model on its new task with a 4-bit base and with the float32 base.
 #
 # **Time:** 15 minutes to read. The full run fine-tunes six times, 2000 steps each (a minute or two
-# a run on an idle 2-core CPU, ten on a busy one: see "If training is slow" in the README); `--fast` (or `MINILORA_FAST=1`) runs every cell in seconds with tiny settings, and
-# then the fine-tuning accuracies (section 4) mean nothing: the model is barely trained.
+# a run on an idle 2-core CPU, ten on a busy one: see "If training is slow" in the README);
+# `--fast` (or `MINILORA_FAST=1`) runs every cell in seconds with tiny settings, and then the
+# fine-tuning accuracies (section 4) mean nothing: the model is barely trained.
 # Sections 1 and 2 compute the same numbers in both modes; section 3 uses a smaller Gaussian
 # matrix and fast mode's tiny model, so its figures are close to, but not, the full run's.
 #
