@@ -96,7 +96,7 @@ def test_two_indices_per_byte_high_nibble_first(rng):
     indices = rng.integers(0, 16, size=11).astype(np.uint8)
     packed = pack_nibbles(indices)
     assert packed.dtype == np.uint8 and packed.shape == (6,)
-    assert packed[0] == indices[0] * 16 + indices[1] and packed[5] == indices[10] * 16
+    assert packed[0] == indices[0] * 16 + indices[1] and packed[5] == indices[10] * 16 + 7  # 7: 0.0
     np.testing.assert_array_equal(unpack_nibbles(packed, 11), indices)
     q = nf4_quantize(rng.standard_normal((3, 5)), 4)
     assert q.packed.shape == (8,)

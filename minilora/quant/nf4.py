@@ -15,7 +15,8 @@ bitsandbytes ships (its `create_normal_map(offset=0.9677083)`); tests/test_quant
 from the normal distribution's inverse CDF.
 
 Packing follows bitsandbytes too: element 2j goes into the high nibble of byte j, element 2j + 1
-into the low nibble (an odd count leaves the last low nibble at 0).
+into the low nibble (an odd count fills the last low nibble with 7, the index of 0.0, which is
+what bitsandbytes' zero padding quantizes to).
 """
 
 import numpy as np
@@ -28,6 +29,7 @@ NF4_CODE = np.array([
     0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
     0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0], dtype=np.float32)
 NF4_CODE.setflags(write=False)
+ZERO_INDEX = 7  # NF4_CODE[7] == 0.0
 
 # A number goes to the nearest level: the thresholds are the midpoints between neighbours
 # (bitsandbytes' decision tree compares against the same midpoints, a tie going to the lower level).
@@ -125,7 +127,7 @@ def nf4_quantize(array, block_size=64, double_quant=False):
     flat = array.reshape(-1).astype(np.float32)
     blocks = _pad_to(flat, block_size).reshape(-1, block_size)               # (n_blocks, block_size)
     absmax = np.abs(blocks).max(axis=1)                                      # (n_blocks,) float32
-    # An all-zero block has absmax 0; dividing by 1 instead maps it to level 7 (exactly 0).
+    # An all-zero block has absmax 0; dividing by 1 instead maps it to ZERO_INDEX (exactly 0).
     normalized = blocks / np.where(absmax > 0, absmax, 1)[:, None]
     indices = np.searchsorted(_MIDPOINTS, normalized.reshape(-1)[: flat.size]).astype(np.uint8)
     scales = QuantizedAbsmax.quantize(absmax) if double_quant else absmax
@@ -133,8 +135,9 @@ def nf4_quantize(array, block_size=64, double_quant=False):
 
 
 def pack_nibbles(indices):
-    """uint8 (n,) values in [0, 16) -> uint8 (ceil(n / 2),): element 2j high nibble, 2j + 1 low."""
-    padded = _pad_to(indices, 2)
+    """uint8 (n,) values in [0, 16) -> uint8 (ceil(n / 2),): element 2j high nibble, 2j + 1 low;
+    an odd n is padded with ZERO_INDEX."""
+    padded = np.append(indices, np.uint8(ZERO_INDEX)) if indices.size % 2 else indices
     return (padded[0::2] << 4) | padded[1::2]
 
 
