@@ -60,7 +60,7 @@ def cells(source):
 # ---- which tutorials there are -------------------------------------------------------------------
 def test_the_tutorials_are_found_and_numbered_once():
     numbers = [path.name[:2] for path in TUTORIALS]
-    assert {"01", "02", "03", "07"} <= set(numbers), [path.name for path in TUTORIALS]
+    assert {"01", "02", "03", "07", "09", "10"} <= set(numbers), [path.name for path in TUTORIALS]
     assert len(numbers) == len(set(numbers)), f"two tutorials share a number: {numbers}"
 
 

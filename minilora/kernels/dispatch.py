@@ -14,6 +14,9 @@ The backend is, in order of precedence: the `backend=` argument; the innermost
 for the arrays' device: "cpp" for NumPy arrays when minilora._C is built (else "numpy"), "cuda"
 for CuPy arrays when the CUDA kernels can run here (else "cupy": minilora._C built without CUDA,
 or with it but no usable driver or GPU; `minilora info` says which).
+
+W may also be an NF4Tensor (minilora.quant, QLoRA's 4-bit base): see `_dequantized` for where
+that runs and why.
 """
 
 import contextlib
@@ -21,6 +24,7 @@ import os
 
 from minilora.backend import cuda_status, extension_status, xp_for
 from minilora.kernels import checks, cpp, cuda, cupy_baseline, reference
+from minilora.quant.nf4 import NF4Tensor
 
 BACKENDS = ("numpy", "cpp", "cuda", "cupy")
 DEVICE_OF_BACKEND = {"numpy": "cpu", "cpp": "cpu", "cuda": "cuda", "cupy": "cuda"}
@@ -123,6 +127,8 @@ def lora_forward(x, W, A, B, scaling, bias=None, backend=None, variant=None):
     Returns ``(y, u)``: y (..., N) and u = x·Aᵀ (..., r), which `lora_backward` needs.
     Arrays that are not C-contiguous (a transposed view, a slice) are copied once; others are not.
     """
+    if isinstance(W, NF4Tensor):
+        W, backend = _dequantized(W, x, backend)
     named = {"x": x, "W": W, "A": A, "B": B} | ({} if bias is None else {"bias": bias})
     _, device = checks.check_arrays(named)
     M, K, N, r = checks.lora_sizes(x, W, A, B, bias)
@@ -150,6 +156,8 @@ def lora_backward(dy, x, W, A, B, u, scaling, backend=None, variant=None):
     backend and variant as `lora_forward`.
     Returns ``(dx, dA, dB)``: dx (..., K), dA (r, K), dB (N, r).
     """
+    if isinstance(W, NF4Tensor):
+        W, backend = _dequantized(W, dy, backend)
     named = {"dy": dy, "x": x, "W": W, "A": A, "B": B, "u": u}
     _, device = checks.check_arrays(named)
     M, K, N, r = checks.lora_sizes(x, W, A, B)
@@ -166,6 +174,21 @@ def lora_backward(dy, x, W, A, B, u, scaling, backend=None, variant=None):
     else:
         dx, dA, dB = _BACKWARD[name](dy2, x2, W, A, B, u2, scaling)
     return dx.reshape(x.shape), dA, dB
+
+
+def _dequantized(W, like, backend):
+    """``(float W, "numpy")`` for an NF4 weight: the reference runs it, on W dequantized (in the
+    dtype of `like`) for this one call, so the float W never outlives the call.
+
+    The C++ op and the CUDA kernels have no NF4 rung yet (one would dequantize tiles as it loads
+    them, from W.packed, W.block_absmax() and W.block_size, never holding a full float W), and NF4
+    tensors live on the CPU, so naming "cpp", "cuda" or "cupy" in backend= is an error; a choice made
+    for the whole model by use_backend() or MINILORA_BACKEND gives way to the reference instead.
+    """
+    if backend not in (None, "numpy"):
+        raise ValueError(f"backend {backend!r} cannot take an NF4 weight (minilora.quant.NF4Tensor): only "
+                         "the NumPy reference can, by dequantizing it; pass backend='numpy' or None")
+    return W.dequantize(like.dtype), "numpy"
 
 
 def _contiguous(device, *arrays):

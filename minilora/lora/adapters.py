@@ -116,6 +116,9 @@ def combine_adapters(model, weights, new_name, method="cat", rank=None):
         _require(model, name)
         if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
             raise ValueError(f"weights[{name!r}] must be a finite number, got {w!r}")
+        if configs[name].use_dora:
+            raise ValueError(f"adapter {name!r} is a DoRA adapter; its magnitude rescales W + s·B·A, so it "
+                             "has no low-rank sum with others: only plain LoRA adapters can be combined")
         if configs[name].modules_to_save:
             raise ValueError(f"adapter {name!r} has modules_to_save {configs[name].modules_to_save}; "
                              "only pure LoRA adapters can be combined")

@@ -8,13 +8,19 @@ apply_lora and the parameter counter share.
 The update of a targeted layer is  ΔW = scaling · B·A  with A (r, in) and B (out, r):
     scaling = alpha / r          (the paper)
     scaling = alpha / sqrt(r)    (rsLoRA: keeps the update's size steady as r grows)
+
+Variants of the same update: DoRA (use_dora, minilora/lora/dora.py), LoRA-FA (use_lora_fa: A stays
+as initialised), PiSSA (init="pissa", minilora/lora/pissa.py), and QLoRA's 4-bit base
+(base_quant="nf4", minilora/quant). LoRA+ is an optimizer setting (minilora/lora/lora_plus.py).
 """
 
 import math
 import re
 from dataclasses import asdict, dataclass, field, fields
 
-INITS = ("gaussian", "kaiming")
+INITS = ("gaussian", "kaiming", "pissa")
+BASE_QUANTS = (None, "nf4")
+BASE_QUANT_SCOPES = ("adapted", "all-linear")
 BIASES = ("none", "all", "lora_only")
 ALL_LINEAR = "all-linear"
 
@@ -39,11 +45,20 @@ class LoRAConfig:
                     input feature (the paper says "random Gaussian" without a variance);
         "kaiming":  A ~ U(-1/sqrt(in), 1/sqrt(in)), which is kaiming_uniform with a = sqrt(5), the
                     default of common LoRA libraries (same shape, a variance three times smaller).
+        "pissa":    A and B from the top-r singular vectors of W, which keeps the rest (the
+                    residual) so the layer's function is unchanged at the start (pissa.py); B ≠ 0.
     bias: which biases train: "none", "all" (every bias in the model) or "lora_only" (the biases of
         the adapted layers).
     layers_to_transform: block indices (the number in "h.3.attn.q_proj") to adapt; None means all.
     rank_pattern / alpha_pattern: {name or suffix: r} / {name or suffix: alpha} for layers that
         differ from r / alpha.
+    use_dora: DoRA, a trainable magnitude `lora_magnitude` (out,) per adapted layer (dora.py).
+    use_lora_fa: LoRA-FA, A frozen after its initialisation; only B (and m with DoRA) trains.
+    base_quant: None, or "nf4" to store the frozen base weights in 4-bit NormalFloat (QLoRA).
+    base_quant_block_size / base_quant_double: NF4's numbers per absmax (64 in QLoRA) and double
+        quantization of the absmaxes (on in QLoRA: about 4.127 instead of 4.5 bits a weight).
+    base_quant_scope: "adapted" quantizes the base of every adapted layer; "all-linear" also every
+        other Linear but the output head (those carry no adapter and simply stay frozen in 4 bits).
     """
 
     r: int = 8
@@ -58,6 +73,12 @@ class LoRAConfig:
     layers_to_transform: object = None
     rank_pattern: dict = field(default_factory=dict)
     alpha_pattern: dict = field(default_factory=dict)
+    use_dora: bool = False
+    use_lora_fa: bool = False
+    base_quant: object = None
+    base_quant_block_size: int = 64
+    base_quant_double: bool = True
+    base_quant_scope: str = "adapted"
 
     def __post_init__(self):
         _check_rank("r", self.r)
@@ -86,6 +107,15 @@ class LoRAConfig:
             self.layers_to_transform = tuple(sorted(set(int(i) for i in layers)))
         self.rank_pattern = _pattern("rank_pattern", self.rank_pattern, _check_rank)
         self.alpha_pattern = _pattern("alpha_pattern", self.alpha_pattern, _check_alpha)
+        for name in ("use_dora", "use_lora_fa", "base_quant_double"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if self.base_quant not in BASE_QUANTS:
+            raise ValueError(f"base_quant must be one of {BASE_QUANTS}, got {self.base_quant!r}")
+        if not _is_int(self.base_quant_block_size) or self.base_quant_block_size < 2:
+            raise ValueError(f"base_quant_block_size must be an int >= 2, got {self.base_quant_block_size!r}")
+        if self.base_quant_scope not in BASE_QUANT_SCOPES:
+            raise ValueError(f"base_quant_scope must be one of {BASE_QUANT_SCOPES}, got {self.base_quant_scope!r}")
 
     # ---- per-layer values ----------------------------------------------------------------------
     def rank_for(self, name):

@@ -2,6 +2,7 @@
 
 save_adapter writes, through minilora.io (one atomic .npz, no pickle, with a checksum):
     arrays    "{layer}.lora_A" (r, in) and "{layer}.lora_B" (out, r) for every adapted layer,
+              and "{layer}.lora_magnitude" (out,) with DoRA,
               "{module}.{param}" for the adapter's copies of modules_to_save,
               "{name}.bias" for the biases that LoRAConfig.bias trains (they change the base model);
               every name is the one the plain base model uses, so the file does not depend on the
@@ -9,7 +10,9 @@ save_adapter writes, through minilora.io (one atomic .npz, no pickle, with a che
     metadata  the LoRAConfig, and the shape of every base-model parameter the adapter sits on
               ({plain name: shape}).
 load_adapter checks all of that against the model it is loaded into and names every mismatch
-before it changes anything.
+before it changes anything. Loading redoes what the config does to the base model (PiSSA's
+residual, an NF4 base) from the base model it is loaded into, which must therefore be the one the
+adapter was trained on (PiSSA's residual is W minus its top-r part: the same W gives the same one).
 """
 
 import copy
@@ -47,6 +50,8 @@ def save_adapter(model, path, adapter_name=None):
             adapter = layer.adapters[adapter_name]
             arrays[f"{name}.lora_A"] = adapter.lora_A.numpy()
             arrays[f"{name}.lora_B"] = adapter.lora_B.numpy()
+            if adapter.lora_magnitude is not None:
+                arrays[f"{name}.lora_magnitude"] = adapter.lora_magnitude.numpy()
             base_shapes[f"{name}.weight"] = list(layer.base.weight.shape)
     for name, wrapper in saved_modules(model):
         if adapter_name in wrapper.copies:
@@ -96,6 +101,8 @@ def load_adapter(model, path, adapter_name="default"):
         adapter = get_module(model, name).adapters[adapter_name]
         adapter.lora_A.data[...] = arrays[f"{name}.lora_A"]
         adapter.lora_B.data[...] = arrays[f"{name}.lora_B"]
+        if config.use_dora:
+            adapter.lora_magnitude.data[...] = arrays[f"{name}.lora_magnitude"]
     for name in saved:
         for pname, p in get_module(model, name).copies[adapter_name].named_parameters():
             p.data[...] = arrays[f"{name}.{pname}"]
@@ -159,6 +166,8 @@ def _expected_arrays(model, config, targets, saved):
         r = config.rank_for(name)
         expected[f"{name}.lora_A"] = ((r, base.in_features), base.weight.dtype)
         expected[f"{name}.lora_B"] = ((base.out_features, r), base.weight.dtype)
+        if config.use_dora:
+            expected[f"{name}.lora_magnitude"] = ((base.out_features,), base.weight.dtype)
     for name in saved:
         for pname, p in _plain(get_module(model, name)).named_parameters():
             expected[f"{name}.{pname}"] = (p.shape, p.dtype)

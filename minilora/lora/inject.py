@@ -6,14 +6,17 @@
 swaps every targeted Linear for a LoRALinear (the Linear becomes its `.base`), wraps the modules in
 `modules_to_save`, records the config in `model.lora_configs[adapter_name]`, makes the adapter
 active and freezes everything except: the active adapter's A and B, its copies of modules_to_save,
-and the biases that `config.bias` names. The Trainer then optimises exactly what requires grad.
+and the biases that `config.bias` names (with LoRA-FA, A stays frozen too). The variants a config
+asks for (PiSSA, an NF4 base, DoRA) are applied to each new adapter by variants.py.
+The Trainer then optimises exactly what requires grad.
 """
 
+from minilora.lora import variants
 from minilora.lora.adapter_dict import check_adapter_name
 from minilora.lora.config import LoRAConfig
 from minilora.lora.layer import LoRALinear, new_adapter
 from minilora.lora.modules_to_save import ModulesToSave
-from minilora.lora.targets import select_modules_to_save, select_targets
+from minilora.lora.targets import OUTPUT_HEADS, select_modules_to_save, select_targets
 from minilora.nn import Linear, Module
 
 
@@ -39,15 +42,19 @@ def inject_adapter(model, adapter_name, config):
     if adapter_name in configs:
         raise ValueError(f"the model already has an adapter named {adapter_name!r} (adapters: {list(configs)})")
     targets, saved = plan(model, config)
+    for name in targets:
+        variants.check_layer(name, get_module(model, name), config)
 
     for name in targets:
         layer = get_module(model, name)
         base = layer.base if isinstance(layer, LoRALinear) else layer
+        init = "gaussian" if config.init == "pissa" else config.init   # PiSSA overwrites A and B
         adapter = new_adapter(base.in_features, base.out_features, config.rank_for(name),
-                              config.alpha_for(name), config.dropout, config.use_rslora, config.init,
+                              config.alpha_for(name), config.dropout, config.use_rslora, init,
                               base.weight.dtype, base.weight.device)
         if not isinstance(layer, LoRALinear):
             layer = _wrap(model, name, base)
+        variants.prepare_layer(layer, adapter, config)
         layer.add_adapter(adapter_name, adapter)
     for name in saved:
         wrapper = get_module(model, name)
@@ -56,6 +63,10 @@ def inject_adapter(model, adapter_name, config):
             wrapper.active_adapter = active_adapter(model)
             set_module(model, name, wrapper)
         wrapper.add_copy(adapter_name)
+    if config.base_quant is not None and config.base_quant_scope == "all-linear":
+        for name, module in list(_visible_modules(model)):
+            if type(module) is Linear and name.split(".")[-1] not in OUTPUT_HEADS:
+                set_module(model, name, variants.quantized(module, config))
 
     configs[adapter_name] = config
     model.lora_configs = configs
@@ -97,6 +108,8 @@ def mark_trainable(model, adapter_name):
     for _, module in model.named_modules():
         if isinstance(module, LoRALinear) and adapter_name in module.adapters:
             module.adapters[adapter_name].requires_grad_(True)
+            if config.use_lora_fa:
+                module.adapters[adapter_name].lora_A.requires_grad = False
             if config.bias == "lora_only" and module.base.bias is not None:
                 module.base.bias.requires_grad = True
         elif isinstance(module, ModulesToSave):

@@ -17,6 +17,11 @@ the original W, so unmerge() puts back the very same array: no rounding drift ho
 merges and unmerges. Saving and loading see the unmerged W (see `unmerged`): state_dict() of a
 merged layer holds W, A and B, never W', and load_state_dict into a merged layer loads W, A and B
 and merges again, so a checkpoint taken while merged reloads exactly, without the adapter twice.
+
+Variants (each explained in its own file): DoRA (dora.py) gives the adapter a magnitude
+`lora_magnitude` (out,) and rescales every output row; a QLoRA base (minilora.quant.NF4Linear)
+keeps W in 4 bits and hands the fused op an NF4Tensor. Merging such a base dequantizes it: the
+merged layer holds a float W', and unmerge() puts the very same NF4 base back.
 """
 
 import contextlib
@@ -26,17 +31,20 @@ import numpy as np
 
 from minilora import backend, random
 from minilora import functional as F
+from minilora.lora import dora
 from minilora.lora.adapter_dict import AdapterDict
 from minilora.lora.config import INITS, scaling as lora_scaling
 from minilora.nn import Linear, Module, Parameter
 from minilora.nn import parameter
+from minilora.quant.linear import NF4Linear
 from minilora.tensor import is_grad_enabled
 
 
 class LoRAAdapter(Module):
-    """One adapter: lora_A (r, in), lora_B (out, r), its scaling and its dropout probability."""
+    """One adapter: lora_A (r, in), lora_B (out, r), its scaling and its dropout probability;
+    with DoRA also lora_magnitude (out,) (see dora.py), else None."""
 
-    def __init__(self, lora_A, lora_B, scaling, dropout=0.0):
+    def __init__(self, lora_A, lora_B, scaling, dropout=0.0, lora_magnitude=None):
         super().__init__()
         if lora_A.ndim != 2 or lora_B.ndim != 2 or lora_B.shape[1] != lora_A.shape[0]:
             raise ValueError(f"lora_A must be (r, in) and lora_B (out, r) with the same r, got "
@@ -49,13 +57,18 @@ class LoRAAdapter(Module):
         self.lora_B = lora_B if isinstance(lora_B, Parameter) else Parameter(lora_B)
         self.scaling = float(scaling)
         self.dropout = float(dropout)
+        if lora_magnitude is not None and tuple(lora_magnitude.shape) != (lora_B.shape[0],):
+            raise ValueError(f"lora_magnitude must be (out,) = ({lora_B.shape[0]},), got {lora_magnitude.shape}")
+        self.lora_magnitude = None if lora_magnitude is None else (
+            lora_magnitude if isinstance(lora_magnitude, Parameter) else Parameter(lora_magnitude))
 
     @property
     def r(self):
         return self.lora_A.shape[0]
 
     def extra_repr(self):
-        return f"r={self.r}, scaling={self.scaling:g}, dropout={self.dropout:g}"
+        dora_note = ", DoRA" if self.lora_magnitude is not None else ""
+        return f"r={self.r}, scaling={self.scaling:g}, dropout={self.dropout:g}{dora_note}"
 
 
 def new_adapter(in_features, out_features, r, alpha, dropout=0.0, use_rslora=False, init="gaussian",
@@ -63,6 +76,9 @@ def new_adapter(in_features, out_features, r, alpha, dropout=0.0, use_rslora=Fal
     """A fresh adapter: B = 0 and A drawn as `init` says (see LoRAConfig for the two choices)."""
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    if init == "pissa":
+        raise ValueError("init='pissa' starts from W's singular vectors and changes W: use apply_lora with "
+                         "LoRAConfig(init='pissa'), or minilora.lora.pissa.pissa_init on a layer")
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < math.inf:
         raise ValueError(f"alpha must be a finite number > 0, got {alpha!r}")
     if init == "gaussian":
@@ -79,14 +95,15 @@ class LoRALinear(Module):
 
     LoRALinear(Linear(64, 32), r=4, alpha=8) wraps the layer with one adapter, "default", active;
     r=None wraps it with no adapter yet (apply_lora adds them with add_adapter).
-    `.lora_A`, `.lora_B`, `.scaling`, `.r`, `.dropout` are those of the active adapter.
+    `.lora_A`, `.lora_B`, `.scaling`, `.r`, `.dropout`, `.lora_magnitude` are those of the active
+    adapter. base may be an NF4Linear (a 4-bit frozen W); use_dora=True gives the adapter a magnitude.
     """
 
     def __init__(self, base, r=8, alpha=16, dropout=0.0, use_rslora=False, init="gaussian",
-                 adapter_name="default"):
+                 adapter_name="default", use_dora=False):
         super().__init__()
-        if not isinstance(base, Linear):
-            raise TypeError(f"LoRALinear wraps a Linear, got {type(base).__name__}")
+        if not isinstance(base, (Linear, NF4Linear)):
+            raise TypeError(f"LoRALinear wraps a Linear (or an NF4Linear), got {type(base).__name__}")
         if r is not None and (isinstance(r, bool) or not isinstance(r, int)
                               or not 1 <= r <= min(base.in_features, base.out_features)):
             raise ValueError(f"r must be an int in [1, min(in, out)] = [1, "
@@ -100,10 +117,13 @@ class LoRALinear(Module):
         self.disabled = False
         self.merged_adapter = None
         self._unmerged_weight = None
+        self._quantized_base = None  # the NF4Linear while merged (the merged W' is float)
         if r is not None:
-            self.add_adapter(adapter_name, new_adapter(
-                self.in_features, self.out_features, r, alpha, dropout, use_rslora, init,
-                base.weight.dtype, base.weight.device))
+            adapter = new_adapter(self.in_features, self.out_features, r, alpha, dropout, use_rslora, init,
+                                  base.weight.dtype, base.weight.device)
+            if use_dora:
+                dora.init_magnitude(base, adapter)
+            self.add_adapter(adapter_name, adapter)
 
     # ---- the active adapter ------------------------------------------------------------------
     def add_adapter(self, name, adapter):
@@ -156,6 +176,11 @@ class LoRALinear(Module):
         return self._require_active().r
 
     @property
+    def lora_magnitude(self):
+        """DoRA's magnitude m (out,) of the active adapter, or None for a plain LoRA adapter."""
+        return self._require_active().lora_magnitude
+
+    @property
     def dropout(self):
         return self._require_active().dropout
 
@@ -186,8 +211,10 @@ class LoRALinear(Module):
         adapter = self.active
         if adapter is None:
             return self.base(x)
+        if adapter.lora_magnitude is not None:
+            return dora.dora_forward(self.base, adapter, x, adapter.dropout > 0.0 and self.training)
         if adapter.dropout == 0.0 or not self.training:
-            return F.lora_linear(x, self.base.weight, adapter.lora_A, adapter.lora_B, adapter.scaling,
+            return F.lora_linear(x, dora.frozen_weight(self.base), adapter.lora_A, adapter.lora_B, adapter.scaling,
                                  bias=self.base.bias)
         dropped = F.dropout(x, adapter.dropout, True)
         return self.base(x) + ((dropped @ adapter.lora_A.T) @ adapter.lora_B.T) * adapter.scaling
@@ -203,7 +230,8 @@ class LoRALinear(Module):
         return (adapter.lora_B.data.astype(dtype) @ adapter.lora_A.data.astype(dtype)) * adapter.scaling
 
     def merge(self):
-        """Fold the active adapter into the weight: W <- W + scaling·B·A (for inference).
+        """Fold the active adapter into the weight: W <- W + scaling·B·A (for inference); with DoRA
+        W <- (m / ‖W + s·B·A‖) ⊙ (W + s·B·A). An NF4 base becomes a float Linear holding the result.
 
         The merged weight is checked for NaN/inf first; if it has any, merge raises ValueError and
         W is untouched. The original W is kept for unmerge().
@@ -214,14 +242,21 @@ class LoRALinear(Module):
         self._merge(self.active_adapter)
 
     def _merge(self, adapter_name):
-        weight = self.base.weight
+        adapter = self.adapters[adapter_name]
+        float_base = self.base.dequantized_linear() if isinstance(self.base, NF4Linear) else self.base
+        weight = float_base.weight
         xp = backend.xp_of(weight.data)
-        with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported just below
-            merged = (weight.data.astype(xp.float64) + self.delta_weight(adapter_name)).astype(weight.dtype)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # reported just below
+            if adapter.lora_magnitude is not None:
+                merged = dora.merged_weight(float_base, adapter, xp.float64).astype(weight.dtype)
+            else:
+                merged = (weight.data.astype(xp.float64) + self.delta_weight(adapter_name)).astype(weight.dtype)
         if not bool(xp.isfinite(merged).all()):
             raise ValueError(f"merging adapter {adapter_name!r} would put NaN or inf into the weight "
                              "(the adapter's A or B holds non-finite values, or the sum overflows); "
                              "the weight was left unchanged")
+        if float_base is not self.base:
+            self._quantized_base, self.base = self.base, float_base
         self._unmerged_weight = weight.data
         weight.data = merged
         self.merged_adapter = adapter_name
@@ -237,6 +272,8 @@ class LoRALinear(Module):
         weight.data = original
         self._unmerged_weight = None
         self.merged_adapter = None
+        if self._quantized_base is not None:
+            self.base, self._quantized_base = self._quantized_base, None
 
     @contextlib.contextmanager
     def unmerged(self):

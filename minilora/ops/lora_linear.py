@@ -8,11 +8,14 @@ backend is picked once, in the forward, and the backward runs on the same one.
 In LoRA the weight W (and its bias) is frozen, so the fused backward gives dx, dA and dB only.
 When W or the bias does require grad (a gradient check over every input, or a plain trainable
 layer), their gradients are added here with two ordinary products: dW = dyᵀ·x, db = Σ dy.
+A weight stored in NF4 (minilora.quant.NF4Tensor, QLoRA's frozen base) goes to lora_linear_nf4.py.
 """
 
 from minilora import backend
 from minilora.function import Function
 from minilora.kernels import checks, dispatch
+from minilora.ops.lora_linear_nf4 import nf4_lora_linear
+from minilora.quant.nf4 import NF4Tensor
 from minilora.tensor import Tensor
 
 
@@ -46,8 +49,11 @@ def lora_linear(x, weight, lora_A, lora_B, scaling, bias=None):
 
     x (..., in), weight (out, in), lora_A (r, in), lora_B (out, r), bias (out,) or None: Tensors
     of one dtype on one device; scaling: a real number (alpha / r, or alpha / √r for rsLoRA).
+    weight may also be an NF4Tensor (a frozen 4-bit base), which is dequantized inside the op.
     Returns y (..., out).
     """
+    if isinstance(weight, NF4Tensor):
+        return nf4_lora_linear(x, weight, lora_A, lora_B, checks.check_scaling(scaling), bias)
     named = {"x": x, "weight": weight, "lora_A": lora_A, "lora_B": lora_B, "bias": bias}
     for name, t in named.items():
         if not isinstance(t, Tensor) and not (name == "bias" and t is None):
