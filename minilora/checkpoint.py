@@ -17,6 +17,7 @@ import dataclasses
 
 from minilora import io
 from minilora.nn import GPT, GPTConfig
+from minilora.quant.linear import NF4Linear
 
 FORMAT = "minilora-checkpoint"
 VERSION = 1
@@ -33,6 +34,13 @@ def save_checkpoint(model, path, config=None, extra=None):
         config = dataclasses.asdict(config)
     if config is not None and not isinstance(config, dict):
         raise TypeError(f"config must be a dataclass, a dict or None, got {type(config).__name__}")
+    # An NF4 base keeps its weight outside the parameters, so a checkpoint would silently lose it.
+    quantized = [name for name, module in model.named_modules() if isinstance(module, NF4Linear)]
+    if quantized:
+        raise ValueError(f"model has NF4 (4-bit) base layers, whose weights a checkpoint does not hold: "
+                         f"{quantized[:3]}{' ...' if len(quantized) > 3 else ''}; save the float base model "
+                         "before quantizing it and the adapter with save_adapter, which quantizes that base "
+                         "again when loaded")
     metadata = {"format": FORMAT, "version": VERSION, "model": type(model).__name__,
                 "config": config, "extra": {} if extra is None else extra}
     return io.save_arrays(path, model.state_dict(), metadata)

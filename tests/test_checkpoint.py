@@ -115,6 +115,15 @@ def test_a_damaged_checkpoint_raises_before_touching_the_model(rng, tmp_path):
     assert all(np.array_equal(before[n], v) for n, v in target.state_dict().items())
 
 
+def test_a_model_with_an_nf4_base_is_refused_not_saved_without_its_weights(tmp_path):
+    from minilora.lora import LoRAConfig, apply_lora
+    model = gpt()
+    apply_lora(model, LoRAConfig(r=2, alpha=4, base_quant="nf4"))
+    with pytest.raises(ValueError, match=r"NF4 .*h\.0\.attn\.q_proj\.base.*save_adapter"):
+        save_checkpoint(model, tmp_path / "qlora")
+    assert not list(tmp_path.iterdir())
+
+
 def test_without_config_a_model_must_be_given(tmp_path):
     class Plain(minilora.nn.Module):
         def __init__(self):
