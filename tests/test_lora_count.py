@@ -111,11 +111,14 @@ def test_model_count_equals_a_live_gpt(bias):
     LoRAConfig(r=3, target_modules=("q_proj", "fc_in", "fc_out"), bias="lora_only",
                rank_pattern={"fc_out": 1}, layers_to_transform=[1]),
     LoRAConfig(r=2, target_modules=r"h\.0\.attn\.[qkvo]_proj", modules_to_save=["lm_head", "ln_f"]),
+    LoRAConfig(r=3, use_dora=True, target_modules=("q_proj", "fc_in"), bias="lora_only"),
+    LoRAConfig(r=2, use_lora_fa=True, target_modules="all-linear"),
+    LoRAConfig(r=2, use_dora=True, use_lora_fa=True, rank_pattern={"v_proj": 1}),
 ])
 def test_trainable_count_equals_what_apply_lora_leaves_trainable(config):
     model = apply_lora(tiny_gpt(), config)
     assert count_trainable_parameters(TINY, config) == model.num_parameters(trainable_only=True)
-    lora = sum(p.size for n, p in model.named_parameters() if ".adapters." in n)
+    lora = sum(p.size for n, p in model.named_parameters() if n.endswith((".lora_A", ".lora_B")))
     assert count_lora_parameters(TINY, config) == lora
 
 

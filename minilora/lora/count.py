@@ -80,13 +80,20 @@ def count_lora_parameters(model_config, lora_config):
 
 
 def count_trainable_parameters(model_config, lora_config):
-    """What apply_lora leaves trainable: the adapters, the chosen biases and modules_to_save."""
+    """What apply_lora leaves trainable: the adapters (without A under LoRA-FA, with DoRA's
+    magnitude, one number per output row), the chosen biases and modules_to_save."""
     shapes = gpt_parameter_shapes(model_config)
     linears = gpt_linear_shapes(model_config)
     targets = select_targets(linears, lora_config)
     module_names = sorted({name.rsplit(".", 1)[0] for name in shapes})
     saved = select_modules_to_save(module_names, lora_config, targets)
     total = count_lora_parameters(model_config, lora_config)
+    for n in targets:
+        in_features, out_features = linears[n]
+        if lora_config.use_lora_fa:
+            total -= lora_config.rank_for(n) * in_features
+        if lora_config.use_dora:
+            total += out_features
     for name, shape in shapes.items():
         module = name.rsplit(".", 1)[0]
         in_saved = any(module == s or module.startswith(s + ".") for s in saved)
