@@ -106,9 +106,17 @@ class InputCheck:
         if nonzero.any():
             ratio = float(np.median(a[nonzero] / n[nonzero]))
             if close(a, ratio * n):
-                return (f"analytic = {ratio:.4g} × numeric everywhere: a constant factor is off (an input used "
-                        "twice whose two contributions were not both counted gives 0.5)")
+                return f"analytic = {ratio:.4g} × numeric everywhere: a constant factor is off" + _factor_cause(ratio)
         return None
+
+
+def _factor_cause(ratio):
+    """The usual cause of a gradient off by `ratio`, for the two factors that have one."""
+    if abs(ratio - 0.5) < 1e-3:
+        return " (an input used twice whose two contributions were not both counted gives 0.5)"
+    if abs(ratio - 2.0) < 1e-3:
+        return " (a contribution counted twice gives 2)"
+    return ""
 
 
 @dataclass(repr=False, eq=False)

@@ -61,6 +61,20 @@ class SquareMissingAccumulation(Function):
         return grad * x  # should be 2 * grad * x
 
 
+class SquareOffByPoint2(Function):
+    """x * x with its backward off by a factor that has no usual cause: 0.4·x instead of 2·x."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x * x
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved
+        return grad * 0.4 * x
+
+
 class MaxOffByOne(Function):
     """max over the last axis."""
 
@@ -182,7 +196,13 @@ def test_hints_for_recognisable_mistakes(rng):
     sign = minilora.gradcheck(SubWrongSign.apply, _inputs(rng, (3, 2), (3, 2)))
     assert "sign error" in str(sign)
     factor = minilora.gradcheck(SquareMissingAccumulation.apply, _inputs(rng, (3, 3)))
-    assert "analytic = 0.5 × numeric" in str(factor)
+    assert "analytic = 0.5 × numeric" in str(factor) and "used twice" in str(factor)
+
+
+def test_a_factor_hint_names_a_cause_only_for_the_factor_it_fits(rng):
+    report = str(minilora.gradcheck(SquareOffByPoint2.apply, _inputs(rng, (3, 3))))
+    assert "analytic = 0.2 × numeric everywhere: a constant factor is off" in report
+    assert "used twice" not in report
 
 
 def test_scalar_output_is_checked_as_is(rng):
