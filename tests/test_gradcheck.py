@@ -47,32 +47,25 @@ class SubWrongSign(Function):
         return grad, grad  # should be -grad for b
 
 
-class SquareMissingAccumulation(Function):
-    """x * x, where x is used twice: each use contributes grad * x."""
+def square_with_gradient(coefficient):
+    """x * x whose backward returns grad·coefficient·x, where 2·grad·x is right."""
 
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return x * x
+    class Square(Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x * x
 
-    @staticmethod
-    def backward(ctx, grad):
-        (x,) = ctx.saved
-        return grad * x  # should be 2 * grad * x
+        @staticmethod
+        def backward(ctx, grad):
+            (x,) = ctx.saved
+            return grad * coefficient * x
+
+    return Square
 
 
-class SquareOffByPoint2(Function):
-    """x * x with its backward off by a factor that has no usual cause: 0.4·x instead of 2·x."""
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return x * x
-
-    @staticmethod
-    def backward(ctx, grad):
-        (x,) = ctx.saved
-        return grad * 0.4 * x
+SquareMissingAccumulation = square_with_gradient(1.0)   # x is used twice, and one use was not counted
+SquareOffByPoint2 = square_with_gradient(0.4)           # a factor that has no usual cause
 
 
 class MaxOffByOne(Function):
