@@ -5,8 +5,8 @@ results: the program compute-sanitizer watches in benchmarks/gpu_check.sh.
     compute-sanitizer --tool racecheck --error-exitcode 1 python3 benchmarks/sanitize_kernels.py --quick
 
 The shapes are not multiples of any tile and include the ones that make the kernels split a long
-inner dimension into partial sums, so every kernel (naive, tiled, fused, and the second pass that
-adds partial sums) and every bounds check runs. Exits 1 if an output is wrong (NaN-poisoned outputs,
+inner dimension into partial sums, so every kernel (naive, tiled, fused, vectorized, and the second
+pass that adds partial sums) and every bounds check runs. Exits 1 if an output is wrong (NaN-poisoned outputs,
 float64 NumPy reference, the rounding bound of minilora.kernels.accuracy), 0 otherwise; prints one
 line per run.
 
