@@ -61,6 +61,24 @@ def test_the_plans_split_where_the_cases_say(emulator):
     assert emulator.workspace_size("naive", np.float32, 8, 40, 530, 4, backward=False) == 0
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("shape", [(130, 129, 19, 3), (64, 64, 64, 4), (9, 20, 3, 5)],
+                         ids=lambda s: "M{}_N{}_K{}_r{}".format(*s))
+def test_vectorized_gives_the_bits_of_fused(emulator, rng, dtype, shape):
+    """The vectorized rung only loads the same values differently (16 bytes at a time where it can):
+    its tiles, and so its sums, are those of the fused rung, bit for bit. Shapes with aligned rows
+    (K = 64), unaligned ones (K = 19, 3), and runs across the seam of x and s·u."""
+    h, s = emulated.random_layer(rng, *shape, dtype)
+    d = {name: a.astype(dtype) for name, a in h.items()}
+    outputs = {}
+    for variant in ("fused", "vectorized"):
+        y, u = emulator.forward(d["x"], d["W"], d["A"], d["B"], s, d["bias"], variant)
+        grads = emulator.backward(d["dy"], d["x"], d["W"], d["A"], d["B"], u, s, variant)
+        outputs[variant] = (y, u) + tuple(grads)
+    for name, fused, vectorized in zip(("y", "u", "dx", "dA", "dB"), outputs["fused"], outputs["vectorized"]):
+        assert np.array_equal(fused.view(np.uint8), vectorized.view(np.uint8)), name
+
+
 # ---- what the emulator itself guarantees -------------------------------------------------------------
 def test_each_tiled_thread_writes_its_own_output(emulator, rng):
     """The trace of who wrote y: in the tiled rung, block (bx, by) owns the 16 x 16 tile at rows
