@@ -5,8 +5,8 @@ results: the program compute-sanitizer watches in benchmarks/gpu_check.sh.
     compute-sanitizer --tool racecheck --error-exitcode 1 python3 benchmarks/sanitize_kernels.py --quick
 
 The shapes are not multiples of any tile and include the ones that make the kernels split a long
-inner dimension into partial sums, so every kernel (naive, tiled, fused, and the second pass that
-adds partial sums) and every bounds check runs. Exits 1 if an output is wrong (NaN-poisoned outputs,
+inner dimension into partial sums, so every kernel (naive, tiled, fused, vectorized, and the second
+pass that adds partial sums) and every bounds check runs. Exits 1 if an output is wrong (NaN-poisoned outputs,
 float64 NumPy reference, the rounding bound of minilora.kernels.accuracy), 0 otherwise; prints one
 line per run.
 
@@ -59,7 +59,7 @@ def check(variant, dtype, M, N, K, r, rng):
     problems = [accuracy.check(name, backend.to_numpy(out), ref, bound) for name, out, ref, bound in
                 zip(("y", "dx", "dA", "dB"), (y,) + tuple(grads), refs, bounds)]
     problems = [p for p in problems if p]  # a NaN is never within bounds: an unwritten element fails
-    print(f"{variant:>5} {np.dtype(dtype).name} M={M} N={N} K={K} r={r}: "
+    print(f"{variant:>10} {np.dtype(dtype).name} M={M} N={N} K={K} r={r}: "
           f"{'ok' if not problems else 'WRONG: ' + '; '.join(problems)}", flush=True)
     return not problems
 
@@ -73,7 +73,7 @@ def main(argv=None):
             for dtype in (np.float32, np.float64) for shape in (QUICK_SHAPES if args.quick else SHAPES)]
     if args.list:
         for variant, dtype, (M, N, K, r) in runs:
-            print(f"{variant:>5} {np.dtype(dtype).name} M={M} N={N} K={K} r={r}")
+            print(f"{variant:>10} {np.dtype(dtype).name} M={M} N={N} K={K} r={r}")
         print(f"sanitize_kernels: {len(runs)} runs")
         return 0
     usable, reason = cuda_kernels.status()

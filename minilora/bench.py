@@ -11,7 +11,7 @@ forward and the forward + backward (W frozen: dx, dA, dB) in two ways:
 Each run takes the next of several copies of the inputs (x, W, A, B, dy, u), together larger than
 twice the GPU's L2 cache, so no run finds its operands already cached by the previous one.
 
-Methods: the kernel ladder "naive", "tiled", "fused" (minilora.kernels.cuda); "cupy", the
+Methods: the kernel ladder "naive", "tiled", "fused", "vectorized" (minilora.kernels.cuda); "cupy", the
 reference's products through CuPy (minilora.kernels.cupy_baseline); "composed", the same products
 as cuBLAS GEMMs that accumulate in place (y = x·Wᵀ, then y += s·u·Bᵀ with beta = 1); "base", the
 layer without LoRA (x·Wᵀ, and dy·W for the backward), the floor; "peft", PyTorch + PEFT, when both
@@ -32,11 +32,11 @@ from pathlib import Path
 
 from minilora import backend
 from minilora.io import atomic_write
+from minilora.kernels.cuda import VARIANTS  # the kernel ladder, timed rung by rung
 from minilora.plot import save_png
 
 FULL = {"M": (128, 512, 2048, 8192), "NK": ((1024, 1024), (4096, 4096), (11008, 4096)), "r": (8, 16, 64)}
 QUICK = {"M": (128, 2048), "NK": ((1024, 1024), (4096, 4096)), "r": (16,)}
-VARIANTS = ("naive", "tiled", "fused")
 BASELINES = ("cupy", "composed", "base")
 PASSES = ("forward", "forward+backward")
 

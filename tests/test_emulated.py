@@ -2,8 +2,8 @@
 
 The emulator is compiled from this checkout's csrc/cuda/ and csrc/emulation/ with g++ (cached under
 build/emulation/), so these tests check the kernel sources as they are now, on a machine without a
-GPU: every rung ("naive", "tiled", "fused"), forward and backward, float32 and float64, on shapes that
-are not multiples of any tile and on shapes that make the plan split an inner dimension. Each case
+GPU: every rung ("naive", "tiled", "fused", "vectorized"), forward and backward, float32 and float64,
+on shapes that are not multiples of any tile and on shapes that make the plan split an inner dimension. Each case
 runs twice, threads and blocks in index order and shuffled, and must be within accuracy's rounding
 bound of the float64 reference (minilora.kernels.accuracy) and bit-identical between the two
 orders. Outputs, workspace and shared memory start as NaN, so an element never written fails.
@@ -53,12 +53,30 @@ def test_forward_without_bias(emulator, rng, variant):
 def test_the_plans_split_where_the_cases_say(emulator):
     """The split shapes above really split (their workspace holds partial sums), and a large-M
     shape really does not, so the second pass and the unsplit path are both exercised."""
-    for variant in ("tiled", "fused"):
+    for variant in ("tiled", "fused", "vectorized"):
         assert emulator.workspace_size(variant, np.float32, 8, 40, 530, 4, backward=False) > 0
         assert emulator.workspace_size(variant, np.float32, 3, 9, 1030, 2, backward=False) > 0
         assert emulator.workspace_size(variant, np.float32, 530, 20, 24, 3, backward=True) > 530 * 3
     assert emulator.workspace_size("fused", np.float32, 129, 128, 19, 3, backward=False) == 0
     assert emulator.workspace_size("naive", np.float32, 8, 40, 530, 4, backward=False) == 0
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("shape", [(130, 129, 19, 3), (64, 64, 64, 4), (9, 20, 3, 5)],
+                         ids=lambda s: "M{}_N{}_K{}_r{}".format(*s))
+def test_vectorized_gives_the_bits_of_fused(emulator, rng, dtype, shape):
+    """The vectorized rung only loads the same values differently (16 bytes at a time where it can):
+    its tiles, and so its sums, are those of the fused rung, bit for bit. Shapes with aligned rows
+    (K = 64), unaligned ones (K = 19, 3), and runs across the seam of x and s·u."""
+    h, s = emulated.random_layer(rng, *shape, dtype)
+    d = {name: a.astype(dtype) for name, a in h.items()}
+    outputs = {}
+    for variant in ("fused", "vectorized"):
+        y, u = emulator.forward(d["x"], d["W"], d["A"], d["B"], s, d["bias"], variant)
+        grads = emulator.backward(d["dy"], d["x"], d["W"], d["A"], d["B"], u, s, variant)
+        outputs[variant] = (y, u) + tuple(grads)
+    for name, fused, vectorized in zip(("y", "u", "dx", "dA", "dB"), outputs["fused"], outputs["vectorized"]):
+        assert np.array_equal(fused.view(np.uint8), vectorized.view(np.uint8)), name
 
 
 # ---- what the emulator itself guarantees -------------------------------------------------------------

@@ -59,12 +59,24 @@ MUTANTS = {
         "lora_fused.cu", "&right[i][S::col_of(n, tx)]", "&right[i][S::col_of(n, ty)]", "fused",
         FUSED_EDGES, None),
     "fused: next tile stored over the one being read": (
-        "lora_fused.cu", "stash<S::rows, LC>(left_next, left_tiles[1 - now]);",
-        "stash<S::rows, LC>(left_next, left_tiles[now]);", "fused", FUSED_EDGES, None),
+        "lora_fused.cu", "stash<S::rows, LC, kWidth>(left_next, left_tiles[1 - now]);",
+        "stash<S::rows, LC, kWidth>(left_next, left_tiles[now]);", "fused", FUSED_EDGES, None),
     "tiled: one thread returns before the barrier": (
         "lora_tiled.cu", "  T sum = 0;\n  for (int inner0 = begin;",
         "  if (threadIdx.x == 3) return;\n  T sum = 0;\n  for (int inner0 = begin;", "tiled", EDGES,
         "barrier divergence"),
+    "vectorized: loop __syncthreads removed": (
+        "lora_fused.cu", "    }\n    __syncthreads();\n  }\n", "    }\n  }\n", "vectorized", FUSED_EDGES, None),
+    "vectorized: the two tile buffers never swap": (
+        "lora_fused.cu", "const int now = step % 2;", "const int now = 0;", "vectorized", FUSED_EDGES, None),
+    "vectorized: a 16-byte run may end one past the inner bound": (
+        "lora_fused.cu", "along_inner ? inner + kWidth - 1 : inner;", "along_inner ? inner + kWidth - 2 : inner;",
+        "vectorized", FUSED_EDGES, None),
+    "vectorized: a 16-byte run may straddle the seam of x and s·u": (
+        "lora_fused.cu", "  if (!in_first && inner < op.split) return false;", "", "vectorized", FUSED_EDGES, None),
+    "vectorized: the second array's scale not applied": (
+        "lora_fused.cu", "for (int j = 0; j < kWidth; ++j) dst[j] *= op.second_scale;", "", "vectorized",
+        FUSED_EDGES, None),
     "fused: a block of more than 1024 threads": (
         "lora_fused.cu", "dim3(kThreads), p,", "dim3(kThreads * 8), p,", "fused", FUSED_EDGES,
         "outside CUDA's limits"),

@@ -1,4 +1,5 @@
-// Rung 3 of the ladder: register blocking, the kernel the LoRA layer runs by default.
+// Rungs 3 and 4 of the ladder: register blocking ("fused", the kernel the LoRA layer runs by
+// default), and the same kernel reading device memory 16 bytes at a time ("vectorized", below).
 //
 // In the tiled rung each thread owns one element of C and does one multiply-add per two values it
 // reads from shared memory. Here a block of 256 threads owns a 128 × 128 tile of C (64 × 64 for
@@ -21,6 +22,18 @@
 // pieces, each block writes its piece's partial sums to scratch, and sum_splits adds them into y.
 // dx = [dy | s·v]·[W ; A] is the same kernel with R read along its other index. The skinny
 // products u, v, dA, dB (one side r wide) run on the tiled kernel.
+//
+// Rung 4, "vectorized": the fused kernel with one change, in `fetch`. The fused rung brings each
+// element of a tile from device memory with a load of its own (4 or 8 bytes); the vectorized rung
+// brings a run of 16 bytes (4 floats, 2 doubles) consecutive along the operand's contiguous index in
+// one load, where the run lies whole inside the operand, inside one of its two glued arrays, and at
+// a 16-byte aligned address. Anywhere else (the operand's edges, the seam between x and s·u, a row
+// length such as K = 3 that leaves rows unaligned) it falls back to the element-by-element loads.
+// Predicted, not yet measured on a GPU: a quarter (float) or half (double) of the load instructions
+// for the tiles, the same bytes moved and the same arithmetic; so fewer instructions to issue and
+// more bytes in flight per load, which helps where the loads' latency is not hidden (few blocks per
+// multiprocessor, a thin grid at small M), and should change little where the kernel is bound by
+// arithmetic and shared memory (large M).
 //
 // Bounds: any rows, cols, inner >= 1. Elements of L or R outside the operand are stored in shared
 // memory as zero; outputs outside C are computed but not stored.
@@ -74,41 +87,23 @@ SplitPlan fused_plan(int rows, int cols, int inner) {
 }
 
 // Each thread copies `kOuterTile · kStep / kThreads` elements of a (kOuterTile × kStep) piece of an
-// operand. Element e of this thread sits at (outer, inner) in the piece; consecutive threads take
-// consecutive addresses along the operand's contiguous index, so a warp reads whole cache lines.
+// operand, in runs of kWidth elements consecutive along the operand's contiguous index (kWidth = 1
+// in the fused rung). Element e of this thread sits at (outer, inner) in the piece; consecutive
+// threads take consecutive runs, so a warp reads whole cache lines.
 struct Spot {
   int outer, inner;
 };
 
-template <int kOuterTile, Contiguous C>
+template <int kOuterTile, Contiguous C, int kWidth>
 __device__ __forceinline__ Spot spot(int e) {
-  const int index = e * kThreads + threadIdx.x;
-  if (C == Contiguous::Inner) return {index / kStep, index % kStep};
-  return {index % kOuterTile, index / kOuterTile};
-}
-
-// Device memory -> registers (zero outside the operand).
-template <int kOuterTile, int kCount, typename T, Contiguous C>
-__device__ __forceinline__ void fetch(const Operand<T, C>& op, int outer0, int outer_end,
-                                      int inner0, int inner_end, T (&regs)[kCount]) {
-#pragma unroll
-  for (int e = 0; e < kCount; ++e) {
-    const Spot s = spot<kOuterTile, C>(e);
-    const int outer = outer0 + s.outer;
-    const int inner = inner0 + s.inner;
-    regs[e] = (outer < outer_end && inner < inner_end) ? op.at(outer, inner) : T(0);
+  const int index = (e / kWidth) * kThreads + threadIdx.x;  // which run of the piece
+  const int along = e % kWidth;                             // which element of the run
+  if (C == Contiguous::Inner) {
+    constexpr int runs_per_row = kStep / kWidth;
+    return {index / runs_per_row, (index % runs_per_row) * kWidth + along};
   }
-}
-
-// Registers -> shared tile, stored [inner][outer] so the multiply reads runs along outer. Rows are
-// padded by 16 bytes: that keeps them 16-byte aligned and spreads the stores over the banks.
-template <int kOuterTile, Contiguous C, int kCount, int kPadded, typename T>
-__device__ __forceinline__ void stash(const T (&regs)[kCount], T (&tile)[kStep][kPadded]) {
-#pragma unroll
-  for (int e = 0; e < kCount; ++e) {
-    const Spot s = spot<kOuterTile, C>(e);
-    tile[s.inner][s.outer] = regs[e];
-  }
+  constexpr int runs_per_column = kOuterTile / kWidth;
+  return {(index % runs_per_column) * kWidth + along, index / runs_per_column};
 }
 
 template <typename T>
@@ -126,6 +121,73 @@ template <typename T>
 __device__ __forceinline__ void copy16(T* dst, const T* src) {
   using V = typename Vector16<T>::type;
   *reinterpret_cast<V*>(dst) = *reinterpret_cast<const V*>(src);
+}
+
+// The run of 16 bytes of op starting at (outer, inner), into dst with one load, when the run lies
+// whole inside the operand (outer < outer_end, inner < inner_end), inside one of its two arrays, at
+// a 16-byte aligned address. Returns false, having loaded nothing, otherwise.
+template <typename T, Contiguous C>
+__device__ __forceinline__ bool load16(const Operand<T, C>& op, int outer, int outer_end, int inner,
+                                       int inner_end, T* dst) {
+  constexpr int kWidth = 16 / sizeof(T);
+  const bool along_inner = C == Contiguous::Inner;
+  const int last_outer = along_inner ? outer : outer + kWidth - 1;
+  const int last_inner = along_inner ? inner + kWidth - 1 : inner;
+  if (last_outer >= outer_end || last_inner >= inner_end) return false;
+  const bool in_first = last_inner < op.split;
+  if (!in_first && inner < op.split) return false;  // the run straddles the seam of the two arrays
+  const T* src = in_first ? op.first + op.offset(outer, inner, op.first_ld)
+                          : op.second + op.offset(outer, inner - op.split, op.second_ld);
+  if (reinterpret_cast<uintptr_t>(src) % 16 != 0) return false;
+  copy16(dst, src);
+  if (!in_first) {
+#pragma unroll
+    for (int j = 0; j < kWidth; ++j) dst[j] *= op.second_scale;
+  }
+  return true;
+}
+
+// Device memory -> registers (zero outside the operand): a run at a time, with one 16-byte load
+// where load16 can, element by element where it cannot.
+template <int kOuterTile, int kWidth, int kCount, typename T, Contiguous C>
+__device__ __forceinline__ void fetch(const Operand<T, C>& op, int outer0, int outer_end,
+                                      int inner0, int inner_end, T (&regs)[kCount]) {
+  static_assert(kCount % kWidth == 0, "whole runs");
+#pragma unroll
+  for (int e0 = 0; e0 < kCount; e0 += kWidth) {
+    if constexpr (kWidth > 1) {
+      const Spot s = spot<kOuterTile, C, kWidth>(e0);
+      if (load16(op, outer0 + s.outer, outer_end, inner0 + s.inner, inner_end, &regs[e0])) continue;
+    }
+#pragma unroll
+    for (int e = e0; e < e0 + kWidth; ++e) {
+      const Spot s = spot<kOuterTile, C, kWidth>(e);
+      const int outer = outer0 + s.outer;
+      const int inner = inner0 + s.inner;
+      regs[e] = (outer < outer_end && inner < inner_end) ? op.at(outer, inner) : T(0);
+    }
+  }
+}
+
+// Registers -> shared tile, stored [inner][outer] so the multiply reads runs along outer. Rows are
+// padded by 16 bytes: that keeps them 16-byte aligned and spreads the stores over the banks. A run
+// along outer (an operand contiguous along outer, 16-byte loads) is a run in the tile too, stored
+// with one 16-byte store: a warp then writes consecutive addresses, without bank conflicts.
+template <int kOuterTile, Contiguous C, int kWidth, int kCount, int kPadded, typename T>
+__device__ __forceinline__ void stash(const T (&regs)[kCount], T (&tile)[kStep][kPadded]) {
+#pragma unroll
+  for (int e0 = 0; e0 < kCount; e0 += kWidth) {
+    if constexpr (kWidth > 1 && C == Contiguous::Outer) {
+      const Spot s = spot<kOuterTile, C, kWidth>(e0);
+      copy16(&tile[s.inner][s.outer], &regs[e0]);
+    } else {
+#pragma unroll
+      for (int e = e0; e < e0 + kWidth; ++e) {
+        const Spot s = spot<kOuterTile, C, kWidth>(e);
+        tile[s.inner][s.outer] = regs[e];
+      }
+    }
+  }
 }
 
 // sum += (this thread's rows of the left tile) ⊗ (its columns of the right tile), over kStep.
@@ -149,7 +211,8 @@ __device__ __forceinline__ void multiply_tiles(const T (&left)[kStep][kLeftPadde
   }
 }
 
-template <typename T, Contiguous LC, Contiguous RC>
+// kWidth: elements per load from device memory, 1 (fused) or 16 / sizeof(T) (vectorized).
+template <typename T, Contiguous LC, Contiguous RC, int kWidth>
 __global__ void __launch_bounds__(kThreads, 2) fused_matmul_kernel(Matmul<T, LC, RC> p, int chunk) {
   using S = Fused<T>;
   constexpr int kLeftCount = S::rows * kStep / kThreads;
@@ -166,13 +229,13 @@ __global__ void __launch_bounds__(kThreads, 2) fused_matmul_kernel(Matmul<T, LC,
   const int steps = ceil_div(end - begin, kStep);
 
   T sum[S::thread_rows][S::thread_cols] = {};
-  T left_next[kLeftCount];
-  T right_next[kRightCount];
+  alignas(16) T left_next[kLeftCount];  // aligned: load16 writes 16 bytes at a time into them
+  alignas(16) T right_next[kRightCount];
 
-  fetch<S::rows>(p.left, row0, p.rows, begin, end, left_next);
-  fetch<S::cols>(p.right, col0, p.cols, begin, end, right_next);
-  stash<S::rows, LC>(left_next, left_tiles[0]);
-  stash<S::cols, RC>(right_next, right_tiles[0]);
+  fetch<S::rows, kWidth>(p.left, row0, p.rows, begin, end, left_next);
+  fetch<S::cols, kWidth>(p.right, col0, p.cols, begin, end, right_next);
+  stash<S::rows, LC, kWidth>(left_next, left_tiles[0]);
+  stash<S::cols, RC, kWidth>(right_next, right_tiles[0]);
   __syncthreads();
 
   for (int step = 0; step < steps; ++step) {
@@ -180,13 +243,13 @@ __global__ void __launch_bounds__(kThreads, 2) fused_matmul_kernel(Matmul<T, LC,
     const bool more = step + 1 < steps;
     if (more) {  // issue the loads of the next step; they travel while we multiply
       const int inner0 = begin + (step + 1) * kStep;
-      fetch<S::rows>(p.left, row0, p.rows, inner0, end, left_next);
-      fetch<S::cols>(p.right, col0, p.cols, inner0, end, right_next);
+      fetch<S::rows, kWidth>(p.left, row0, p.rows, inner0, end, left_next);
+      fetch<S::cols, kWidth>(p.right, col0, p.cols, inner0, end, right_next);
     }
     multiply_tiles(left_tiles[now], right_tiles[now], tx, ty, sum);
     if (more) {  // the other copy was last read in the previous step, before its __syncthreads
-      stash<S::rows, LC>(left_next, left_tiles[1 - now]);
-      stash<S::cols, RC>(right_next, right_tiles[1 - now]);
+      stash<S::rows, LC, kWidth>(left_next, left_tiles[1 - now]);
+      stash<S::cols, RC, kWidth>(right_next, right_tiles[1 - now]);
     }
     __syncthreads();
   }
@@ -210,12 +273,18 @@ dim3 fused_grid(int rows, int cols, const SplitPlan& plan) {
   return dim3(ceil_div(rows, Fused<T>::rows), ceil_div(cols, Fused<T>::cols), plan.splits);
 }
 
+const char* fused_kernel_name(Loads loads) {
+  return loads == Loads::Vector16 ? "fused_matmul_kernel (16-byte loads)" : "fused_matmul_kernel";
+}
+
 template <typename T, Contiguous LC, Contiguous RC>
 void fused_matmul(const Matmul<T, LC, RC>& p, const SplitPlan& plan, T* scratch,
-                  cudaStream_t stream, const char* product) {
-  launch_split<T, LC, RC>(fused_matmul_kernel<T, LC, RC>, "fused_matmul_kernel",
-                          fused_grid<T>(p.rows, p.cols, plan), dim3(kThreads), p, plan, scratch,
-                          stream, product);
+                  cudaStream_t stream, const char* product, Loads loads) {
+  constexpr int kVector = Fused<T>::vec;
+  auto* kernel = loads == Loads::Vector16 ? fused_matmul_kernel<T, LC, RC, kVector>
+                                          : fused_matmul_kernel<T, LC, RC, 1>;
+  launch_split<T, LC, RC>(kernel, fused_kernel_name(loads), fused_grid<T>(p.rows, p.cols, plan),
+                          dim3(kThreads), p, plan, scratch, stream, product);
 }
 
 template SplitPlan fused_plan<float>(int, int, int);
@@ -227,7 +296,7 @@ template dim3 fused_grid<double>(int, int, const SplitPlan&);
 #define MINILORA_FUSED(T, LC, RC)                                                              \
   template void fused_matmul<T, Contiguous::LC, Contiguous::RC>(                              \
       const Matmul<T, Contiguous::LC, Contiguous::RC>&, const SplitPlan&, T*, cudaStream_t,   \
-      const char*);
+      const char*, Loads);
 MINILORA_FUSED(float, Inner, Inner)
 MINILORA_FUSED(float, Inner, Outer)
 MINILORA_FUSED(double, Inner, Inner)

@@ -12,7 +12,8 @@
 // dimension; u, v, dA and dB are "skinny" (one side only r wide). The naive rung runs all six with
 // its one kernel; the tiled rung with its kernel; the fused rung runs the wide ones on the
 // register-blocked kernel and the skinny ones on the tiled kernel, split along their long inner
-// dimension when the output alone would leave the GPU idle.
+// dimension when the output alone would leave the GPU idle; the vectorized rung is the fused rung
+// with the register-blocked kernel reading device memory 16 bytes at a time.
 #include <algorithm>
 #include <cstdio>
 #include <initializer_list>
@@ -34,13 +35,19 @@ using WideProduct = std::integral_constant<Width, Width::Wide>;
 using SkinnyProduct = std::integral_constant<Width, Width::Skinny>;
 
 // The kernel that computes a product: the naive rung runs every product on its one kernel, the
-// tiled rung on its own, the fused rung the wide ones on the fused kernel and the skinny ones tiled.
+// tiled rung on its own, the fused and vectorized rungs the wide ones on the fused kernel (with
+// scalar or 16-byte loads) and the skinny ones tiled.
 enum class Kernel { Naive, Tiled, Fused };
 
 Kernel kernel_for(Variant variant, Width width) {
   if (variant == Variant::Naive) return Kernel::Naive;
-  if (variant == Variant::Fused && width == Width::Wide) return Kernel::Fused;
+  const bool fused = variant == Variant::Fused || variant == Variant::Vectorized;
+  if (fused && width == Width::Wide) return Kernel::Fused;
   return Kernel::Tiled;
+}
+
+Loads loads_for(Variant variant) {
+  return variant == Variant::Vectorized ? Loads::Vector16 : Loads::Scalar;
 }
 
 template <typename T>
@@ -64,7 +71,7 @@ void check_grid_for(Variant variant, Width width, const Matmul<T, LC, RC>& p, co
   if (kernel == Kernel::Naive) {
     check_grid(naive_grid(p.rows, p.cols), "naive_matmul_kernel", product);
   } else if (kernel == Kernel::Fused) {
-    check_grid(fused_grid<T>(p.rows, p.cols, split), "fused_matmul_kernel", product);
+    check_grid(fused_grid<T>(p.rows, p.cols, split), fused_kernel_name(loads_for(variant)), product);
   } else {
     check_grid(tiled_grid(p.rows, p.cols, split), "tiled_matmul_kernel", product);
   }
@@ -82,7 +89,7 @@ void run(Variant variant, const Matmul<T, LC, RC>& p, T* scratch, cudaStream_t s
   }
   if constexpr (width == Width::Wide) {
     if (kernel == Kernel::Fused) {
-      fused_matmul(p, split, scratch, stream, product);
+      fused_matmul(p, split, scratch, stream, product, loads_for(variant));
       return;
     }
   }
@@ -266,7 +273,9 @@ Variant variant_named(const std::string& name) {
   if (name == "naive") return Variant::Naive;
   if (name == "tiled") return Variant::Tiled;
   if (name == "fused") return Variant::Fused;
-  throw std::invalid_argument("variant must be 'naive', 'tiled' or 'fused', got '" + name + "'");
+  if (name == "vectorized") return Variant::Vectorized;
+  throw std::invalid_argument("variant must be 'naive', 'tiled', 'fused' or 'vectorized', got '" +
+                              name + "'");
 }
 
 template <typename T>

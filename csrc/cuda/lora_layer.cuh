@@ -18,9 +18,9 @@
 
 namespace minilora::cuda {
 
-enum class Variant { Naive, Tiled, Fused };
+enum class Variant { Naive, Tiled, Fused, Vectorized };
 
-// "naive", "tiled" or "fused"; std::invalid_argument for anything else.
+// "naive", "tiled", "fused" or "vectorized"; std::invalid_argument for anything else.
 Variant variant_named(const std::string& name);
 
 struct LoraShape {

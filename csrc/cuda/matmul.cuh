@@ -139,7 +139,7 @@ void launch_split(void (*kernel)(Matmul<T, LC, RC>, int), const char* kernel_nam
   sum_splits(scratch, plan.splits, p.rows, p.cols, p.alpha, p.bias, p.out, stream, product);
 }
 
-// The three rungs of the ladder, each in its own file. `scratch` holds the partial sums of a split
+// The rungs of the ladder, each in its own file (fused and vectorized share lora_fused.cu). `scratch` holds the partial sums of a split
 // product (split_scratch elements); the naive rung never splits. Each rung's *_grid is the grid its
 // launcher uses, so that a caller can check a whole sequence of products before launching any.
 template <typename T, Contiguous LC, Contiguous RC>
@@ -152,12 +152,16 @@ template <typename T, Contiguous LC, Contiguous RC>
 void tiled_matmul(const Matmul<T, LC, RC>& p, const SplitPlan& plan, T* scratch,
                   cudaStream_t stream, const char* product);
 
+// The fused kernel reads device memory one element per load (the fused rung) or, where the operand
+// allows, 16 bytes per load (the vectorized rung); the two share tiles, plans and grids.
+enum class Loads { Scalar, Vector16 };
 template <typename T>
 SplitPlan fused_plan(int rows, int cols, int inner);
 template <typename T>
 dim3 fused_grid(int rows, int cols, const SplitPlan& plan);
+const char* fused_kernel_name(Loads loads);
 template <typename T, Contiguous LC, Contiguous RC>
 void fused_matmul(const Matmul<T, LC, RC>& p, const SplitPlan& plan, T* scratch,
-                  cudaStream_t stream, const char* product);
+                  cudaStream_t stream, const char* product, Loads loads);
 
 }  // namespace minilora::cuda

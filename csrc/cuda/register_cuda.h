@@ -23,8 +23,8 @@
 //       dB = scaling·dyᵀ·u (N, r).
 //
 // Shapes: x (M, K), W (N, K), A (r, K), B (N, r), bias (N,), dy (M, N); every array C-contiguous
-// (row-major) on the current device. variant is "naive", "tiled" or "fused"; dtype is "float32" or
-// "float64". Every output element is written, never accumulated into. Kernels are queued on
+// (row-major) on the current device. variant is "naive", "tiled", "fused" or "vectorized"; dtype
+// is "float32" or "float64". Every output element is written, never accumulated into. Kernels are queued on
 // `stream` and the call returns without waiting for them (the GIL is released meanwhile).
 //
 // Errors: an unknown variant or dtype, a size < 1, too small a workspace, a null address (0) for

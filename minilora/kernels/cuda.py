@@ -13,6 +13,8 @@ lora_fused.cu); `variant` picks the rung, "fused" by default:
     "naive"  one thread per output element
     "tiled"  16 × 16 shared-memory tiles
     "fused"  register-blocked tiles, the LoRA term in the same accumulator as x·Wᵀ
+    "vectorized"  the fused kernel reading device memory 16 bytes per load where it can
+                  (not yet measured on a GPU: checked on the CPU emulator only)
 
 Outputs are allocated with `cupy.empty`, whose memory may still hold an earlier, correct-looking
 result. A test that wants to see an element a kernel forgot to write passes its own NaN-filled
@@ -22,7 +24,7 @@ buffers as `out=`; they are checked like the inputs and written in place.
 from minilora import backend
 from minilora.kernels import checks
 
-VARIANTS = ("naive", "tiled", "fused")
+VARIANTS = ("naive", "tiled", "fused", "vectorized")
 DEFAULT_VARIANT = "fused"
 
 
