@@ -3,11 +3,17 @@
     python benchmarks/bench_train.py                    # the sizes below, minilora on the CPU
     python benchmarks/bench_train.py --profile          # and where a step's time goes, op by op
     python benchmarks/bench_train.py --device cuda      # minilora on the GPU (CuPy) as well
+    python benchmarks/bench_train.py --sizes lora-4x256-T128 --profile   # LoRA fine-tuning step
 
 Where PyTorch is importable, the same architecture is built in PyTorch (eager mode, the same
 weights copied in, the same AdamW) and timed beside minilora on the same device, as an outside
 reference; minilora itself never imports torch. Before timing, the first losses of the two
 models are compared, so the table never compares two different models.
+
+Sizes whose name starts with "lora" train a LoRA adapter instead of the whole model: rank 8 on
+q_proj and v_proj (alpha 16), everything else frozen, in minilora (minilora.lora.apply_lora) and,
+beside it, in PyTorch + PEFT (peft.get_peft_model with the same LoraConfig); B starts at zero in
+both, so the first losses agree.
 
 Each time is the median over --steps steps after --warmup steps, with the batch drawn once:
 the table measures the step, not the data. Run it on a quiet machine: other processes on the
@@ -40,7 +46,10 @@ SIZES = {
     "task-4x128-T9": (dict(vocab_size=14, block_size=9, n_layer=4, n_head=4, n_embd=128), 64),
     "text-4x128-T64": (dict(vocab_size=103, block_size=64, n_layer=4, n_head=4, n_embd=128), 32),
     "6x256-T128": (dict(vocab_size=103, block_size=128, n_layer=6, n_head=8, n_embd=256), 16),
+    "lora-4x256-T128": (dict(vocab_size=103, block_size=128, n_layer=4, n_head=8, n_embd=256), 16),
 }
+# The adapter of the "lora" sizes (the same in minilora and in PEFT).
+LORA = dict(r=8, alpha=16, targets=("q_proj", "v_proj"))
 
 
 def time_steps(steps_to_time, warmup, steps):
@@ -65,11 +74,16 @@ def time_steps(steps_to_time, warmup, steps):
     return [(statistics.median(w), statistics.median(c)) for w, c in zip(wall, cpu)]
 
 
-def minilora_step(config, idx, targets, device):
-    """A training step of a minilora GPT on `device`, and the loss of its first forward."""
+def minilora_step(config, idx, targets, device, lora=False):
+    """A training step of a minilora GPT on `device` (of its LoRA adapter when `lora`), the model,
+    the loss of its first forward, and the weights of the model without the adapter."""
     minilora.random.manual_seed(0)
     model = GPT(GPTConfig(**config)).to(device=device)
-    optimizer = AdamW(model.parameters(), lr=1e-4)
+    base_state = model.state_dict()
+    if lora:
+        from minilora.lora import LoRAConfig, apply_lora
+        apply_lora(model, LoRAConfig(r=LORA["r"], alpha=LORA["alpha"], target_modules=LORA["targets"]))
+    optimizer = AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     idx_t, targets_t = minilora.tensor(idx, device=device), minilora.tensor(targets, device=device)
 
     def step():
@@ -79,12 +93,13 @@ def minilora_step(config, idx, targets, device):
         optimizer.step()
 
     first_loss = model(idx_t, targets_t)[1].item()
-    return model, step, first_loss
+    return model, step, first_loss, base_state
 
 
 # ---- the PyTorch reference (only where torch is installed) -------------------------------------
-def torch_step(config, state, idx, targets, device):
-    """The same GPT in PyTorch eager mode, with minilora's weights copied in."""
+def torch_step(config, state, idx, targets, device, lora=False):
+    """The same GPT in PyTorch eager mode, with minilora's weights copied in (and, when `lora`, a
+    PEFT adapter of the same shape: B is zero in both, so the models agree)."""
     import torch
     from torch import nn
 
@@ -138,7 +153,12 @@ def torch_step(config, state, idx, targets, device):
     model = TorchGPT()
     model.load_state_dict({name: torch.from_numpy(array) for name, array in state.items()})
     model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+    if lora:
+        import peft
+        model = peft.get_peft_model(model, peft.LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"],
+                                                           target_modules=list(LORA["targets"])))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=1e-4, weight_decay=0.01)
     idx_t, targets_t = torch.from_numpy(idx).to(device), torch.from_numpy(targets).to(device)
 
     def step():
@@ -152,9 +172,11 @@ def torch_step(config, state, idx, targets, device):
     return step, first_loss, sync
 
 
-def torch_available():
+def torch_available(lora=False):
     try:
         import torch  # noqa: F401
+        if lora:
+            import peft  # noqa: F401
     except ImportError:
         return False
     return True
@@ -227,12 +249,12 @@ def main(argv=None):
     if args.device == "cuda" and not minilora.cuda_available():
         print(f"--device cuda: {minilora.backend.cuda_status()[1]}")
         return 1
-    with_torch = not args.no_torch and torch_available()
+    with_torch = not args.no_torch and torch_available(any(n.startswith("lora") for n in names))
     if with_torch:
         import torch
         print(f"PyTorch {torch.__version__} (eager, {torch.get_num_threads()} threads) as the outside reference")
     else:
-        print("PyTorch not importable (or --no-torch): minilora only")
+        print("PyTorch (and for LoRA sizes PEFT) not importable, or --no-torch: minilora only")
 
     rows, profiles = [], []
     for name in names:
@@ -241,12 +263,13 @@ def main(argv=None):
         idx = rng.integers(0, config["vocab_size"], size=(batch, config["block_size"]))
         targets = rng.integers(0, config["vocab_size"], size=(batch, config["block_size"]))
         tokens = idx.size
-        model, step, loss = minilora_step(config, idx, targets, args.device)
-        initial_state = model.state_dict()  # taken before the timed steps change the weights
+        lora = name.startswith("lora")
+        # base_state is taken before the timed steps change the weights
+        model, step, loss, base_state = minilora_step(config, idx, targets, args.device, lora)
         sync = minilora.backend.xp_for(args.device).cuda.Device().synchronize if args.device == "cuda" else (lambda: None)
         to_time = [(step, sync)]
         if with_torch:
-            t_step, t_loss, t_sync = torch_step(config, initial_state, idx, targets, args.device)
+            t_step, t_loss, t_sync = torch_step(config, base_state, idx, targets, args.device, lora)
             if abs(t_loss - loss) > 1e-4 * max(1.0, abs(loss)):
                 raise RuntimeError(f"{name}: the PyTorch model's first loss {t_loss} differs from minilora's "
                                    f"{loss}: the two are not the same model")

@@ -5,7 +5,15 @@ with 2-D NumPy arrays. This file checks them again (they are the last Python sto
 pointers), allocates the outputs, and calls the compiled loops, which fill every output element.
 The compiled functions take the outputs as arguments, so a test can pass NaN-filled buffers and
 see any element the loops forgot to write.
+
+The products are compiled once per instruction set (csrc/cpu/gemm_<isa>.cpp) and the best one this
+CPU runs is used, unless the innermost `use_isa(name)` block or else the environment variable
+MINILORA_CPU_ISA names another: "baseline", "avx2" or "avx512". Tests use that to check every
+compiled path on one machine.
 """
+
+import contextlib
+import os
 
 import numpy as np
 
@@ -26,7 +34,7 @@ def forward(x, W, A, B, scaling, bias=None):
     checks.check_contiguous(named)
     y = np.empty((M, N), dtype=dtype)
     u = np.empty((M, r), dtype=dtype)
-    _extension().lora_forward_cpu(x, W, A, B, checks.check_scaling(scaling), bias, y, u)
+    _extension().lora_forward_cpu(x, W, A, B, checks.check_scaling(scaling), bias, y, u, isa=_isa_arg())
     return y, u
 
 
@@ -46,7 +54,8 @@ def backward(dy, x, W, A, B, u, scaling):
     dx = np.empty((M, K), dtype=dtype)
     dA = np.empty((r, K), dtype=dtype)
     dB = np.empty((N, r), dtype=dtype)
-    _extension().lora_backward_cpu(dy, x, W, A, B, u, checks.check_scaling(scaling), dx, dA, dB)
+    _extension().lora_backward_cpu(dy, x, W, A, B, u, checks.check_scaling(scaling), dx, dA, dB,
+                                   isa=_isa_arg())
     return dx, dA, dB
 
 
@@ -56,7 +65,63 @@ def status():
     if ext is None:
         return False, reason
     threads = ext.cpu_threads()
-    return True, f"C++ fused op in minilora._C, {threads} thread{'s' if threads != 1 else ''}"
+    return True, (f"C++ fused op in minilora._C, {threads} thread{'s' if threads != 1 else ''}, "
+                  f"{isa()} code")
+
+
+# ---- instruction sets --------------------------------------------------------------------------
+ISAS = ("baseline", "avx2", "avx512")
+_isa_chosen = []  # the names given to the use_isa blocks we are inside, innermost last
+
+
+def available_isas():
+    """The instruction sets this CPU runs the C++ op's code for, best first, e.g. ("avx512", "avx2",
+    "baseline")."""
+    ext = _extension()
+    return tuple(name for name in reversed(ISAS) if ext.cpu_isa_supported(name))
+
+
+def isa():
+    """The instruction set the C++ op runs now: the innermost `use_isa` block, else
+    MINILORA_CPU_ISA, else the best this CPU runs."""
+    return _isa_arg() or _extension().cpu_best_isa()
+
+
+def threads():
+    """Threads the C++ op's products use (OpenMP's maximum; 1 without OpenMP)."""
+    return _extension().cpu_threads()
+
+
+@contextlib.contextmanager
+def use_isa(name):
+    """Run the C++ op on the code compiled for instruction set `name` inside the block::
+
+        with minilora.kernels.cpp.use_isa("baseline"):
+            y, u = minilora.kernels.lora_forward(x, W, A, B, 2.0, backend="cpp")
+    """
+    _check_isa(name, "use_isa(name)")
+    _isa_chosen.append(name)
+    try:
+        yield
+    finally:
+        _isa_chosen.pop()
+
+
+def _check_isa(name, what):
+    if name not in ISAS:
+        raise ValueError(f"{what} must be one of {ISAS}, got {name!r}")
+    if name not in available_isas():
+        raise ValueError(f"{what} is {name!r}, but this CPU runs only {available_isas()}")
+
+
+def _isa_arg():
+    """The name to pass to the compiled functions ("" for the best)."""
+    if _isa_chosen:
+        return _isa_chosen[-1]
+    name = os.environ.get("MINILORA_CPU_ISA", "")
+    if name:
+        _check_isa(name, "the environment variable MINILORA_CPU_ISA")
+    return name
 
 
 def _extension():

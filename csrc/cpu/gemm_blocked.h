@@ -1,0 +1,144 @@
+// Rung 3 of the GEMM ladder: the loops around the micro-kernel (cache blocking) and the threads.
+//
+// The BLIS order of the five loops, each blocking for one level of the memory hierarchy:
+//
+//   for jc in blocks of NC columns of C          the packed right panel (kc × nc) stays in L3
+//     for pc in blocks of KC inner positions     pack R[pc, jc] once, shared by every thread
+//       for ic in blocks of MC rows of C         pack L[ic, pc] per thread: it stays in L2
+//         for jr in slivers of NR columns        one right sliver (kc × NR) stays in L1
+//           for ir in slivers of MR rows         the micro-kernel: an MR × NR tile in registers
+//
+// Threads share the packing of each right panel, then take blocks of MC rows of C each, so no two
+// threads ever write the same element of C. Block sizes are split evenly (1000 columns in blocks of
+// at most 512 become two blocks of 500, not 512 + 488), so the last block of the inner dimension is
+// never a sliver: with K = 512 and r = 16, the LoRA columns ride along in the last block instead
+// of costing a pass of their own over C.
+//
+// This header is the whole GEMM for one instruction set: gemm_<isa>.cpp defines kVectorBytes and
+// the tile heights, opens the namespace of its instruction set and includes it.
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "cpu/gemm.h"
+
+namespace minilora {
+namespace cpu {
+namespace MINILORA_ISA {
+
+#include "cpu/gemm_kernel.h"
+#include "cpu/gemm_pack.h"
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
+// `total` split into the fewest blocks of at most `largest`, all of one size (a multiple of
+// `unit`, the last one possibly shorter).
+inline int64_t even_block(int64_t total, int64_t largest, int64_t unit) {
+  return std::min(largest, round_up(ceil_div(total, ceil_div(total, largest)), unit));
+}
+
+// Cache budgets (bytes) the block sizes are derived from: a right sliver in L1 next to a few left
+// slivers, a left block in half of a 1-2 MiB L2, a right panel in L3.
+constexpr int64_t kL1Budget = 24 * 1024;
+constexpr int64_t kL2Budget = 1024 * 1024;
+constexpr int64_t kNcLargest = 4096;
+// Below this many multiply-adds, starting threads costs more than it saves.
+constexpr int64_t kThreadedWork = 64 * 64 * 64;
+
+template <typename T, int MR, int NV>
+void gemm_blocked(const OutMatrix<T>& C, const Product<T>* terms, int count, const T* bias) {
+  constexpr int64_t NR = NV * kLanes<T>;
+  const int64_t m = C.rows, n = C.cols;
+  int64_t k = 0;
+  for (int t = 0; t < count; ++t) k += terms[t].left.cols;
+  if (m == 0 || n == 0) return;
+  if (k == 0) {  // an empty sum: C is the bias, or zeros
+    for (int64_t i = 0; i < m; ++i) {
+      for (int64_t j = 0; j < n; ++j) C.data[i * C.row_stride + j * C.col_stride] = bias ? bias[j] : T(0);
+    }
+    return;
+  }
+
+  int threads = 1;
+#ifdef _OPENMP
+  if (m * n * k >= kThreadedWork) threads = omp_get_max_threads();
+#endif
+  const int64_t kc = even_block(k, std::clamp<int64_t>(kL1Budget / (NR * sizeof(T)), 64, 512), 8);
+  const int64_t nc = even_block(n, kNcLargest, NR);
+  // Rows: at most what fits in L2, and at least four blocks per thread where m allows, so that a
+  // thread slowed down by another process on its core leaves its remaining blocks to the others.
+  const int64_t mc_largest = std::max<int64_t>(MR, kL2Budget / (kc * sizeof(T)) / MR * MR);
+  const int64_t mc = std::min(mc_largest, round_up(ceil_div(m, 4 * threads), MR));
+  const int64_t m_blocks = ceil_div(m, mc);
+
+  T* right = static_cast<T*>(workspace(0, sizeof(T) * kc * round_up(nc, NR)));
+  T* left_all = static_cast<T*>(workspace(1, sizeof(T) * threads * kc * round_up(mc, MR)));
+
+#pragma omp parallel num_threads(threads) if (threads > 1)
+  {
+#ifdef _OPENMP
+    T* left = left_all + omp_get_thread_num() * kc * round_up(mc, MR);
+#else
+    T* left = left_all;
+#endif
+    for (int64_t jc = 0; jc < n; jc += nc) {
+      const int64_t cols = std::min(nc, n - jc);
+      const int64_t slivers = ceil_div(cols, NR);
+      for (int64_t pc = 0; pc < k; pc += kc) {
+        const int64_t depth = std::min(kc, k - pc);
+
+#pragma omp for schedule(static)
+        for (int64_t q = 0; q < slivers; ++q) {
+          pack_right<T, NR>(right, terms, count, jc, cols, pc, depth, q, q + 1);
+        }
+        // (the implicit barrier: the right panel is complete before anyone reads it)
+
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t block = 0; block < m_blocks; ++block) {
+          const int64_t ic = block * mc, rows = std::min(mc, m - ic);
+          pack_left<T, MR>(left, terms, count, ic, rows, pc, depth);
+          for (int64_t jr = 0; jr < cols; jr += NR) {
+            for (int64_t ir = 0; ir < rows; ir += MR) {
+              const Tile<T> tile{C.data + (ic + ir) * C.row_stride + (jc + jr) * C.col_stride,
+                                 C.row_stride,
+                                 C.col_stride,
+                                 std::min<int64_t>(MR, rows - ir),
+                                 std::min<int64_t>(NR, cols - jr),
+                                 bias ? bias + jc + jr : nullptr,
+                                 pc > 0};
+              micro_kernel<T, MR, NV>(depth, left + ir * depth, right + jr * depth, tile);
+            }
+          }
+        }
+        // (the implicit barrier: nobody reads the right panel while the next one is packed)
+      }
+    }
+  }
+}
+
+// Wide tiles (NV = 2 vectors per row) in general; for a C of at most one vector of columns (u, v,
+// dB and dAᵀ, with n = r), a tile one vector wide and twice as tall, so fewer lanes compute zeros.
+template <typename T>
+void gemm_any(const OutMatrix<T>& C, const Product<T>* terms, int count, const T* bias) {
+  if (C.cols <= kLanes<T>) {
+    gemm_blocked<T, kTallRows, 1>(C, terms, count, bias);
+  } else {
+    gemm_blocked<T, kWideRows, 2>(C, terms, count, bias);
+  }
+}
+
+void gemm(const OutMatrix<float>& C, const Product<float>* terms, int count, const float* bias) {
+  gemm_any(C, terms, count, bias);
+}
+void gemm(const OutMatrix<double>& C, const Product<double>* terms, int count, const double* bias) {
+  gemm_any(C, terms, count, bias);
+}
+
+}  // namespace MINILORA_ISA
+}  // namespace cpu
+}  // namespace minilora
