@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from minilora import backend
-from minilora.kernels import (BACKENDS, available_backends, backend_status, default_backend,
+from minilora.kernels import (BACKENDS, available_backends, backend_status, default_backend, dispatch,
                               lora_backward, lora_forward, reference, use_backend)
 
 EXTENSION, EXTENSION_REASON = backend.extension_status()
@@ -31,11 +31,17 @@ def test_every_backend_has_a_status_with_a_reason():
 
 
 @needs_extension
-def test_numpy_arrays_go_to_cpp_when_it_is_built(calls, arrays):
+def test_numpy_arrays_of_large_layers_go_to_cpp_when_it_is_built(calls, rng):
     assert default_backend("cpu") == "cpp"
-    y, u = lora_forward(*arrays, 2.0)
-    lora_backward(np.ones_like(y), *arrays, u, 2.0)
-    assert calls == ["cpp", "cpp"]
+    # M·K·N exactly at the threshold goes to the C++ op, one row fewer to NumPy.
+    K, N, r = 64, 32, 4
+    M = dispatch.CPP_MIN_WORK // (K * N)
+    for rows, expected in ((M, "cpp"), (M - 1, "numpy")):
+        x, W, A, B = (rng.standard_normal(s) for s in ((rows, K), (N, K), (r, K), (N, r)))
+        assert default_backend("cpu", (rows, K, N, r)) == expected
+        y, u = lora_forward(x, W, A, B, 2.0)
+        lora_backward(np.ones_like(y), x, W, A, B, u, 2.0)
+        assert calls[-2:] == [expected, expected]
 
 
 def test_choice_precedence_argument_then_block_then_environment(calls, arrays, monkeypatch):

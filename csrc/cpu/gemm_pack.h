@@ -26,15 +26,26 @@ void pack_left(T* dst, const Product<T>* terms, int count, int64_t i0, int64_t r
     const T s = terms[t].scale;
     const int64_t lo = std::max(k0, offset), hi = std::min(k0 + kc, offset + L.cols);
     for (int64_t p = 0; p < panels; ++p) {
-      T* panel = dst + p * kc * MR;
+      T* panel = dst + (lo - k0) * MR + p * kc * MR;
       const int64_t first = i0 + p * MR, valid = std::min<int64_t>(MR, i0 + rows - first);
-      for (int64_t k = lo; k < hi; ++k) {
-        T* d = panel + (k - k0) * MR;
-        const T* src = L.data + first * L.row_stride + (k - offset) * L.col_stride;
-        // The common cases are a row-major L (rows apart, k contiguous) and a transposed one
-        // (the MR values of column k contiguous); both are the same loop with strides.
-        for (int64_t i = 0; i < valid; ++i) d[i] = s * src[i * L.row_stride];
-        for (int64_t i = valid; i < MR; ++i) d[i] = T(0);
+      const T* src = L.data + first * L.row_stride + (lo - offset) * L.col_stride;
+      if (L.row_stride == 1) {
+        // A transposed L (xᵀ in dAᵀ = xᵀ·v): the MR values of column k are contiguous.
+        for (int64_t k = 0; k < hi - lo; ++k) {
+          T* d = panel + k * MR;
+          const T* column = src + k * L.col_stride;
+          for (int64_t i = 0; i < valid; ++i) d[i] = s * column[i];
+          for (int64_t i = valid; i < MR; ++i) d[i] = T(0);
+        }
+      } else {
+        // A row-major L (x in y = x·Wᵀ): gather column k from MR rows (their cache lines stay
+        // in L1 across the next values of k) and write it contiguously.
+        for (int64_t k = 0; k < hi - lo; ++k) {
+          T* d = panel + k * MR;
+          const T* column = src + k * L.col_stride;
+          for (int64_t i = 0; i < valid; ++i) d[i] = s * column[i * L.row_stride];
+          for (int64_t i = valid; i < MR; ++i) d[i] = T(0);
+        }
       }
     }
     offset += L.cols;

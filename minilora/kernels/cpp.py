@@ -13,6 +13,7 @@ compiled path on one machine.
 """
 
 import contextlib
+import functools
 import os
 
 import numpy as np
@@ -64,9 +65,13 @@ def status():
     ext, reason = backend.extension_status()
     if ext is None:
         return False, reason
+    try:
+        current = isa()
+    except ValueError as exc:  # MINILORA_CPU_ISA names an instruction set this CPU cannot run
+        return False, str(exc)
     threads = ext.cpu_threads()
     return True, (f"C++ fused op in minilora._C, {threads} thread{'s' if threads != 1 else ''}, "
-                  f"{isa()} code")
+                  f"{current} code")
 
 
 # ---- instruction sets --------------------------------------------------------------------------
@@ -74,6 +79,7 @@ ISAS = ("baseline", "avx2", "avx512")
 _isa_chosen = []  # the names given to the use_isa blocks we are inside, innermost last
 
 
+@functools.cache
 def available_isas():
     """The instruction sets this CPU runs the C++ op's code for, best first, e.g. ("avx512", "avx2",
     "baseline")."""

@@ -11,8 +11,9 @@ dims, pick a backend and call its `forward` / `backward` with 2-D C-contiguous a
 
 The backend is, in order of precedence: the `backend=` argument; the innermost
 `use_backend(name)` block; the environment variable MINILORA_BACKEND; otherwise the fastest one
-for the arrays' device: "cpp" for NumPy arrays when minilora._C is built (else "numpy"), "cuda"
-for CuPy arrays when minilora._C has CUDA (else "cupy").
+for the arrays' device and size: for NumPy arrays "cpp" when minilora._C is built and the layer
+is large enough that the C++ op was measured at least as fast as the reference (CPP_MIN_WORK
+below), else "numpy"; for CuPy arrays "cuda" when minilora._C has CUDA, else "cupy".
 """
 
 import contextlib
@@ -26,6 +27,14 @@ DEVICE_OF_BACKEND = {"numpy": "cpu", "cpp": "cpu", "cuda": "cuda", "cupy": "cuda
 _ARRAYS = {"cpu": "NumPy arrays", "cuda": "CuPy arrays"}
 
 _chosen = []  # the names given to the use_backend blocks we are inside, innermost last
+
+# Where the C++ op pays off on NumPy arrays, from `python benchmarks/bench_cpu_op.py --rule`
+# (forward + backward, alternated runs, one and two threads; tables in benchmarks/results/): below
+# about this many multiply-adds in the layer's main product, M·K·N, NumPy's three or five BLAS
+# calls win, because the C++ op's fixed cost per call (argument checks, packing, starting threads)
+# is then larger than what the fusion saves. Above it the C++ op was as fast or faster at every
+# shape measured, float32 and float64.
+CPP_MIN_WORK = 64 * 64 * 64
 
 
 # ---- which backends work here ------------------------------------------------------------------
@@ -47,11 +56,19 @@ def available_backends():
     return tuple(name for name in BACKENDS if backend_status(name)[0])
 
 
-def default_backend(device):
-    """The backend used for arrays on `device` ("cpu" or "cuda") when nothing else is chosen."""
+def default_backend(device, sizes=None):
+    """The backend used for arrays on `device` ("cpu" or "cuda") when nothing else is chosen.
+
+    sizes: ``(M, K, N, r)`` of the call when known. On the CPU the C++ op is then chosen only for
+    M·K·N >= CPP_MIN_WORK, where it was measured at least as fast as the NumPy reference; without
+    sizes, the answer is the backend of large layers."""
     ext, _ = extension_status()
     if device == "cpu":
-        return "cpp" if ext is not None else "numpy"
+        if ext is None:
+            return "numpy"
+        if sizes is not None and sizes[0] * sizes[1] * sizes[2] < CPP_MIN_WORK:
+            return "numpy"
+        return "cpp"
     return "cuda" if ext is not None and ext.with_cuda else "cupy"
 
 
@@ -70,9 +87,10 @@ def use_backend(name):
         _chosen.pop()
 
 
-def resolve_backend(name, device):
-    """The backend to run for arrays on `device`: `name` if given, else the one chosen as the module
-    docstring says. Raises a clear error if it is unknown, unusable here, or for the other device."""
+def resolve_backend(name, device, sizes=None):
+    """The backend to run for arrays on `device` (of sizes ``(M, K, N, r)`` when given): `name` if
+    given, else the one chosen as the module docstring says. Raises a clear error if it is
+    unknown, unusable here, or for the other device."""
     if name is not None:
         source = "backend="
         _check_name(name, "backend")
@@ -82,7 +100,7 @@ def resolve_backend(name, device):
         name, source = os.environ["MINILORA_BACKEND"], "MINILORA_BACKEND"
         _check_name(name, "the environment variable MINILORA_BACKEND")
     else:
-        return default_backend(device)
+        return default_backend(device, sizes)
     if DEVICE_OF_BACKEND[name] != device:
         raise ValueError(f"backend {name!r} (from {source}) works on {_ARRAYS[DEVICE_OF_BACKEND[name]]}, "
                          f"but the arrays are {_ARRAYS[device]}")
@@ -126,7 +144,7 @@ def lora_forward(x, W, A, B, scaling, bias=None, backend=None, variant=None):
     _, device = checks.check_arrays(named)
     M, K, N, r = checks.lora_sizes(x, W, A, B, bias)
     scaling = checks.check_scaling(scaling)
-    name = resolve_backend(backend, device)
+    name = resolve_backend(backend, device, (M, K, N, r))
     variant = _check_variant(name, variant)
 
     x2, W, A, B, bias = _contiguous(device, x.reshape(M, K), W, A, B, bias)
@@ -152,7 +170,7 @@ def lora_backward(dy, x, W, A, B, u, scaling, backend=None, variant=None):
     M, K, N, r = checks.lora_sizes(x, W, A, B)
     checks.check_backward_shapes(dy, x, u, N, r)
     scaling = checks.check_scaling(scaling)
-    name = resolve_backend(backend, device)
+    name = resolve_backend(backend, device, (M, K, N, r))
     variant = _check_variant(name, variant)
 
     dy2, x2, W, A, B, u2 = _contiguous(device, dy.reshape(M, N), x.reshape(M, K), W, A, B, u.reshape(M, r))
