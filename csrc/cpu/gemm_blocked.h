@@ -48,7 +48,7 @@ constexpr int64_t kL1Budget = 24 * 1024;
 constexpr int64_t kL2Budget = 1024 * 1024;
 constexpr int64_t kNcLargest = 4096;
 // Below this many multiply-adds, starting threads costs more than it saves.
-constexpr int64_t kThreadedWork = 64 * 64 * 64;
+constexpr int64_t kThreadedWork = int64_t(1) << 20;
 
 template <typename T, int MR, int NV>
 void gemm_blocked(const OutMatrix<T>& C, const Product<T>* terms, int count, const T* bias) {
