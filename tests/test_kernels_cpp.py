@@ -10,7 +10,8 @@ Outputs handed to the compiled functions are filled with NaN first, so an elemen
 to write fails. Every test of values runs on each instruction set this CPU runs (the baseline
 included, forced through the `isa` argument or `cpp.use_isa`). Shapes straddle the GEMM's blocks:
 tile heights 6, 12 and 24 rows, widths of one and two vectors (4 to 32 columns), inner blocks of
-at most 64 to 512 positions (K + r crossing them), and the size above which threads start (2²⁰ multiply-adds).
+at most 64 to 512 positions (K + r crossing them), column blocks of the packed right operand, and
+the size above which threads start (2²⁰ multiply-adds).
 """
 
 import numpy as np
@@ -32,8 +33,9 @@ ISAS = cpp.available_isas() if EXTENSION is not None else ()
 
 # (M, K, N, r): all ones, K = 3, N = 1, odd N, r = 1, r = 256 (more than K); one past the tile
 # heights (7, 13, 25 rows) and widths (N = 17, 33: one vector and one lane, two vectors and one);
-# K + r across the inner blocks (K = 700, r = 9: several blocks whose last holds both terms); and
-# a shape above the size where threads start (2²⁰ multiply-adds), with ragged edges.
+# K + r across the inner blocks (K = 700, r = 9: several blocks whose last holds both terms);
+# a shape above the size where threads start (2²⁰ multiply-adds), with ragged edges; and a long
+# inner dimension, whose packed right operand fills the L3 budget in more than one column block.
 SHAPES = [
     (1, 1, 1, 1),
     (1, 3, 5, 1),
@@ -46,6 +48,7 @@ SHAPES = [
     (9, 700, 13, 9),
     (130, 40, 64, 4),
     (259, 300, 70, 5),
+    (2, 4100, 600, 3),
 ]
 
 

@@ -1,18 +1,20 @@
 // Rung 3 of the GEMM ladder: the loops around the micro-kernel (cache blocking) and the threads.
 //
-// The BLIS order of the five loops, each blocking for one level of the memory hierarchy:
+// The five loops of a BLIS-style GEMM, each blocking for one level of the memory hierarchy:
 //
-//   for jc in blocks of NC columns of C          the packed right panel (kc × nc) stays in L3
-//     for pc in blocks of KC inner positions     pack R[pc, jc] once, shared by every thread
-//       for ic in blocks of MC rows of C         pack L[ic, pc] per thread: it stays in L2
+//   for jc in blocks of NC columns of C          pack R[:, jc] once, shared by every thread (L3)
+//     for ic in blocks of MC rows of C           one thread per block
+//       for pc in blocks of KC inner positions   pack L[ic, pc]: it stays in L2
 //         for jr in slivers of NR columns        one right sliver (kc × NR) stays in L1
 //           for ir in slivers of MR rows         the micro-kernel: an MR × NR tile in registers
 //
-// Threads share the packing of each right panel, then take blocks of MC rows of C each, so no two
-// threads ever write the same element of C. Block sizes are split evenly (1000 columns in blocks of
-// at most 512 become two blocks of 500, not 512 + 488), so the last block of the inner dimension is
-// never a sliver: with K = 512 and r = 16, the LoRA columns ride along in the last block instead
-// of costing a pass of their own over C.
+// (BLIS puts pc outside ic and packs one kc × nc panel of R at a time; packing all of R[:, jc]
+// before the threads split the rows means one barrier per column block instead of two per inner
+// block, which matters when another process holds a core and every barrier waits for it.)
+// No two threads ever write the same element of C. Block sizes are split evenly (1000 columns in
+// blocks of at most 512 become two blocks of 500, not 512 + 488), so the last block of the inner
+// dimension is never a sliver: with K = 512 and r = 16, the LoRA columns ride along in the last
+// block instead of costing a pass of their own over C.
 //
 // This header is the whole GEMM for one instruction set: gemm_<isa>.cpp defines kVectorBytes and
 // the tile heights, opens the namespace of its instruction set and includes it.
@@ -43,10 +45,10 @@ inline int64_t even_block(int64_t total, int64_t largest, int64_t unit) {
 }
 
 // Cache budgets (bytes) the block sizes are derived from: a right sliver in L1 next to a few left
-// slivers, a left block in half of a 1-2 MiB L2, a right panel in L3.
+// slivers, a left block in half of a 1-2 MiB L2, the packed right block in a share of L3.
 constexpr int64_t kL1Budget = 24 * 1024;
 constexpr int64_t kL2Budget = 1024 * 1024;
-constexpr int64_t kNcLargest = 4096;
+constexpr int64_t kL3Budget = 8 * 1024 * 1024;
 // Below this many multiply-adds, starting threads costs more than it saves.
 constexpr int64_t kThreadedWork = int64_t(1) << 20;
 
@@ -69,14 +71,17 @@ void gemm_blocked(const OutMatrix<T>& C, const Product<T>* terms, int count, con
   if (m * n * k >= kThreadedWork) threads = omp_get_max_threads();
 #endif
   const int64_t kc = even_block(k, std::clamp<int64_t>(kL1Budget / (NR * sizeof(T)), 64, 512), 8);
-  const int64_t nc = even_block(n, kNcLargest, NR);
+  const int64_t k_blocks = ceil_div(k, kc);
+  const int64_t nc = even_block(n, std::max<int64_t>(NR, kL3Budget / (k * sizeof(T)) / NR * NR), NR);
   // Rows: at most what fits in L2, and at least four blocks per thread where m allows, so that a
   // thread slowed down by another process on its core leaves its remaining blocks to the others.
   const int64_t mc_largest = std::max<int64_t>(MR, kL2Budget / (kc * sizeof(T)) / MR * MR);
   const int64_t mc = std::min(mc_largest, round_up(ceil_div(m, 4 * threads), MR));
   const int64_t m_blocks = ceil_div(m, mc);
 
-  T* right = static_cast<T*>(workspace(0, sizeof(T) * kc * round_up(nc, NR)));
+  // The packed right block: inner block p of sliver q at (p·kc)·round_up(nc, NR) + q·depth·NR.
+  const int64_t right_stride = kc * round_up(nc, NR);
+  T* right = static_cast<T*>(workspace(0, sizeof(T) * right_stride * k_blocks));
   T* left_all = static_cast<T*>(workspace(1, sizeof(T) * threads * kc * round_up(mc, MR)));
 
 #pragma omp parallel num_threads(threads) if (threads > 1)
@@ -89,18 +94,22 @@ void gemm_blocked(const OutMatrix<T>& C, const Product<T>* terms, int count, con
     for (int64_t jc = 0; jc < n; jc += nc) {
       const int64_t cols = std::min(nc, n - jc);
       const int64_t slivers = ceil_div(cols, NR);
-      for (int64_t pc = 0; pc < k; pc += kc) {
-        const int64_t depth = std::min(kc, k - pc);
 
-#pragma omp for schedule(static)
+#pragma omp for collapse(2) schedule(static)
+      for (int64_t p = 0; p < k_blocks; ++p) {
         for (int64_t q = 0; q < slivers; ++q) {
-          pack_right<T, NR>(right, terms, count, jc, cols, pc, depth, q, q + 1);
+          const int64_t pc = p * kc, depth = std::min(kc, k - pc);
+          pack_right<T, NR>(right + p * right_stride, terms, count, jc, cols, pc, depth, q, q + 1);
         }
-        // (the implicit barrier: the right panel is complete before anyone reads it)
+      }
+      // (the implicit barrier: the right block is complete before anyone reads it)
 
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t block = 0; block < m_blocks; ++block) {
-          const int64_t ic = block * mc, rows = std::min(mc, m - ic);
+      for (int64_t block = 0; block < m_blocks; ++block) {
+        const int64_t ic = block * mc, rows = std::min(mc, m - ic);
+        for (int64_t p = 0; p < k_blocks; ++p) {
+          const int64_t pc = p * kc, depth = std::min(kc, k - pc);
+          const T* right_block = right + p * right_stride;
           pack_left<T, MR>(left, terms, count, ic, rows, pc, depth);
           for (int64_t jr = 0; jr < cols; jr += NR) {
             for (int64_t ir = 0; ir < rows; ir += MR) {
@@ -111,12 +120,12 @@ void gemm_blocked(const OutMatrix<T>& C, const Product<T>* terms, int count, con
                                  std::min<int64_t>(NR, cols - jr),
                                  bias ? bias + jc + jr : nullptr,
                                  pc > 0};
-              micro_kernel<T, MR, NV>(depth, left + ir * depth, right + jr * depth, tile);
+              micro_kernel<T, MR, NV>(depth, left + ir * depth, right_block + jr * depth, tile);
             }
           }
         }
-        // (the implicit barrier: nobody reads the right panel while the next one is packed)
       }
+      // (the implicit barrier: nobody reads the right block while the next one is packed)
     }
   }
 }
