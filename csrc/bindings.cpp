@@ -59,20 +59,29 @@ LoraSizes lora_sizes(const Array<T>& x, const Array<T>& W, const Array<T>& A, co
   return sizes;
 }
 
-// The instruction set named `name` ("baseline", "avx2", "avx512"; "" for the best this CPU runs).
-minilora::cpu::Isa parse_isa(const std::string& name) {
+// The instruction set called `name` ("baseline", "avx2", "avx512"), if there is one.
+std::optional<minilora::cpu::Isa> isa_named(const std::string& name) {
   using minilora::cpu::Isa;
-  if (name.empty()) return minilora::cpu::best_isa();
   for (Isa isa : {Isa::baseline, Isa::avx2, Isa::avx512}) {
-    if (name != minilora::cpu::isa_name(isa)) continue;
-    if (!minilora::cpu::isa_supported(isa)) {
-      throw py::value_error("isa=" + name + ": this CPU cannot run it (the best it runs is " +
-                            minilora::cpu::isa_name(minilora::cpu::best_isa()) + ")");
-    }
-    return isa;
+    if (name == minilora::cpu::isa_name(isa)) return isa;
   }
-  throw py::value_error("isa must be 'baseline', 'avx2', 'avx512' or '' (the best), got '" + name +
-                        "'");
+  return std::nullopt;
+}
+
+// The instruction set the caller asked for ("" for the best this CPU runs); ValueError when there
+// is no such name or this CPU cannot run it.
+minilora::cpu::Isa parse_isa(const std::string& name) {
+  if (name.empty()) return minilora::cpu::best_isa();
+  const auto isa = isa_named(name);
+  if (!isa) {
+    throw py::value_error("isa must be 'baseline', 'avx2', 'avx512' or '' (the best), got '" +
+                          name + "'");
+  }
+  if (!minilora::cpu::isa_supported(*isa)) {
+    throw py::value_error("isa=" + name + ": this CPU cannot run it (the best it runs is " +
+                          minilora::cpu::isa_name(minilora::cpu::best_isa()) + ")");
+  }
+  return *isa;
 }
 
 template <typename T>
@@ -148,11 +157,8 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "cpu_isa_supported",
       [](const std::string& name) {
-        for (auto isa : {minilora::cpu::Isa::baseline, minilora::cpu::Isa::avx2,
-                         minilora::cpu::Isa::avx512}) {
-          if (name == minilora::cpu::isa_name(isa)) return minilora::cpu::isa_supported(isa);
-        }
-        return false;
+        const auto isa = isa_named(name);
+        return isa && minilora::cpu::isa_supported(*isa);
       },
       "Whether this CPU runs the C++ op's code for instruction set `name` ('baseline', 'avx2', "
       "'avx512').",
