@@ -2,6 +2,7 @@
 
     python benchmarks/bench_train.py                    # the sizes below, minilora on the CPU
     python benchmarks/bench_train.py --profile          # and where a step's time goes, op by op
+                                                        # (beside PyTorch's, by kind of work)
     python benchmarks/bench_train.py --device cuda      # minilora on the GPU (CuPy) as well
     python benchmarks/bench_train.py --sizes lora-4x256-T128 --profile   # LoRA fine-tuning step
 
@@ -232,6 +233,70 @@ def print_profile(name, spent, total, steps, top=15):
     print("(outside the ops: the graph walk, optimizer, argument checks, Python overhead)")
 
 
+# ---- the same breakdown for both, by kind of work ---------------------------------------------
+# minilora's Function names and PyTorch's aten ops, grouped into the same kinds of work. PyTorch's
+# linear layers and PEFT's adapters are the same aten products, so those two are one row.
+KINDS = {
+    "linear + LoRA products": (("Linear", "FusedLoRALinear"), ("aten::addmm", "aten::mm")),
+    "attention products": (("MatMul",), ("aten::bmm",)),
+    "softmax (+ mask, scale)": (("Softmax", "Where"), ("aten::_softmax", "aten::_softmax_backward_data",
+                                                      "aten::masked_fill_", "aten::div", "aten::div_")),
+    "layer norm": (("Normalize",), ("aten::native_layer_norm", "aten::native_layer_norm_backward")),
+    "GELU": (("Gelu",), ("aten::gelu", "aten::gelu_backward")),
+    "cross-entropy": (("CrossEntropy",), ("aten::_log_softmax", "aten::_log_softmax_backward_data",
+                                          "aten::nll_loss_forward", "aten::nll_loss_backward")),
+    "embedding": (("Embedding",), ("aten::embedding", "aten::embedding_dense_backward", "aten::index_select")),
+}
+
+
+def kind_of_minilora(label):
+    op = label.split(".")[0]
+    return next((kind for kind, (ours, _) in KINDS.items() if op in ours), "other ops")
+
+
+def kind_of_torch(name):
+    return next((kind for kind, (_, theirs) in KINDS.items() if name in theirs), "other ops")
+
+
+def torch_profile(step, steps):
+    """Milliseconds per step of each aten op (self time on the calling thread), and the total."""
+    import torch
+
+    step()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        total = time.perf_counter() - start
+    spent = collections.Counter()
+    for event in prof.key_averages():
+        spent[event.key] += event.self_cpu_time_total / 1e6  # microseconds -> seconds
+    return spent, total
+
+
+def print_kinds(name, ours, ours_total, theirs, theirs_total, steps):
+    """Where each step's time goes, by kind of work, minilora beside PyTorch."""
+    by_kind = collections.Counter()
+    for label, seconds in ours.items():
+        by_kind["minilora", kind_of_minilora(label)] += seconds
+    for label, seconds in theirs.items():
+        by_kind["torch", kind_of_torch(label)] += seconds
+    for who, total in (("minilora", ours_total), ("torch", theirs_total)):
+        inside = sum(v for (w, _), v in by_kind.items() if w == who)
+        by_kind[who, "(outside the ops)"] = total - inside
+    kinds = list(KINDS) + ["other ops", "(outside the ops)"]
+    print(f"\nwhere a step's time goes by kind of work, {name}, ms per step ({steps} steps each):")
+    print("| kind | minilora | torch | minilora / torch |")
+    print("|---|---|---|---|")
+    for kind in kinds:
+        a, b = by_kind["minilora", kind] / steps * 1e3, by_kind["torch", kind] / steps * 1e3
+        print(f"| {kind} | {a:.1f} | {b:.1f} | {a / b:.2f}x |" if b > 0 else f"| {kind} | {a:.1f} | {b:.1f} | |")
+    print(f"| total | {ours_total / steps * 1e3:.1f} | {theirs_total / steps * 1e3:.1f} | "
+          f"{ours_total / theirs_total:.2f}x |")
+    print("(torch: self time of each aten op on the calling thread; outside the ops: autograd engine, "
+          "optimizer, Python)")
+
+
 # ---- the table ---------------------------------------------------------------------------------
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -281,7 +346,9 @@ def main(argv=None):
             row["torch"], row["torch cpu"] = times[1]
         rows.append(row)
         if args.profile and args.device == "cpu":
-            profiles.append((name, *profile(step, args.steps)))
+            ours = profile(step, args.steps)
+            theirs = torch_profile(t_step, args.steps) if with_torch else None
+            profiles.append((name, ours, theirs))
 
     print(f"\none training step (forward + backward + AdamW) on {args.device}, median of {args.steps}")
     header = "| size | parameters | tokens/step | minilora ms | minilora tokens/s |"
@@ -296,8 +363,10 @@ def main(argv=None):
             line += (f" {r['torch'] * 1e3:.1f} | {r['tokens'] / r['torch']:,.0f} | {r['minilora'] / r['torch']:.2f}x |"
                      f" {r['minilora cpu'] / r['torch cpu']:.2f}x |")
         print(line)
-    for name, spent, total in profiles:
+    for name, (spent, total), theirs in profiles:
         print_profile(name, spent, total, args.steps)
+        if theirs is not None:
+            print_kinds(name, spent, total, *theirs, args.steps)
     return 0
 
 
