@@ -88,7 +88,8 @@ void gemm(Isa isa, const OutMatrix<T>& C, const Product<T>* terms, int count, co
             const double* bias);                                                            \
   }
 MINILORA_DECLARE_GEMM(baseline)
-#if defined(__x86_64__) || defined(_M_X64)
+// (x86-64 with GCC or Clang: the compilers whose flags CMakeLists.txt gives the per-ISA files.)
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define MINILORA_X86 1
 MINILORA_DECLARE_GEMM(avx2)
 MINILORA_DECLARE_GEMM(avx512)

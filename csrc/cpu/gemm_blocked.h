@@ -95,12 +95,11 @@ void gemm_blocked(const OutMatrix<T>& C, const Product<T>* terms, int count, con
       const int64_t cols = std::min(nc, n - jc);
       const int64_t slivers = ceil_div(cols, NR);
 
-#pragma omp for collapse(2) schedule(static)
-      for (int64_t p = 0; p < k_blocks; ++p) {
-        for (int64_t q = 0; q < slivers; ++q) {
-          const int64_t pc = p * kc, depth = std::min(kc, k - pc);
-          pack_right<T, NR>(right + p * right_stride, terms, count, jc, cols, pc, depth, q, q + 1);
-        }
+#pragma omp for schedule(static)
+      for (int64_t task = 0; task < k_blocks * slivers; ++task) {  // sliver q of inner block p
+        const int64_t p = task / slivers, q = task % slivers;
+        const int64_t pc = p * kc, depth = std::min(kc, k - pc);
+        pack_right<T, NR>(right + p * right_stride, terms, count, jc, cols, pc, depth, q, q + 1);
       }
       // (the implicit barrier: the right block is complete before anyone reads it)
 

@@ -13,15 +13,38 @@
 //
 // Included inside the namespace of one instruction set, after kVectorBytes is defined.
 
+// Values per vector register: 16 floats or 8 doubles on AVX-512.
+template <typename T>
+constexpr int kLanes = kVectorBytes / sizeof(T);
+
+#if defined(__GNUC__) || defined(__clang__)
 template <typename T>
 struct VectorOf {
   typedef T type __attribute__((vector_size(kVectorBytes)));
 };
+#else
+// Compilers without vector extensions (MSVC) get a plain array with the same arithmetic, which
+// their optimizer may still vectorize; only the baseline is built for them (CMakeLists.txt).
+template <typename T>
+struct Lanes {
+  T lane[kLanes<T>];
+  friend Lanes operator*(T a, const Lanes& b) {
+    Lanes out;
+    for (int i = 0; i < kLanes<T>; ++i) out.lane[i] = a * b.lane[i];
+    return out;
+  }
+  Lanes& operator+=(const Lanes& b) {
+    for (int i = 0; i < kLanes<T>; ++i) lane[i] += b.lane[i];
+    return *this;
+  }
+};
+template <typename T>
+struct VectorOf {
+  typedef Lanes<T> type;
+};
+#endif
 template <typename T>
 using Vector = typename VectorOf<T>::type;
-// Values per vector register: 16 floats or 8 doubles on AVX-512.
-template <typename T>
-constexpr int kLanes = kVectorBytes / sizeof(T);
 
 template <typename T>
 inline Vector<T> load(const T* p) {  // any alignment
@@ -53,7 +76,7 @@ void micro_kernel(int64_t kc, const T* a, const T* b, const Tile<T>& out) {
 #pragma GCC unroll 32
   for (int i = 0; i < MR; ++i) {
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) acc[i][v] = Vector<T>{};
+    for (int v = 0; v < NV; ++v) acc[i][v] = Vector<T>{};  // zeros
   }
 
   for (int64_t k = 0; k < kc; ++k, a += MR, b += NR) {

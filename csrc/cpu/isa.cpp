@@ -11,6 +11,10 @@
 
 #include "cpu/gemm.h"
 
+#ifdef _MSC_VER
+#include <malloc.h>  // _aligned_malloc: MSVC has no std::aligned_alloc
+#endif
+
 namespace minilora {
 namespace cpu {
 
@@ -62,9 +66,17 @@ template void gemm<double>(Isa, const OutMatrix<double>&, const Product<double>*
 
 namespace {
 
+#ifdef _MSC_VER
+void* aligned_bytes(size_t bytes) { return _aligned_malloc(bytes, 64); }
+struct FreeDeleter {
+  void operator()(void* p) const { _aligned_free(p); }
+};
+#else
+void* aligned_bytes(size_t bytes) { return std::aligned_alloc(64, bytes); }
 struct FreeDeleter {
   void operator()(void* p) const { std::free(p); }
 };
+#endif
 
 // One growing buffer per slot and calling thread.
 struct Buffer {
@@ -79,7 +91,7 @@ void* workspace(int slot, size_t bytes) {
   Buffer& b = buffers[slot];
   if (b.bytes < bytes) {
     const size_t rounded = (bytes / 64 + 1) * 64;  // aligned_alloc wants a multiple of 64, not 0
-    b.memory.reset(std::aligned_alloc(64, rounded));
+    b.memory.reset(aligned_bytes(rounded));
     if (!b.memory) throw std::bad_alloc();
     b.bytes = rounded;
   }
