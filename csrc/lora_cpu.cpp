@@ -26,14 +26,12 @@ void lora_forward_cpu(cpu::Isa isa, const T* x, const T* W, const T* A, const T*
                       T scaling, T* y, T* u, int64_t M, int64_t K, int64_t N, int64_t r) {
   const Matrix<T> x_ = row_major(x, M, K), u_ = row_major<T>(u, M, r);
 
-  // u = x·Aᵀ (M × r)
-  const Product<T> down[] = {{x_, row_major(A, r, K).transposed(), T(1)}};
-  cpu::gemm<T>(isa, row_major_out(u, M, r), down, 1, nullptr);
-
-  // y = x·Wᵀ + s·u·Bᵀ (+ bias) (M × N): inner dimension K, then r
+  // y = x·Wᵀ + s·u·Bᵀ (+ bias) (M × N): inner dimension K, then r; u = x·Aᵀ (M × r) is made on
+  // the way from the same packed blocks of x, so x is read once for both.
   const Product<T> terms[] = {{x_, row_major(W, N, K).transposed(), T(1)},
                               {u_, row_major(B, N, r).transposed(), scaling}};
-  cpu::gemm<T>(isa, row_major_out(y, M, N), terms, 2, bias);
+  const cpu::MadeOnTheWay<T> u_from_x{row_major(A, r, K).transposed(), u};
+  cpu::gemm<T>(isa, row_major_out(y, M, N), terms, 2, bias, &u_from_x);
 }
 
 template <typename T>
@@ -44,13 +42,11 @@ void lora_backward_cpu(cpu::Isa isa, const T* dy, const T* x, const T* W, const 
   std::vector<T> v(M * r);
   const Matrix<T> v_ = row_major<T>(v.data(), M, r);
 
-  // v = dy·B (M × r)
-  const Product<T> up_grad[] = {{dy_, row_major(B, N, r), T(1)}};
-  cpu::gemm<T>(isa, row_major_out(v.data(), M, r), up_grad, 1, nullptr);
-
-  // dx = dy·W + s·v·A (M × K): inner dimension N, then r
+  // dx = dy·W + s·v·A (M × K): inner dimension N, then r; v = dy·B (M × r) is made on the way
+  // from the same packed blocks of dy.
   const Product<T> dx_terms[] = {{dy_, row_major(W, N, K), T(1)}, {v_, row_major(A, r, K), scaling}};
-  cpu::gemm<T>(isa, row_major_out(dx, M, K), dx_terms, 2, nullptr);
+  const cpu::MadeOnTheWay<T> v_from_dy{row_major(B, N, r), v.data()};
+  cpu::gemm<T>(isa, row_major_out(dx, M, K), dx_terms, 2, nullptr, &v_from_dy);
 
   // dA = s·vᵀ·x (r × K), computed as its transpose xᵀ·(s·v) (K × r) written through swapped
   // strides: then the long side K is the one split into blocks and threads, the short r the width.

@@ -62,6 +62,16 @@ struct Product {
 // The most terms one GEMM call sums (the LoRA op needs two).
 constexpr int kMaxTerms = 2;
 
+// The LoRA fusion's second half: the left operand of term 1 made on the way, out = L0 · factor,
+// with L0 = terms[0].left (m × k0) and factor (k0 × r). gemm computes it from the packed blocks of
+// L0 that it reads for term 0 anyway, so x (or dy) is read once for u = x·Aᵀ and y together (or v
+// = dy·B and dx). out is row-major (m × r), and terms[1].left must be a view of it.
+template <typename T>
+struct MadeOnTheWay {
+  Matrix<T> factor;
+  T* out;
+};
+
 // ---- instruction sets ------------------------------------------------------------------------
 enum class Isa { baseline, avx2, avx512 };
 
@@ -75,17 +85,19 @@ Isa best_isa();
 // C = Σt terms[t].scale · terms[t].left · terms[t].right (+ bias[j] on column j when bias is not
 // null), with the code compiled for `isa` (which must be supported). Every element of C is
 // written, never read first. Terms share m (C.rows) and n (C.cols); their inner sizes may differ.
+// With `made` (and two terms), terms[1].left is first computed as MadeOnTheWay says.
 template <typename T>
-void gemm(Isa isa, const OutMatrix<T>& C, const Product<T>* terms, int count, const T* bias);
+void gemm(Isa isa, const OutMatrix<T>& C, const Product<T>* terms, int count, const T* bias,
+          const MadeOnTheWay<T>* made = nullptr);
 
 // The same GEMM compiled once per instruction set (gemm_<isa>.cpp), each in its own namespace so
 // that code built with AVX-512 instructions is never linked in where the baseline is expected.
 #define MINILORA_DECLARE_GEMM(ns)                                                           \
   namespace ns {                                                                            \
   void gemm(const OutMatrix<float>& C, const Product<float>* terms, int count,              \
-            const float* bias);                                                             \
+            const float* bias, const MadeOnTheWay<float>* made);                            \
   void gemm(const OutMatrix<double>& C, const Product<double>* terms, int count,            \
-            const double* bias);                                                            \
+            const double* bias, const MadeOnTheWay<double>* made);                          \
   }
 MINILORA_DECLARE_GEMM(baseline)
 // (x86-64 with GCC or Clang: the compilers whose flags CMakeLists.txt gives the per-ISA files.)
@@ -98,7 +110,7 @@ MINILORA_DECLARE_GEMM(avx512)
 
 // Work memory for packed blocks, kept per calling thread and reused between calls (a fresh
 // allocation of a few MiB each call costs page faults worth more than a small product).
-// `slot` 0 and 1 are separate buffers; the pointer is aligned to 64 bytes.
+// `slot` 0, 1 and 2 are separate buffers; the pointer is aligned to 64 bytes.
 void* workspace(int slot, size_t bytes);
 
 }  // namespace cpu

@@ -53,7 +53,8 @@ constexpr int64_t kL3Budget = 8 * 1024 * 1024;
 constexpr int64_t kThreadedWork = int64_t(1) << 20;
 
 template <typename T, int MR, int NV>
-void gemm_blocked(const OutMatrix<T>& C, const Product<T>* terms, int count, const T* bias) {
+void gemm_blocked(const OutMatrix<T>& C, const Product<T>* terms, int count, const T* bias,
+                  const MadeOnTheWay<T>* made) {
   constexpr int64_t NR = NV * kLanes<T>;
   const int64_t m = C.rows, n = C.cols;
   int64_t k = 0;
@@ -84,6 +85,17 @@ void gemm_blocked(const OutMatrix<T>& C, const Product<T>* terms, int count, con
   T* right = static_cast<T*>(workspace(0, sizeof(T) * right_stride * k_blocks));
   T* left_all = static_cast<T*>(workspace(1, sizeof(T) * threads * kc * round_up(mc, MR)));
 
+  // Made on the way: out = L0 · factor, one vector of columns per sliver, factor packed whole.
+  constexpr int64_t NRm = kLanes<T>;
+  const int64_t k0 = terms[0].left.cols, r = made ? made->factor.cols : 0;
+  const int64_t r_slivers = ceil_div(r, NRm);
+  T* factor = nullptr;
+  if (made) {
+    factor = static_cast<T*>(workspace(2, sizeof(T) * r_slivers * k0 * NRm));
+    const Product<T> just_factor{terms[0].left, made->factor, T(1)};
+    pack_right<T, NRm>(factor, &just_factor, 1, 0, r, 0, k0, 0, r_slivers);
+  }
+
 #pragma omp parallel num_threads(threads) if (threads > 1)
   {
 #ifdef _OPENMP
@@ -109,7 +121,24 @@ void gemm_blocked(const OutMatrix<T>& C, const Product<T>* terms, int count, con
         for (int64_t p = 0; p < k_blocks; ++p) {
           const int64_t pc = p * kc, depth = std::min(kc, k - pc);
           const T* right_block = right + p * right_stride;
-          pack_left<T, MR>(left, terms, count, ic, rows, pc, depth);
+          if (!made) {
+            pack_left<T, MR>(left, terms, 0, count, ic, rows, pc, depth);
+          } else {
+            // Term 0's part of the block, then its share of out for these rows (computed in the
+            // first column block only), then term 1's part, which reads those rows of out: they
+            // are complete, since term 0's inner positions all come before term 1's.
+            pack_left<T, MR>(left, terms, 0, 1, ic, rows, pc, depth);
+            const int64_t own = std::clamp<int64_t>(k0 - pc, 0, depth);
+            for (int64_t ir = 0; jc == 0 && own > 0 && ir < rows; ir += MR) {
+              for (int64_t q = 0; q < r_slivers; ++q) {
+                const Tile<T> tile{made->out + (ic + ir) * r + q * NRm, r, 1,
+                                   std::min<int64_t>(MR, rows - ir), std::min(NRm, r - q * NRm),
+                                   nullptr, pc > 0};
+                micro_kernel<T, MR, 1>(own, left + ir * depth, factor + (q * k0 + pc) * NRm, tile);
+              }
+            }
+            if (own < depth) pack_left<T, MR>(left, terms, 1, 2, ic, rows, pc, depth);
+          }
           for (int64_t jr = 0; jr < cols; jr += NR) {
             for (int64_t ir = 0; ir < rows; ir += MR) {
               const Tile<T> tile{C.data + (ic + ir) * C.row_stride + (jc + jr) * C.col_stride,
@@ -132,19 +161,22 @@ void gemm_blocked(const OutMatrix<T>& C, const Product<T>* terms, int count, con
 // Wide tiles (NV = 2 vectors per row) in general; for a C of at most one vector of columns (u, v,
 // dB and dAᵀ, with n = r), a tile one vector wide and twice as tall, so fewer lanes compute zeros.
 template <typename T>
-void gemm_any(const OutMatrix<T>& C, const Product<T>* terms, int count, const T* bias) {
+void gemm_any(const OutMatrix<T>& C, const Product<T>* terms, int count, const T* bias,
+              const MadeOnTheWay<T>* made) {
   if (C.cols <= kLanes<T>) {
-    gemm_blocked<T, kTallRows, 1>(C, terms, count, bias);
+    gemm_blocked<T, kTallRows, 1>(C, terms, count, bias, made);
   } else {
-    gemm_blocked<T, kWideRows, 2>(C, terms, count, bias);
+    gemm_blocked<T, kWideRows, 2>(C, terms, count, bias, made);
   }
 }
 
-void gemm(const OutMatrix<float>& C, const Product<float>* terms, int count, const float* bias) {
-  gemm_any(C, terms, count, bias);
+void gemm(const OutMatrix<float>& C, const Product<float>* terms, int count, const float* bias,
+          const MadeOnTheWay<float>* made) {
+  gemm_any(C, terms, count, bias, made);
 }
-void gemm(const OutMatrix<double>& C, const Product<double>* terms, int count, const double* bias) {
-  gemm_any(C, terms, count, bias);
+void gemm(const OutMatrix<double>& C, const Product<double>* terms, int count, const double* bias,
+          const MadeOnTheWay<double>* made) {
+  gemm_any(C, terms, count, bias, made);
 }
 
 }  // namespace MINILORA_ISA

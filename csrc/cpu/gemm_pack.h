@@ -10,20 +10,22 @@
 //
 // The inner dimension is the concatenation of the terms' inner dimensions (x's K columns, then
 // s·u's r columns): a block [k0, k0 + kc) of it may take columns from both terms, and packing is
-// where they meet. The term's scale is applied here too, once per element of L.
+// where they meet. The term's scale is applied here too, once per element of R: in the LoRA op
+// the right operand of a scaled term is always the small one (Bᵀ, A, v or u).
 //
 // Included inside the namespace of one instruction set (see gemm_blocked.h).
 
-// Left block: rows [i0, i0 + rows) of the terms' left operands, inner positions [k0, k0 + kc),
-// as ceil(rows / MR) micro-panels; panel p holds element (i, k) at p·kc·MR + (k - k0)·MR + i.
+// Left block: rows [i0, i0 + rows) of the left operands of terms [first, last), inner positions
+// [k0, k0 + kc), as ceil(rows / MR) micro-panels; panel p holds element (i, k) at
+// p·kc·MR + (k - k0)·MR + i. (Packing the terms one at a time lets term 1 be made on the way.)
 template <typename T, int MR>
-void pack_left(T* dst, const Product<T>* terms, int count, int64_t i0, int64_t rows, int64_t k0,
-               int64_t kc) {
+void pack_left(T* dst, const Product<T>* terms, int first, int last, int64_t i0, int64_t rows,
+               int64_t k0, int64_t kc) {
   const int64_t panels = (rows + MR - 1) / MR;
   int64_t offset = 0;  // where term t starts in the concatenated inner dimension
-  for (int t = 0; t < count; ++t) {
+  for (int t = 0; t < first; ++t) offset += terms[t].left.cols;
+  for (int t = first; t < last; ++t) {
     const Matrix<T>& L = terms[t].left;
-    const T s = terms[t].scale;
     const int64_t lo = std::max(k0, offset), hi = std::min(k0 + kc, offset + L.cols);
     for (int64_t p = 0; p < panels; ++p) {
       T* panel = dst + (lo - k0) * MR + p * kc * MR;
@@ -34,7 +36,7 @@ void pack_left(T* dst, const Product<T>* terms, int count, int64_t i0, int64_t r
         for (int64_t k = 0; k < hi - lo; ++k) {
           T* d = panel + k * MR;
           const T* column = src + k * L.col_stride;
-          for (int64_t i = 0; i < valid; ++i) d[i] = s * column[i];
+          for (int64_t i = 0; i < valid; ++i) d[i] = column[i];
           for (int64_t i = valid; i < MR; ++i) d[i] = T(0);
         }
       } else {
@@ -43,7 +45,7 @@ void pack_left(T* dst, const Product<T>* terms, int count, int64_t i0, int64_t r
         for (int64_t k = 0; k < hi - lo; ++k) {
           T* d = panel + k * MR;
           const T* column = src + k * L.col_stride;
-          for (int64_t i = 0; i < valid; ++i) d[i] = s * column[i * L.row_stride];
+          for (int64_t i = 0; i < valid; ++i) d[i] = column[i * L.row_stride];
           for (int64_t i = valid; i < MR; ++i) d[i] = T(0);
         }
       }
@@ -61,6 +63,7 @@ void pack_right(T* dst, const Product<T>* terms, int count, int64_t j0, int64_t 
   int64_t offset = 0;
   for (int t = 0; t < count; ++t) {
     const Matrix<T>& R = terms[t].right;
+    const T s = terms[t].scale;
     const int64_t lo = std::max(k0, offset), hi = std::min(k0 + kc, offset + R.rows);
     for (int64_t q = q0; q < q1; ++q) {
       T* panel = dst + q * kc * NR;
@@ -72,7 +75,7 @@ void pack_right(T* dst, const Product<T>* terms, int count, int64_t j0, int64_t 
         for (int64_t k = lo; k < hi; ++k) {
           T* d = panel + (k - k0) * NR;
           const T* src = base + (k - lo) * R.row_stride;
-          for (int64_t j = 0; j < valid; ++j) d[j] = src[j * R.col_stride];
+          for (int64_t j = 0; j < valid; ++j) d[j] = s * src[j * R.col_stride];
           for (int64_t j = valid; j < NR; ++j) d[j] = T(0);
         }
       } else {
@@ -81,7 +84,7 @@ void pack_right(T* dst, const Product<T>* terms, int count, int64_t j0, int64_t 
         for (int64_t j = 0; j < NR; ++j) {
           const T* src = base + j * R.col_stride;
           T* d = panel + (lo - k0) * NR + j;
-          for (int64_t k = 0; k < hi - lo; ++k) d[k * NR] = src[k * R.row_stride];
+          for (int64_t k = 0; k < hi - lo; ++k) d[k * NR] = s * src[k * R.row_stride];
         }
       }
     }

@@ -46,23 +46,26 @@ Isa best_isa() {
 }
 
 template <typename T>
-void gemm(Isa isa, const OutMatrix<T>& C, const Product<T>* terms, int count, const T* bias) {
+void gemm(Isa isa, const OutMatrix<T>& C, const Product<T>* terms, int count, const T* bias,
+          const MadeOnTheWay<T>* made) {
   if (count < 1 || count > kMaxTerms) throw std::invalid_argument("gemm: 1 or 2 terms");
+  if (made && count != 2) throw std::invalid_argument("gemm: made on the way needs 2 terms");
   if (!isa_supported(isa)) {
     throw std::invalid_argument(std::string("this CPU cannot run instruction set ") + isa_name(isa));
   }
   switch (isa) {
 #ifdef MINILORA_X86
-    case Isa::avx512: return avx512::gemm(C, terms, count, bias);
-    case Isa::avx2: return avx2::gemm(C, terms, count, bias);
+    case Isa::avx512: return avx512::gemm(C, terms, count, bias, made);
+    case Isa::avx2: return avx2::gemm(C, terms, count, bias, made);
 #endif
-    default: return baseline::gemm(C, terms, count, bias);
+    default: return baseline::gemm(C, terms, count, bias, made);
   }
 }
 
-template void gemm<float>(Isa, const OutMatrix<float>&, const Product<float>*, int, const float*);
+template void gemm<float>(Isa, const OutMatrix<float>&, const Product<float>*, int, const float*,
+                          const MadeOnTheWay<float>*);
 template void gemm<double>(Isa, const OutMatrix<double>&, const Product<double>*, int,
-                           const double*);
+                           const double*, const MadeOnTheWay<double>*);
 
 namespace {
 
@@ -83,7 +86,7 @@ struct Buffer {
   std::unique_ptr<void, FreeDeleter> memory;
   size_t bytes = 0;
 };
-thread_local Buffer buffers[2];
+thread_local Buffer buffers[3];
 
 }  // namespace
 
