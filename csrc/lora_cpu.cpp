@@ -4,7 +4,8 @@
 //
 // The fusion is in the terms: y = [x, s·u]·[Wᵀ; Bᵀ] is one GEMM of two terms, x·Wᵀ and s·u·Bᵀ,
 // summed over the extended inner dimension in the same registers; so is dx = [dy, s·v]·[W; A].
-// No pass over y or dx adds the LoRA term afterwards.
+// No pass over y or dx adds the LoRA term afterwards, and u = x·Aᵀ (v = dy·B) comes out of the same
+// GEMM, from the blocks of x (dy) it packs for y (dx).
 #include "lora_cpu.h"
 
 #include <vector>

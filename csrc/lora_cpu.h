@@ -20,12 +20,14 @@
 namespace minilora {
 
 // Forward: u = x·Aᵀ, then y = [x, s·u]·[Wᵀ; Bᵀ] (+ bias): one product over the extended inner
-// dimension K + r, so each element of y is summed in one accumulator and written once.
+// dimension K + r, so each element of y is summed in one accumulator and written once; u is made
+// on the way from the same packed blocks of x (cpu::MadeOnTheWay).
 template <typename T>
 void lora_forward_cpu(cpu::Isa isa, const T* x, const T* W, const T* A, const T* B, const T* bias,
                       T scaling, T* y, T* u, int64_t M, int64_t K, int64_t N, int64_t r);
 
-// Backward with W frozen: v = dy·B, dx = [dy, s·v]·[W; A], dA = s·vᵀ·x, dB = s·dyᵀ·u.
+// Backward with W frozen: v = dy·B, dx = [dy, s·v]·[W; A] (v made on the way, as u is),
+// dA = s·vᵀ·x, dB = s·dyᵀ·u.
 template <typename T>
 void lora_backward_cpu(cpu::Isa isa, const T* dy, const T* x, const T* W, const T* A, const T* B,
                        const T* u, T scaling, T* dx, T* dA, T* dB, int64_t M, int64_t K,
