@@ -12,9 +12,9 @@ turns, one run of each per round, so a neighbour's load that comes and goes fall
 alike; each time is the median over the rounds. Columns: milliseconds, GFLOP/s (the LoRA layer's
 multiply-adds × 2 ÷ time) and the time ÷ the NumPy time (below 1: the C++ op is faster).
 
-With --rule it also times small problems, where fixed costs dominate, and prints the ratio per
-size: minilora/kernels/dispatch.py sends NumPy arrays to the C++ op only at sizes where it was at
-least as fast (see the README's section on backends).
+With --rule it also times the grid of shapes behind the default backend, small and large, and
+marks the ones the default sends to the C++ op: minilora/kernels/dispatch.py (cpp_pays_off) sends
+NumPy arrays there only at sizes where it was at least as fast (the README's section on backends).
 """
 
 import argparse
@@ -26,19 +26,15 @@ import time
 import numpy as np
 
 import minilora
-from minilora.kernels import cpp, lora_backward, lora_forward
+from minilora import bench
+from minilora.kernels import cpp, default_backend, lora_backward, lora_forward
 
 # The shapes of the table in the README (M × K × N, r).
 SHAPES = [(2048, 128, 128, 8), (2048, 256, 256, 8), (4096, 512, 512, 16), (512, 1024, 1024, 16)]
-# Small problems for the size rule: a few rows through a narrow layer up to the shapes above.
-RULE_SHAPES = [(M, D, D, 8) for D in (16, 64, 256) for M in (1, 16, 128, 1024)]
-
-
-def flops(M, K, N, r):
-    """Multiply-adds × 2 of forward (x·Aᵀ, x·Wᵀ, u·Bᵀ) + backward (dy·B, dy·W, v·A, vᵀ·x, dyᵀ·u)."""
-    forward = M * K * r + M * K * N + M * r * N
-    backward = M * N * r + M * N * K + M * r * K + r * M * K + N * M * r
-    return 2 * (forward + backward)
+# The shapes behind the size rule (minilora/kernels/dispatch.py, cpp_pays_off): one row up to
+# 4096 rows through layers of 16 to 256 features, and few rows through a wide layer.
+RULE_SHAPES = ([(M, D, D, 8) for D in (16, 32, 64, 128, 256) for M in (1, 16, 64, 128, 256, 1024, 4096)]
+               + [(M, 1024, 1024, 8) for M in (16, 64, 128)])
 
 
 def make_problem(rng, M, K, N, r, dtype):
@@ -91,15 +87,17 @@ def time_shapes(shapes, dtype, isas, repeats, rng):
 def print_table(rows, dtype, isas):
     names = ["numpy"] + [f"cpp {isa}" for isa in isas]
     header = "| M × K × N, r | " + " | ".join(f"{n} ms" for n in names) + " | " + \
-        " | ".join(f"{n} GFLOP/s" for n in names) + " | " + " | ".join(f"{n} ÷ numpy" for n in names[1:]) + " |"
+        " | ".join(f"{n} GFLOP/s" for n in names) + " | " + " | ".join(f"{n} ÷ numpy" for n in names[1:]) + \
+        " | default |"
     print(f"\n{np.dtype(dtype).name}, forward + backward, median ms")
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for (M, K, N, r), seconds in rows:
-        f = flops(M, K, N, r)
+        f = bench.lora_flops(M, N, K, r, backward=True)
         cells = [f"{seconds[n] * 1e3:.3f}" for n in names]
         cells += [f"{f / seconds[n] / 1e9:.1f}" for n in names]
         cells += [f"{seconds[n] / seconds['numpy']:.2f}" for n in names[1:]]
+        cells.append(default_backend("cpu", (M, K, N, r)))
         print(f"| {M}×{K}×{N}, {r} | " + " | ".join(cells) + " |")
 
 

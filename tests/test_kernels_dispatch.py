@@ -31,17 +31,22 @@ def test_every_backend_has_a_status_with_a_reason():
 
 
 @needs_extension
-def test_numpy_arrays_of_large_layers_go_to_cpp_when_it_is_built(calls, rng):
+@pytest.mark.parametrize("rows, K, N, expected", [
+    (dispatch.CPP_MIN_ROWS, 128, 128, "cpp"),         # at every threshold: M·K·N = 2²¹
+    (dispatch.CPP_MIN_ROWS - 1, 128, 128, "numpy"),   # one row too few
+    (4096, dispatch.CPP_MIN_FEATURES, 32, "cpp"),
+    (4096, dispatch.CPP_MIN_FEATURES - 1, 64, "numpy"),  # too few input features
+    (4096, 64, dispatch.CPP_MIN_FEATURES - 1, "numpy"),  # too few output features
+    (dispatch.CPP_MIN_ROWS, 64, 64, "numpy"),         # enough of each, too little work
+])
+def test_numpy_arrays_of_large_layers_go_to_cpp_when_it_is_built(calls, rng, rows, K, N, expected):
     assert default_backend("cpu") == "cpp"
-    # M·K·N exactly at the threshold goes to the C++ op, one row fewer to NumPy.
-    K, N, r = 64, 32, 4
-    M = dispatch.CPP_MIN_WORK // (K * N)
-    for rows, expected in ((M, "cpp"), (M - 1, "numpy")):
-        x, W, A, B = (rng.standard_normal(s) for s in ((rows, K), (N, K), (r, K), (N, r)))
-        assert default_backend("cpu", (rows, K, N, r)) == expected
-        y, u = lora_forward(x, W, A, B, 2.0)
-        lora_backward(np.ones_like(y), x, W, A, B, u, 2.0)
-        assert calls[-2:] == [expected, expected]
+    r = 4
+    x, W, A, B = (rng.standard_normal(s) for s in ((rows, K), (N, K), (r, K), (N, r)))
+    assert default_backend("cpu", (rows, K, N, r)) == expected
+    y, u = lora_forward(x, W, A, B, 2.0)
+    lora_backward(np.ones_like(y), x, W, A, B, u, 2.0)
+    assert calls == [expected, expected]
 
 
 def test_choice_precedence_argument_then_block_then_environment(calls, arrays, monkeypatch):

@@ -12,7 +12,7 @@ dims, pick a backend and call its `forward` / `backward` with 2-D C-contiguous a
 The backend is, in order of precedence: the `backend=` argument; the innermost
 `use_backend(name)` block; the environment variable MINILORA_BACKEND; otherwise the fastest one
 for the arrays' device and size: for NumPy arrays "cpp" when minilora._C is built and the layer
-is large enough that the C++ op was measured at least as fast as the reference (CPP_MIN_WORK
+is large enough that the C++ op was measured at least as fast as the reference (`cpp_pays_off`
 below), else "numpy"; for CuPy arrays "cuda" when minilora._C has CUDA, else "cupy".
 """
 
@@ -29,12 +29,20 @@ _ARRAYS = {"cpu": "NumPy arrays", "cuda": "CuPy arrays"}
 _chosen = []  # the names given to the use_backend blocks we are inside, innermost last
 
 # Where the C++ op pays off on NumPy arrays, from `python benchmarks/bench_cpu_op.py --rule`
-# (forward + backward, alternated runs, one and two threads; tables in benchmarks/results/): below
-# about this many multiply-adds in the layer's main product, M·K·N, NumPy's three or five BLAS
-# calls win, because the C++ op's fixed cost per call (argument checks, packing, starting threads)
-# is then larger than what the fusion saves. Above it the C++ op was as fast or faster at every
-# shape measured, float32 and float64.
-CPP_MIN_WORK = 64 * 64 * 64
+# (forward + backward, alternated runs, one and two threads; tables in benchmarks/results/). The
+# C++ op packs W into its own layout on every call and reuses each packed value once per row of x,
+# so with few rows (M) the packing is not paid back, and with few features (K or N) its tiles are
+# mostly padding; there NumPy's BLAS calls win. It was at least as fast as NumPy at every measured
+# shape with M >= CPP_MIN_ROWS, K and N >= CPP_MIN_FEATURES and M·K·N >= CPP_MIN_WORK.
+CPP_MIN_ROWS = 128
+CPP_MIN_FEATURES = 32
+CPP_MIN_WORK = 2 ** 21
+
+
+def cpp_pays_off(M, K, N):
+    """Whether the C++ op was measured at least as fast as the NumPy reference for a layer of
+    M rows, K input and N output features (the sizes rule above)."""
+    return M >= CPP_MIN_ROWS and min(K, N) >= CPP_MIN_FEATURES and M * K * N >= CPP_MIN_WORK
 
 
 # ---- which backends work here ------------------------------------------------------------------
@@ -59,14 +67,12 @@ def available_backends():
 def default_backend(device, sizes=None):
     """The backend used for arrays on `device` ("cpu" or "cuda") when nothing else is chosen.
 
-    sizes: ``(M, K, N, r)`` of the call when known. On the CPU the C++ op is then chosen only for
-    M·K·N >= CPP_MIN_WORK, where it was measured at least as fast as the NumPy reference; without
-    sizes, the answer is the backend of large layers."""
+    sizes: ``(M, K, N, r)`` of the call when known. On the CPU the C++ op is then chosen only where
+    `cpp_pays_off` (measured at least as fast as the NumPy reference); without sizes, the answer is
+    the backend of large layers."""
     ext, _ = extension_status()
     if device == "cpu":
-        if ext is None:
-            return "numpy"
-        if sizes is not None and sizes[0] * sizes[1] * sizes[2] < CPP_MIN_WORK:
+        if ext is None or (sizes is not None and not cpp_pays_off(*sizes[:3])):
             return "numpy"
         return "cpp"
     return "cuda" if ext is not None and ext.with_cuda else "cupy"
