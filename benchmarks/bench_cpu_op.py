@@ -34,7 +34,7 @@ SHAPES = [(2048, 128, 128, 8), (2048, 256, 256, 8), (4096, 512, 512, 16), (512, 
 # The shapes behind the size rule (minilora/kernels/dispatch.py, cpp_pays_off): one row up to
 # 4096 rows through layers of 16 to 256 features, and few rows through a wide layer.
 RULE_SHAPES = ([(M, D, D, 8) for D in (16, 32, 64, 128, 256) for M in (1, 16, 64, 128, 256, 1024, 4096)]
-               + [(M, 1024, 1024, 8) for M in (16, 64, 128)])
+               + [(M, 1024, 1024, 8) for M in (16, 64, 128, 256, 512)])
 
 
 def make_problem(rng, M, K, N, r, dtype):

@@ -32,8 +32,8 @@ def test_every_backend_has_a_status_with_a_reason():
 
 @needs_extension
 @pytest.mark.parametrize("rows, K, N, expected", [
-    (dispatch.CPP_MIN_ROWS, 128, 128, "cpp"),         # at every threshold: M·K·N = 2²¹
-    (dispatch.CPP_MIN_ROWS - 1, 128, 128, "numpy"),   # one row too few
+    (dispatch.CPP_MIN_ROWS, 128, 64, "cpp"),          # at the thresholds: M·K·N = 2²¹
+    (dispatch.CPP_MIN_ROWS - 1, 128, 64, "numpy"),    # one row too few
     (4096, dispatch.CPP_MIN_FEATURES, 32, "cpp"),
     (4096, dispatch.CPP_MIN_FEATURES - 1, 64, "numpy"),  # too few input features
     (4096, 64, dispatch.CPP_MIN_FEATURES - 1, "numpy"),  # too few output features

@@ -34,7 +34,7 @@ _chosen = []  # the names given to the use_backend blocks we are inside, innermo
 # so with few rows (M) the packing is not paid back, and with few features (K or N) its tiles are
 # mostly padding; there NumPy's BLAS calls win. It was at least as fast as NumPy at every measured
 # shape with M >= CPP_MIN_ROWS, K and N >= CPP_MIN_FEATURES and M·K·N >= CPP_MIN_WORK.
-CPP_MIN_ROWS = 128
+CPP_MIN_ROWS = 256
 CPP_MIN_FEATURES = 32
 CPP_MIN_WORK = 2 ** 21
 
