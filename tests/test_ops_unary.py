@@ -77,3 +77,21 @@ def test_gelu_far_from_zero_has_no_overflow_and_the_tanh_form_gradient(dtype):
     tolerance = dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(y.numpy(), gelu_formula(xd), **tolerance)
     np.testing.assert_allclose(x.grad, slope, **tolerance)
+
+
+def test_gelu_on_arrays_larger_than_a_cache_block(rng):
+    # Above ops/blocks.py's BLOCK values GELU works piece by piece, the last piece shorter; a
+    # strided incoming gradient takes the whole-array path.
+    from minilora.ops.blocks import BLOCK
+    xs = rng.standard_normal((3, BLOCK // 2 + 7))
+    x = minilora.tensor(xs, requires_grad=True)
+    y = F.gelu(x)
+    np.testing.assert_allclose(y.numpy(), gelu_formula(xs), rtol=1e-12, atol=1e-15)
+    dy = rng.standard_normal((xs.shape[1], 3)).T  # the same shape as x, not C-contiguous
+    y.backward(dy)
+    t = np.tanh(math.sqrt(2 / math.pi) * (xs + 0.044715 * xs ** 3))
+    slope = 0.5 * (1 + t) + 0.5 * xs * (1 - t * t) * math.sqrt(2 / math.pi) * (1 + 3 * 0.044715 * xs ** 2)
+    np.testing.assert_allclose(x.grad, dy * slope, rtol=1e-10, atol=1e-12)
+    x.grad = None
+    F.gelu(x).backward(np.ascontiguousarray(dy))  # and a contiguous one, piece by piece
+    np.testing.assert_allclose(x.grad, dy * slope, rtol=1e-10, atol=1e-12)

@@ -9,6 +9,7 @@ import math
 import numpy as np
 
 from minilora.function import Function
+from minilora.ops.blocks import cache_blocks
 
 
 class Exp(Function):
@@ -73,25 +74,28 @@ class Gelu(Function):
     Computed as x·σ(2z) = x / (1 + e^(-2z)), the same function (0.5·(1 + tanh(z)) = σ(2z)) with
     one exponential and no tanh. GELU runs on the widest activation of a GPT block (batch, time,
     4·n_embd), where each pass over the array costs about as much as the arithmetic in it, so
-    forward and backward work in place on arrays they have just allocated: 7 passes forward and 10
-    backward, with one temporary besides the result. x, the saved array and the incoming gradient
-    are never written to.
+    forward and backward work in place on arrays they have just allocated, 7 passes forward and 10
+    backward with one temporary besides the result, piece by piece so that the passes after the
+    first read from cache. x, the saved array and the incoming gradient are never written to.
     """
 
     @staticmethod
     def forward(ctx, x):
         xp = ctx.xp
-        # e = 1 + exp(-2z), with -2z = x·(-2C - 2CK·x²). (out=: a 0-d input would otherwise give a
-        # NumPy scalar, which cannot be written in place.)
-        e = xp.multiply(x, x, out=xp.empty_like(x))
-        e *= -2 * GELU_C * GELU_K
-        e -= 2 * GELU_C
-        e *= x
-        with np.errstate(over="ignore"):  # e = inf for x below about -9: then y = x / inf = -0
-            xp.exp(e, out=e)
-        e += 1
+        e, y = xp.empty_like(x), xp.empty_like(x)
+        # e = 1 + exp(-2z), with -2z = x·(-2C - 2CK·x²), then y = x / e; piece by piece, so the
+        # seven passes stay in cache (ops/blocks.py).
+        for xb, eb, yb in cache_blocks(x, e, y):
+            xp.multiply(xb, xb, out=eb)
+            eb *= -2 * GELU_C * GELU_K
+            eb -= 2 * GELU_C
+            eb *= xb
+            with np.errstate(over="ignore"):  # e = inf for x below about -9: then y = x / inf = -0
+                xp.exp(eb, out=eb)
+            eb += 1
+            xp.divide(xb, eb, out=yb)
         ctx.save_for_backward(x, e)
-        return xp.divide(x, e, out=xp.empty_like(x))
+        return y
 
     @staticmethod
     def backward(ctx, grad):
@@ -99,16 +103,18 @@ class Gelu(Function):
         x, e = ctx.saved
         # With s = σ(2z) = 1/e: d(x·s)/dx = s + x·s·(1 - s)·2·dz/dx = s·(1 + x·g·(1 - s)), where
         # g = 2·dz/dx = 2C·(1 + 3K·x²), and 1 - s = 1 - 1/e.
-        d = xp.multiply(x, x, out=xp.empty_like(x))
-        d *= 6 * GELU_C * GELU_K
-        d += 2 * GELU_C
-        d *= x                                          # x·g
-        one_minus_s = xp.divide(-1, e, out=xp.empty_like(e))
-        one_minus_s += 1
-        d *= one_minus_s
-        d += 1
-        d /= e                                          # s·(1 + x·g·(1 - s))
-        d *= grad
+        d, one_minus_s = xp.empty_like(x), xp.empty_like(e)
+        for xb, eb, gb, db, sb in cache_blocks(x, e, grad, d, one_minus_s):
+            xp.multiply(xb, xb, out=db)
+            db *= 6 * GELU_C * GELU_K
+            db += 2 * GELU_C
+            db *= xb                                    # x·g
+            xp.divide(-1, eb, out=sb)
+            sb += 1                                     # 1 - s
+            db *= sb
+            db += 1
+            db /= eb                                    # s·(1 + x·g·(1 - s))
+            db *= gb
         return d
 
 
