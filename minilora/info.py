@@ -44,7 +44,7 @@ def report_lines():
         lines.append(f"  {name:<6} {'yes' if usable else 'no ':<4} {reason}")
     lines += ["", _isa_line(ext),
         f"default for NumPy arrays: {kernels.default_backend('cpu')} "
-        f"(numpy unless M >= {kernels.dispatch.CPP_MIN_ROWS} rows, K, N >= {kernels.dispatch.CPP_MIN_FEATURES} "
+        f"(numpy unless M >= {kernels.dispatch.CPP_MIN_ROWS} rows and >= K, N; K, N >= {kernels.dispatch.CPP_MIN_FEATURES} "
         f"and M·K·N >= {kernels.dispatch.CPP_MIN_WORK:,}); "
         f"for CuPy arrays: {kernels.default_backend('cuda')} "
         "(override with MINILORA_BACKEND or minilora.kernels.use_backend)",

@@ -38,6 +38,8 @@ def test_every_backend_has_a_status_with_a_reason():
     (4096, dispatch.CPP_MIN_FEATURES - 1, 64, "numpy"),  # too few input features
     (4096, 64, dispatch.CPP_MIN_FEATURES - 1, "numpy"),  # too few output features
     (dispatch.CPP_MIN_ROWS, 64, 64, "numpy"),         # enough of each, too little work
+    (dispatch.CPP_MIN_ROWS, 300, 64, "numpy"),        # more input features than rows
+    (300, 300, 300, "cpp"),
 ])
 def test_numpy_arrays_of_large_layers_go_to_cpp_when_it_is_built(calls, rng, rows, K, N, expected):
     assert default_backend("cpu") == "cpp"

@@ -33,7 +33,9 @@ _chosen = []  # the names given to the use_backend blocks we are inside, innermo
 # C++ op packs W into its own layout on every call and reuses each packed value once per row of x,
 # so with few rows (M) the packing is not paid back, and with few features (K or N) its tiles are
 # mostly padding; there NumPy's BLAS calls win. It was at least as fast as NumPy at every measured
-# shape with M >= CPP_MIN_ROWS, K and N >= CPP_MIN_FEATURES and M·K·N >= CPP_MIN_WORK.
+# shape with M >= CPP_MIN_ROWS, M >= K and M >= N (a wide W needs as many rows to pay back its
+# packing: 512 × 1024 × 1024 was still 5% slower), K and N >= CPP_MIN_FEATURES and
+# M·K·N >= CPP_MIN_WORK.
 CPP_MIN_ROWS = 256
 CPP_MIN_FEATURES = 32
 CPP_MIN_WORK = 2 ** 21
@@ -42,7 +44,8 @@ CPP_MIN_WORK = 2 ** 21
 def cpp_pays_off(M, K, N):
     """Whether the C++ op was measured at least as fast as the NumPy reference for a layer of
     M rows, K input and N output features (the sizes rule above)."""
-    return M >= CPP_MIN_ROWS and min(K, N) >= CPP_MIN_FEATURES and M * K * N >= CPP_MIN_WORK
+    return (M >= max(CPP_MIN_ROWS, K, N) and min(K, N) >= CPP_MIN_FEATURES
+            and M * K * N >= CPP_MIN_WORK)
 
 
 # ---- which backends work here ------------------------------------------------------------------
