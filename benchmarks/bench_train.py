@@ -2,12 +2,19 @@
 
     python benchmarks/bench_train.py                    # the sizes below, minilora on the CPU
     python benchmarks/bench_train.py --profile          # and where a step's time goes, op by op
+                                                        # (beside PyTorch's, by kind of work)
     python benchmarks/bench_train.py --device cuda      # minilora on the GPU (CuPy) as well
+    python benchmarks/bench_train.py --sizes lora-4x256-T128 --profile   # LoRA fine-tuning step
 
 Where PyTorch is importable, the same architecture is built in PyTorch (eager mode, the same
 weights copied in, the same AdamW) and timed beside minilora on the same device, as an outside
 reference; minilora itself never imports torch. Before timing, the first losses of the two
 models are compared, so the table never compares two different models.
+
+Sizes whose name starts with "lora" train a LoRA adapter instead of the whole model: rank 8 on
+q_proj and v_proj (alpha 16), everything else frozen, in minilora (minilora.lora.apply_lora) and,
+beside it, in PyTorch + PEFT (peft.get_peft_model with the same LoraConfig); B starts at zero in
+both, so the first losses agree.
 
 Each time is the median over --steps steps after --warmup steps, with the batch drawn once:
 the table measures the step, not the data. Run it on a quiet machine: other processes on the
@@ -40,7 +47,10 @@ SIZES = {
     "task-4x128-T9": (dict(vocab_size=14, block_size=9, n_layer=4, n_head=4, n_embd=128), 64),
     "text-4x128-T64": (dict(vocab_size=103, block_size=64, n_layer=4, n_head=4, n_embd=128), 32),
     "6x256-T128": (dict(vocab_size=103, block_size=128, n_layer=6, n_head=8, n_embd=256), 16),
+    "lora-4x256-T128": (dict(vocab_size=103, block_size=128, n_layer=4, n_head=8, n_embd=256), 16),
 }
+# The adapter of the "lora" sizes (the same in minilora and in PEFT).
+LORA = dict(r=8, alpha=16, targets=("q_proj", "v_proj"))
 
 
 def time_steps(steps_to_time, warmup, steps):
@@ -65,11 +75,16 @@ def time_steps(steps_to_time, warmup, steps):
     return [(statistics.median(w), statistics.median(c)) for w, c in zip(wall, cpu)]
 
 
-def minilora_step(config, idx, targets, device):
-    """A training step of a minilora GPT on `device`, and the loss of its first forward."""
+def minilora_step(config, idx, targets, device, lora=False):
+    """A training step of a minilora GPT on `device` (of its LoRA adapter when `lora`), the model,
+    the loss of its first forward, and the weights of the model without the adapter."""
     minilora.random.manual_seed(0)
     model = GPT(GPTConfig(**config)).to(device=device)
-    optimizer = AdamW(model.parameters(), lr=1e-4)
+    base_state = model.state_dict()
+    if lora:
+        from minilora.lora import LoRAConfig, apply_lora
+        apply_lora(model, LoRAConfig(r=LORA["r"], alpha=LORA["alpha"], target_modules=LORA["targets"]))
+    optimizer = AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     idx_t, targets_t = minilora.tensor(idx, device=device), minilora.tensor(targets, device=device)
 
     def step():
@@ -79,12 +94,13 @@ def minilora_step(config, idx, targets, device):
         optimizer.step()
 
     first_loss = model(idx_t, targets_t)[1].item()
-    return model, step, first_loss
+    return model, step, first_loss, base_state
 
 
 # ---- the PyTorch reference (only where torch is installed) -------------------------------------
-def torch_step(config, state, idx, targets, device):
-    """The same GPT in PyTorch eager mode, with minilora's weights copied in."""
+def torch_step(config, state, idx, targets, device, lora=False):
+    """The same GPT in PyTorch eager mode, with minilora's weights copied in (and, when `lora`, a
+    PEFT adapter of the same shape: B is zero in both, so the models agree)."""
     import torch
     from torch import nn
 
@@ -138,7 +154,12 @@ def torch_step(config, state, idx, targets, device):
     model = TorchGPT()
     model.load_state_dict({name: torch.from_numpy(array) for name, array in state.items()})
     model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+    if lora:
+        import peft
+        model = peft.get_peft_model(model, peft.LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"],
+                                                           target_modules=list(LORA["targets"])))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=1e-4, weight_decay=0.01)
     idx_t, targets_t = torch.from_numpy(idx).to(device), torch.from_numpy(targets).to(device)
 
     def step():
@@ -152,9 +173,11 @@ def torch_step(config, state, idx, targets, device):
     return step, first_loss, sync
 
 
-def torch_available():
+def torch_available(lora=False):
     try:
         import torch  # noqa: F401
+        if lora:
+            import peft  # noqa: F401
     except ImportError:
         return False
     return True
@@ -210,6 +233,70 @@ def print_profile(name, spent, total, steps, top=15):
     print("(outside the ops: the graph walk, optimizer, argument checks, Python overhead)")
 
 
+# ---- the same breakdown for both, by kind of work ---------------------------------------------
+# minilora's Function names and PyTorch's aten ops, grouped into the same kinds of work. PyTorch's
+# linear layers and PEFT's adapters are the same aten products, so those two are one row.
+KINDS = {
+    "linear + LoRA products": (("Linear", "FusedLoRALinear"), ("aten::addmm", "aten::mm")),
+    "attention products": (("MatMul",), ("aten::bmm",)),
+    "softmax (+ mask, scale)": (("Softmax", "Where"), ("aten::_softmax", "aten::_softmax_backward_data",
+                                                      "aten::masked_fill_", "aten::div", "aten::div_")),
+    "layer norm": (("Normalize",), ("aten::native_layer_norm", "aten::native_layer_norm_backward")),
+    "GELU": (("Gelu",), ("aten::gelu", "aten::gelu_backward")),
+    "cross-entropy": (("CrossEntropy",), ("aten::_log_softmax", "aten::_log_softmax_backward_data",
+                                          "aten::nll_loss_forward", "aten::nll_loss_backward")),
+    "embedding": (("Embedding",), ("aten::embedding", "aten::embedding_dense_backward", "aten::index_select")),
+}
+
+
+def kind_of_minilora(label):
+    op = label.split(".")[0]
+    return next((kind for kind, (ours, _) in KINDS.items() if op in ours), "other ops")
+
+
+def kind_of_torch(name):
+    return next((kind for kind, (_, theirs) in KINDS.items() if name in theirs), "other ops")
+
+
+def torch_profile(step, steps):
+    """Milliseconds per step of each aten op (self time on the calling thread), and the total."""
+    import torch
+
+    step()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        total = time.perf_counter() - start
+    spent = collections.Counter()
+    for event in prof.key_averages():
+        spent[event.key] += event.self_cpu_time_total / 1e6  # microseconds -> seconds
+    return spent, total
+
+
+def print_kinds(name, ours, ours_total, theirs, theirs_total, steps):
+    """Where each step's time goes, by kind of work, minilora beside PyTorch."""
+    by_kind = collections.Counter()
+    for label, seconds in ours.items():
+        by_kind["minilora", kind_of_minilora(label)] += seconds
+    for label, seconds in theirs.items():
+        by_kind["torch", kind_of_torch(label)] += seconds
+    for who, total in (("minilora", ours_total), ("torch", theirs_total)):
+        inside = sum(v for (w, _), v in by_kind.items() if w == who)
+        by_kind[who, "(outside the ops)"] = total - inside
+    kinds = list(KINDS) + ["other ops", "(outside the ops)"]
+    print(f"\nwhere a step's time goes by kind of work, {name}, ms per step ({steps} steps each):")
+    print("| kind | minilora | torch | minilora / torch |")
+    print("|---|---|---|---|")
+    for kind in kinds:
+        a, b = by_kind["minilora", kind] / steps * 1e3, by_kind["torch", kind] / steps * 1e3
+        print(f"| {kind} | {a:.1f} | {b:.1f} | {a / b:.2f}x |" if b > 0 else f"| {kind} | {a:.1f} | {b:.1f} | |")
+    print(f"| total | {ours_total / steps * 1e3:.1f} | {theirs_total / steps * 1e3:.1f} | "
+          f"{ours_total / theirs_total:.2f}x |")
+    print("(torch: self time of each aten op on the calling thread; outside the ops: autograd engine, "
+          "optimizer, Python)")
+
+
 # ---- the table ---------------------------------------------------------------------------------
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -227,12 +314,12 @@ def main(argv=None):
     if args.device == "cuda" and not minilora.cuda_available():
         print(f"--device cuda: {minilora.backend.cuda_status()[1]}")
         return 1
-    with_torch = not args.no_torch and torch_available()
+    with_torch = not args.no_torch and torch_available(any(n.startswith("lora") for n in names))
     if with_torch:
         import torch
         print(f"PyTorch {torch.__version__} (eager, {torch.get_num_threads()} threads) as the outside reference")
     else:
-        print("PyTorch not importable (or --no-torch): minilora only")
+        print("PyTorch (and for LoRA sizes PEFT) not importable, or --no-torch: minilora only")
 
     rows, profiles = [], []
     for name in names:
@@ -241,12 +328,13 @@ def main(argv=None):
         idx = rng.integers(0, config["vocab_size"], size=(batch, config["block_size"]))
         targets = rng.integers(0, config["vocab_size"], size=(batch, config["block_size"]))
         tokens = idx.size
-        model, step, loss = minilora_step(config, idx, targets, args.device)
-        initial_state = model.state_dict()  # taken before the timed steps change the weights
+        lora = name.startswith("lora")
+        # base_state is taken before the timed steps change the weights
+        model, step, loss, base_state = minilora_step(config, idx, targets, args.device, lora)
         sync = minilora.backend.xp_for(args.device).cuda.Device().synchronize if args.device == "cuda" else (lambda: None)
         to_time = [(step, sync)]
         if with_torch:
-            t_step, t_loss, t_sync = torch_step(config, initial_state, idx, targets, args.device)
+            t_step, t_loss, t_sync = torch_step(config, base_state, idx, targets, args.device, lora)
             if abs(t_loss - loss) > 1e-4 * max(1.0, abs(loss)):
                 raise RuntimeError(f"{name}: the PyTorch model's first loss {t_loss} differs from minilora's "
                                    f"{loss}: the two are not the same model")
@@ -258,7 +346,9 @@ def main(argv=None):
             row["torch"], row["torch cpu"] = times[1]
         rows.append(row)
         if args.profile and args.device == "cpu":
-            profiles.append((name, *profile(step, args.steps)))
+            ours = profile(step, args.steps)
+            theirs = torch_profile(t_step, args.steps) if with_torch else None
+            profiles.append((name, ours, theirs))
 
     print(f"\none training step (forward + backward + AdamW) on {args.device}, median of {args.steps}")
     header = "| size | parameters | tokens/step | minilora ms | minilora tokens/s |"
@@ -273,8 +363,10 @@ def main(argv=None):
             line += (f" {r['torch'] * 1e3:.1f} | {r['tokens'] / r['torch']:,.0f} | {r['minilora'] / r['torch']:.2f}x |"
                      f" {r['minilora cpu'] / r['torch cpu']:.2f}x |")
         print(line)
-    for name, spent, total in profiles:
+    for name, (spent, total), theirs in profiles:
         print_profile(name, spent, total, args.steps)
+        if theirs is not None:
+            print_kinds(name, spent, total, *theirs, args.steps)
     return 0
 
 

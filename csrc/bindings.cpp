@@ -59,10 +59,36 @@ LoraSizes lora_sizes(const Array<T>& x, const Array<T>& W, const Array<T>& A, co
   return sizes;
 }
 
+// The instruction set called `name` ("baseline", "avx2", "avx512"), if there is one.
+std::optional<minilora::cpu::Isa> isa_named(const std::string& name) {
+  using minilora::cpu::Isa;
+  for (Isa isa : {Isa::baseline, Isa::avx2, Isa::avx512}) {
+    if (name == minilora::cpu::isa_name(isa)) return isa;
+  }
+  return std::nullopt;
+}
+
+// The instruction set the caller asked for ("" for the best this CPU runs); ValueError when there
+// is no such name or this CPU cannot run it.
+minilora::cpu::Isa parse_isa(const std::string& name) {
+  if (name.empty()) return minilora::cpu::best_isa();
+  const auto isa = isa_named(name);
+  if (!isa) {
+    throw py::value_error("isa must be 'baseline', 'avx2', 'avx512' or '' (the best), got '" +
+                          name + "'");
+  }
+  if (!minilora::cpu::isa_supported(*isa)) {
+    throw py::value_error("isa=" + name + ": this CPU cannot run it (the best it runs is " +
+                          minilora::cpu::isa_name(minilora::cpu::best_isa()) + ")");
+  }
+  return *isa;
+}
+
 template <typename T>
 void lora_forward_cpu(const Array<T>& x, const Array<T>& W, const Array<T>& A, const Array<T>& B,
                       double scaling, const std::optional<Array<T>>& bias, Array<T>& y,
-                      Array<T>& u) {
+                      Array<T>& u, const std::string& isa_name) {
+  const minilora::cpu::Isa isa = parse_isa(isa_name);
   const auto [M, K, N, r] = lora_sizes(x, W, A, B);
   check_shape(y, "y", {M, N});
   check_shape(u, "u", {M, r});
@@ -72,14 +98,15 @@ void lora_forward_cpu(const Array<T>& x, const Array<T>& W, const Array<T>& A, c
   T* y_ptr = y.mutable_data();  // raises if y is read-only
   T* u_ptr = u.mutable_data();
   py::gil_scoped_release no_gil;  // other Python threads may run during the loops
-  minilora::lora_forward_cpu<T>(x.data(), W.data(), A.data(), B.data(), bias_ptr,
+  minilora::lora_forward_cpu<T>(isa, x.data(), W.data(), A.data(), B.data(), bias_ptr,
                                 static_cast<T>(scaling), y_ptr, u_ptr, M, K, N, r);
 }
 
 template <typename T>
 void lora_backward_cpu(const Array<T>& dy, const Array<T>& x, const Array<T>& W,
                        const Array<T>& A, const Array<T>& B, const Array<T>& u, double scaling,
-                       Array<T>& dx, Array<T>& dA, Array<T>& dB) {
+                       Array<T>& dx, Array<T>& dA, Array<T>& dB, const std::string& isa_name) {
+  const minilora::cpu::Isa isa = parse_isa(isa_name);
   const auto [M, K, N, r] = lora_sizes(x, W, A, B);
   check_shape(dy, "dy", {M, N});
   check_shape(u, "u", {M, r});
@@ -91,7 +118,7 @@ void lora_backward_cpu(const Array<T>& dy, const Array<T>& x, const Array<T>& W,
   T* dA_ptr = dA.mutable_data();
   T* dB_ptr = dB.mutable_data();
   py::gil_scoped_release no_gil;
-  minilora::lora_backward_cpu<T>(dy.data(), x.data(), W.data(), A.data(), B.data(), u.data(),
+  minilora::lora_backward_cpu<T>(isa, dy.data(), x.data(), W.data(), A.data(), B.data(), u.data(),
                                  static_cast<T>(scaling), dx_ptr, dA_ptr, dB_ptr, M, K, N, r);
 }
 
@@ -100,17 +127,20 @@ template <typename T>
 void def_cpu_functions(py::module_& m) {
   m.def("lora_forward_cpu", &lora_forward_cpu<T>,
         "Fused LoRA forward into preallocated y (M, N) and u (M, r):\n"
-        "u = x·Aᵀ, y = x·Wᵀ + scaling·u·Bᵀ (+ bias). x (M, K), W (N, K), A (r, K), B (N, r).",
+        "u = x·Aᵀ, y = x·Wᵀ + scaling·u·Bᵀ (+ bias). x (M, K), W (N, K), A (r, K), B (N, r).\n"
+        "isa: the instruction set of the code that runs ('baseline', 'avx2', 'avx512'; '' for the "
+        "best this CPU runs).",
         py::arg("x").noconvert(), py::arg("W").noconvert(), py::arg("A").noconvert(),
         py::arg("B").noconvert(), py::arg("scaling"), py::arg("bias").noconvert(),
-        py::arg("y").noconvert(), py::arg("u").noconvert());
+        py::arg("y").noconvert(), py::arg("u").noconvert(), py::arg("isa") = "");
   m.def("lora_backward_cpu", &lora_backward_cpu<T>,
         "Fused LoRA backward into preallocated dx (M, K), dA (r, K), dB (N, r):\n"
-        "v = dy·B, dx = dy·W + scaling·v·A, dA = scaling·vᵀ·x, dB = scaling·dyᵀ·u.",
+        "v = dy·B, dx = dy·W + scaling·v·A, dA = scaling·vᵀ·x, dB = scaling·dyᵀ·u.\n"
+        "isa: as for lora_forward_cpu.",
         py::arg("dy").noconvert(), py::arg("x").noconvert(), py::arg("W").noconvert(),
         py::arg("A").noconvert(), py::arg("B").noconvert(), py::arg("u").noconvert(),
         py::arg("scaling"), py::arg("dx").noconvert(), py::arg("dA").noconvert(),
-        py::arg("dB").noconvert());
+        py::arg("dB").noconvert(), py::arg("isa") = "");
 }
 
 }  // namespace
@@ -122,6 +152,17 @@ PYBIND11_MODULE(_C, m) {
   def_cpu_functions<double>(m);
   m.def("cpu_threads", &minilora::cpu_threads,
         "Threads the C++ op uses (OpenMP's maximum; 1 when built without OpenMP).");
+  m.def("cpu_best_isa", [] { return std::string(minilora::cpu::isa_name(minilora::cpu::best_isa())); },
+        "The best instruction set the C++ op runs on this CPU: 'avx512', 'avx2' or 'baseline'.");
+  m.def(
+      "cpu_isa_supported",
+      [](const std::string& name) {
+        const auto isa = isa_named(name);
+        return isa && minilora::cpu::isa_supported(*isa);
+      },
+      "Whether this CPU runs the C++ op's code for instruction set `name` ('baseline', 'avx2', "
+      "'avx512').",
+      py::arg("name"));
 
 #ifdef MINILORA_WITH_CUDA
   register_cuda(m);

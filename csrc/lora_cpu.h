@@ -9,24 +9,31 @@
 //
 // Where it sits: Python (minilora/kernels/cpp.py) validates the arrays, allocates the outputs and
 // calls these through the pybind11 module minilora._C (csrc/bindings.cpp). Nothing here checks or
-// allocates user-visible memory; every output element is written (never accumulated into).
+// allocates user-visible memory; every output element is written (never accumulated into). The
+// products run on the GEMM of csrc/cpu/ compiled for instruction set `isa` (cpu/gemm.h).
 #pragma once
 
 #include <cstdint>
 
+#include "cpu/gemm.h"
+
 namespace minilora {
 
-// Forward: u = x·Aᵀ, then y = [x, s·u]·[Wᵀ; Bᵀ] (+ bias), one accumulator per element of y.
+// Forward: u = x·Aᵀ, then y = [x, s·u]·[Wᵀ; Bᵀ] (+ bias): one product over the extended inner
+// dimension K + r, so each element of y is summed in one accumulator and written once; u is made
+// on the way from the same packed blocks of x (cpu::MadeOnTheWay).
 template <typename T>
-void lora_forward_cpu(const T* x, const T* W, const T* A, const T* B, const T* bias, T scaling,
-                      T* y, T* u, int64_t M, int64_t K, int64_t N, int64_t r);
+void lora_forward_cpu(cpu::Isa isa, const T* x, const T* W, const T* A, const T* B, const T* bias,
+                      T scaling, T* y, T* u, int64_t M, int64_t K, int64_t N, int64_t r);
 
-// Backward with W frozen: v = dy·B, dx = [dy, s·v]·[W; A], dA = s·vᵀ·x, dB = s·dyᵀ·u.
+// Backward with W frozen: v = dy·B, dx = [dy, s·v]·[W; A] (v made on the way, as u is),
+// dA = s·vᵀ·x, dB = s·dyᵀ·u.
 template <typename T>
-void lora_backward_cpu(const T* dy, const T* x, const T* W, const T* A, const T* B, const T* u,
-                       T scaling, T* dx, T* dA, T* dB, int64_t M, int64_t K, int64_t N, int64_t r);
+void lora_backward_cpu(cpu::Isa isa, const T* dy, const T* x, const T* W, const T* A, const T* B,
+                       const T* u, T scaling, T* dx, T* dA, T* dB, int64_t M, int64_t K,
+                       int64_t N, int64_t r);
 
-// Number of threads the loops above use (1 when built without OpenMP).
+// Number of threads the products use (1 when built without OpenMP).
 int cpu_threads();
 
 }  // namespace minilora

@@ -3,7 +3,8 @@
 Prints the versions (minilora, Python, NumPy, CuPy), whether the compiled extension minilora._C is
 built and with CUDA, and one line per backend of the fused LoRA op: "yes" with what it is, or
 "no" with the reason (the extension's import error, built without CUDA, no CuPy, no driver, no
-GPU), followed by the backend each kind of array gets by default.
+GPU), followed by the instruction set the C++ op runs (AVX-512, AVX2 or the baseline) and the
+backend each kind of array gets by default.
 """
 
 import platform
@@ -13,6 +14,7 @@ import numpy as np
 
 import minilora
 from minilora import backend, kernels
+from minilora.kernels import cpp
 
 
 def add_arguments(parser):
@@ -40,9 +42,10 @@ def report_lines():
     for name in kernels.BACKENDS:
         usable, reason = kernels.backend_status(name)
         lines.append(f"  {name:<6} {'yes' if usable else 'no ':<4} {reason}")
-    lines += [
-        "",
-        f"default for NumPy arrays: {kernels.default_backend('cpu')}; "
+    lines += ["", _isa_line(ext),
+        f"default for NumPy arrays: {kernels.default_backend('cpu')} "
+        f"(numpy unless M >= {kernels.dispatch.CPP_MIN_ROWS} rows and >= K, N; K, N >= {kernels.dispatch.CPP_MIN_FEATURES} "
+        f"and M·K·N >= {kernels.dispatch.CPP_MIN_WORK:,}); "
         f"for CuPy arrays: {kernels.default_backend('cuda')} "
         "(override with MINILORA_BACKEND or minilora.kernels.use_backend)",
     ]
@@ -50,6 +53,17 @@ def report_lines():
         lines.append(f"  (not cuda: the CUDA kernels are built but cannot run here: "
                      f"{kernels.backend_status('cuda')[1]})")
     return lines
+
+
+def _isa_line(ext):
+    """Which instruction set the C++ op's code runs, and which others this CPU could run."""
+    if ext is None:
+        return "instruction set of the C++ op: none (minilora._C is not built)"
+    usable, reason = cpp.status()
+    if not usable:
+        return f"instruction set of the C++ op: none ({reason})"
+    return (f"instruction set of the C++ op: {cpp.isa()} (this CPU runs {', '.join(cpp.available_isas())}; "
+            "force one with MINILORA_CPU_ISA=baseline|avx2|avx512)")
 
 
 def _cupy_version():

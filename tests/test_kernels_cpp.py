@@ -7,8 +7,11 @@ terms each output sums. It equals ‖ref‖ up to a small factor, except where a
 terms nearly cancels (a lone u = x·Aᵀ with M = r = 1, say): there no order of summation gets
 float32 within 1e-5 of the tiny result, so measuring against ‖ref‖ would fail a correct kernel.
 Outputs handed to the compiled functions are filled with NaN first, so an element the loops forgot
-to write fails. Shapes straddle the loops' blocks (8 rows, 64 columns) and hit every remainder of
-the four-at-a-time helpers.
+to write fails. Every test of values runs on each instruction set this CPU runs (the baseline
+included, forced through the `isa` argument or `cpp.use_isa`). Shapes straddle the GEMM's blocks:
+tile heights 6, 12 and 24 rows, widths of one and two vectors (4 to 32 columns), inner blocks of
+at most 64 to 512 positions (K + r crossing them), column blocks of the packed right operand, and
+the size above which threads start (2²⁰ multiply-adds).
 """
 
 import numpy as np
@@ -26,8 +29,13 @@ pytestmark = pytest.mark.skipif(EXTENSION is None, reason=f"the C++ op is not bu
 TOLERANCE = {np.float32: 1e-5, np.float64: 1e-12}
 DTYPES = [np.float32, np.float64]
 
-# (M, K, N, r): all ones, K = 3, N = 1, odd N, r = 1, r = 256 (more than K), and sizes one past
-# the blocks (9 rows, 65 and 67 columns, K = 70 across the 64-column blocks of dA).
+ISAS = cpp.available_isas() if EXTENSION is not None else ()
+
+# (M, K, N, r): all ones, K = 3, N = 1, odd N, r = 1, r = 256 (more than K); one past the tile
+# heights (7, 13, 25 rows) and widths (N = 17, 33: one vector and one lane, two vectors and one);
+# K + r across the inner blocks (K = 700, r = 9: several blocks whose last holds both terms);
+# a shape above the size where threads start (2²⁰ multiply-adds), with ragged edges; and a long
+# inner dimension, whose packed right operand fills the L3 budget in more than one column block.
 SHAPES = [
     (1, 1, 1, 1),
     (1, 3, 5, 1),
@@ -35,9 +43,12 @@ SHAPES = [
     (7, 5, 9, 3),
     (3, 17, 31, 1),
     (2, 16, 7, 256),
-    (9, 70, 67, 5),
-    (33, 65, 129, 6),
+    (13, 70, 17, 5),
+    (25, 65, 33, 6),
+    (9, 700, 13, 9),
     (130, 40, 64, 4),
+    (259, 300, 70, 5),
+    (2, 4100, 600, 3),
 ]
 
 
@@ -81,25 +92,79 @@ def poisoned(shape, dtype):
     return np.full(shape, np.nan, dtype=dtype)
 
 
+@pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "no_bias"])
-def test_compiled_forward_and_backward_write_every_element(rng, shape, dtype, with_bias):
+def test_compiled_forward_and_backward_write_every_element(rng, shape, dtype, with_bias, isa):
     M, K, N, r = shape
     p = Problem(rng, M, K, N, r, dtype)
     y, u = poisoned((M, N), dtype), poisoned((M, r), dtype)
     bias = p["bias"] if with_bias else None
-    EXTENSION.lora_forward_cpu(p["x"], p["W"], p["A"], p["B"], p.scaling, bias, y, u)
+    EXTENSION.lora_forward_cpu(p["x"], p["W"], p["A"], p["B"], p.scaling, bias, y, u, isa=isa)
     if not with_bias:
         y = y + p["bias"]  # the reference includes the bias; add it after the kernel ran without it
     p.assert_close("y", y)
     p.assert_close("u", u)
 
     dx, dA, dB = poisoned((M, K), dtype), poisoned((r, K), dtype), poisoned((N, r), dtype)
-    EXTENSION.lora_backward_cpu(p["dy"], p["x"], p["W"], p["A"], p["B"], u, p.scaling, dx, dA, dB)
+    EXTENSION.lora_backward_cpu(p["dy"], p["x"], p["W"], p["A"], p["B"], u, p.scaling, dx, dA, dB,
+                                isa=isa)
     p.assert_close("dx", dx)
     p.assert_close("dA", dA)
     p.assert_close("dB", dB)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_no_rows_gives_empty_outputs_and_zero_gradients(isa):
+    # M = 0 (an empty batch) reaches only the compiled functions: the public entry points refuse it.
+    K, N, r = 5, 4, 3
+    x, dy = np.ones((0, K), np.float32), np.ones((0, N), np.float32)
+    W, A, B = np.ones((N, K), np.float32), np.ones((r, K), np.float32), np.ones((N, r), np.float32)
+    y, u = poisoned((0, N), np.float32), poisoned((0, r), np.float32)
+    EXTENSION.lora_forward_cpu(x, W, A, B, 2.0, None, y, u, isa=isa)
+    dx, dA, dB = poisoned((0, K), np.float32), poisoned((r, K), np.float32), poisoned((N, r), np.float32)
+    EXTENSION.lora_backward_cpu(dy, x, W, A, B, u, 2.0, dx, dA, dB, isa=isa)
+    assert (dA == 0).all() and (dB == 0).all()
+
+
+def test_the_best_instruction_set_is_the_default_and_the_baseline_always_runs():
+    assert ISAS[0] == EXTENSION.cpu_best_isa() and ISAS[-1] == "baseline"
+    assert set(ISAS) <= set(cpp.ISAS)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_use_isa_and_the_environment_variable_choose_the_code(rng, monkeypatch, isa):
+    p = Problem(rng, 30, 20, 40, 3, np.float32)
+    monkeypatch.setenv("MINILORA_CPU_ISA", isa)
+    assert cpp.isa() == isa
+    y, u = cpp.forward(p["x"], p["W"], p["A"], p["B"], p.scaling, p["bias"])
+    p.assert_close("y", y)
+    monkeypatch.delenv("MINILORA_CPU_ISA")
+    with cpp.use_isa(isa):
+        assert cpp.isa() == isa
+        dx, dA, dB = cpp.backward(p["dy"], p["x"], p["W"], p["A"], p["B"], u, p.scaling)
+    assert cpp.isa() == ISAS[0]
+    for name, out in (("dx", dx), ("dA", dA), ("dB", dB)):
+        p.assert_close(name, out)
+
+
+def test_unknown_or_unsupported_instruction_set_is_a_clear_error(rng, monkeypatch):
+    p = small(rng)
+    with pytest.raises(ValueError, match=r"use_isa\(name\) must be one of .*got 'sse9'"):
+        with cpp.use_isa("sse9"):
+            pass
+    monkeypatch.setenv("MINILORA_CPU_ISA", "neon")
+    with pytest.raises(ValueError, match=r"environment variable MINILORA_CPU_ISA must be one of"):
+        cpp.forward(p["x"], p["W"], p["A"], p["B"], p.scaling)
+    assert not cpp.status()[0] and "MINILORA_CPU_ISA" in cpp.status()[1]
+    y, u = poisoned((4, 5), np.float32), poisoned((4, 2), np.float32)
+    with pytest.raises(ValueError, match=r"isa must be 'baseline', 'avx2', 'avx512' or ''"):
+        EXTENSION.lora_forward_cpu(p["x"], p["W"], p["A"], p["B"], 1.0, None, y, u, isa="neon")
+    missing = [name for name in cpp.ISAS if name not in ISAS]
+    if missing:  # an instruction set this CPU lacks is refused, never run
+        with pytest.raises(ValueError, match=rf"isa={missing[0]}: this CPU cannot run it"):
+            EXTENSION.lora_forward_cpu(p["x"], p["W"], p["A"], p["B"], 1.0, None, y, u, isa=missing[0])
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
@@ -116,14 +181,16 @@ def test_public_entry_points_with_batch_dims(rng, dtype):
 
 
 @given(M=st.integers(1, 40), K=st.integers(1, 80), N=st.integers(1, 80), r=st.integers(1, 20),
-       dtype=st.sampled_from(DTYPES), with_bias=st.booleans(), seed=st.integers(0, 2**32 - 1))
-def test_any_shape_matches_the_reference(M, K, N, r, dtype, with_bias, seed):
+       dtype=st.sampled_from(DTYPES), with_bias=st.booleans(), seed=st.integers(0, 2**32 - 1),
+       isa=st.sampled_from(ISAS or ("baseline",)))
+def test_any_shape_matches_the_reference(M, K, N, r, dtype, with_bias, seed, isa):
     p = Problem(np.random.default_rng(seed), M, K, N, r, dtype)
     bias = p["bias"] if with_bias else None
-    y, u = cpp.forward(p["x"], p["W"], p["A"], p["B"], p.scaling, bias)
+    with cpp.use_isa(isa):
+        y, u = cpp.forward(p["x"], p["W"], p["A"], p["B"], p.scaling, bias)
+        grads = cpp.backward(p["dy"], p["x"], p["W"], p["A"], p["B"], u, p.scaling)
     p.assert_close("y", y if with_bias else y + p["bias"])
     p.assert_close("u", u)
-    grads = cpp.backward(p["dy"], p["x"], p["W"], p["A"], p["B"], u, p.scaling)
     for name, out in zip(("dx", "dA", "dB"), grads):
         p.assert_close(name, out)
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from minilora import backend
-from minilora.kernels import (BACKENDS, available_backends, backend_status, default_backend,
+from minilora.kernels import (BACKENDS, available_backends, backend_status, default_backend, dispatch,
                               lora_backward, lora_forward, reference, use_backend)
 
 EXTENSION, EXTENSION_REASON = backend.extension_status()
@@ -31,11 +31,24 @@ def test_every_backend_has_a_status_with_a_reason():
 
 
 @needs_extension
-def test_numpy_arrays_go_to_cpp_when_it_is_built(calls, arrays):
+@pytest.mark.parametrize("rows, K, N, expected", [
+    (dispatch.CPP_MIN_ROWS, 128, 64, "cpp"),          # at the thresholds: M·K·N = 2²¹
+    (dispatch.CPP_MIN_ROWS - 1, 128, 64, "numpy"),    # one row too few
+    (4096, dispatch.CPP_MIN_FEATURES, 32, "cpp"),
+    (4096, dispatch.CPP_MIN_FEATURES - 1, 64, "numpy"),  # too few input features
+    (4096, 64, dispatch.CPP_MIN_FEATURES - 1, "numpy"),  # too few output features
+    (dispatch.CPP_MIN_ROWS, 64, 64, "numpy"),         # enough of each, too little work
+    (dispatch.CPP_MIN_ROWS, 300, 64, "numpy"),        # more input features than rows
+    (300, 300, 300, "cpp"),
+])
+def test_numpy_arrays_of_large_layers_go_to_cpp_when_it_is_built(calls, rng, rows, K, N, expected):
     assert default_backend("cpu") == "cpp"
-    y, u = lora_forward(*arrays, 2.0)
-    lora_backward(np.ones_like(y), *arrays, u, 2.0)
-    assert calls == ["cpp", "cpp"]
+    r = 4
+    x, W, A, B = (rng.standard_normal(s) for s in ((rows, K), (N, K), (r, K), (N, r)))
+    assert default_backend("cpu", (rows, K, N, r)) == expected
+    y, u = lora_forward(x, W, A, B, 2.0)
+    lora_backward(np.ones_like(y), x, W, A, B, u, 2.0)
+    assert calls == [expected, expected]
 
 
 def test_choice_precedence_argument_then_block_then_environment(calls, arrays, monkeypatch):

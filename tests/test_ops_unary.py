@@ -59,3 +59,39 @@ def test_float32_stays_float32(device, name):
     out = UNARY[name][0](x)
     out.sum().backward()
     assert out.dtype == x.grad.dtype == np.float32
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gelu_far_from_zero_has_no_overflow_and_the_tanh_form_gradient(dtype):
+    # GELU is computed as x·σ(2z); e^(-2z) overflows for x below about -9 (float32), which must
+    # give y = -0 and a zero gradient, without a warning, and agree with the tanh form elsewhere.
+    xs = np.array([-200.0, -50.0, -9.5, -3.0, -0.1, 0.0, 0.2, 4.0, 50.0, 200.0], dtype=dtype)
+    x = minilora.tensor(xs, requires_grad=True)
+    with np.errstate(over="raise", invalid="raise", divide="raise"):  # NumPy's default ignores underflow
+        y = F.gelu(x)
+        y.sum().backward()
+    xd = xs.astype(np.float64)
+    z = math.sqrt(2 / math.pi) * (xd + 0.044715 * xd ** 3)
+    t = np.tanh(z)
+    slope = 0.5 * (1 + t) + 0.5 * xd * (1 - t * t) * math.sqrt(2 / math.pi) * (1 + 3 * 0.044715 * xd ** 2)
+    tolerance = dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(y.numpy(), gelu_formula(xd), **tolerance)
+    np.testing.assert_allclose(x.grad, slope, **tolerance)
+
+
+def test_gelu_on_arrays_larger_than_a_cache_block(rng):
+    # Above ops/blocks.py's BLOCK values GELU works piece by piece, the last piece shorter; a
+    # strided incoming gradient takes the whole-array path.
+    from minilora.ops.blocks import BLOCK
+    xs = rng.standard_normal((3, BLOCK // 2 + 7))
+    x = minilora.tensor(xs, requires_grad=True)
+    y = F.gelu(x)
+    np.testing.assert_allclose(y.numpy(), gelu_formula(xs), rtol=1e-12, atol=1e-15)
+    dy = rng.standard_normal((xs.shape[1], 3)).T  # the same shape as x, not C-contiguous
+    y.backward(dy)
+    t = np.tanh(math.sqrt(2 / math.pi) * (xs + 0.044715 * xs ** 3))
+    slope = 0.5 * (1 + t) + 0.5 * xs * (1 - t * t) * math.sqrt(2 / math.pi) * (1 + 3 * 0.044715 * xs ** 2)
+    np.testing.assert_allclose(x.grad, dy * slope, rtol=1e-10, atol=1e-12)
+    x.grad = None
+    F.gelu(x).backward(np.ascontiguousarray(dy))  # and a contiguous one, piece by piece
+    np.testing.assert_allclose(x.grad, dy * slope, rtol=1e-10, atol=1e-12)

@@ -193,7 +193,8 @@ for M_, N_, K_, r_ in shapes:
 #
 # `csrc/cuda/lora_layer.cu` writes the forward and backward once, as the six products above,
 # for every rung; `csrc/cuda/matmul.cuh` holds the glued operands. On the CPU, `csrc/lora_cpu.cpp`
-# is the `cpp` backend: the same glued loops, with OpenMP threads.
+# is the `cpp` backend: the same glued operands as terms of one GEMM, the BLIS-style ladder of
+# `csrc/cpu/` (packing, cache blocks, a register-blocked micro-kernel) with OpenMP threads.
 #
 # How much does each rung save? Count the values each multiply-add has to fetch. The tile sizes
 # are read from the sources, so this table follows the code.
@@ -337,9 +338,10 @@ print(f"\nall {len(worst)} backend/dtype pairs agree with the reference within r
 #
 # A small table: the NumPy reference against the C++ op, next to the base layer alone (x·Wᵀ,
 # and dy·W in the backward) through NumPy. These numbers depend on the machine and on whatever
-# else it is doing; they are printed, never asserted. On an idle machine NumPy's BLAS is often
-# faster than the plain C++ loops for large shapes: the C++ op exists to show the fused loops
-# clearly, not to beat a tuned BLAS. On a busy machine with few cores, a multi-threaded BLAS can
+# else it is doing; they are printed, never asserted. The C++ op's GEMM comes close to a tuned
+# BLAS, and the fusion saves it passes over memory, so it is about as fast as NumPy's products or
+# faster at these shapes (benchmarks/bench_cpu_op.py times it properly). On a busy machine with
+# few cores, a multi-threaded BLAS can
 # instead stall for milliseconds waiting for its threads; if NumPy looks absurdly slow below,
 # rerun with `OPENBLAS_NUM_THREADS=1` (or `OMP_NUM_THREADS=1`) and compare.
 

@@ -112,7 +112,7 @@ def lora_sizes(x, W, A, B, bias=None):
         if array.ndim != 2:
             raise ValueError(f"{name} must be 2-D {meaning}, got shape {tuple(array.shape)}")
     K, (N, r) = x.shape[-1], (W.shape[0], A.shape[0])
-    M = int(np.prod(x.shape[:-1], dtype=np.int64))
+    M = math.prod(x.shape[:-1])  # math.prod: a tenth of np.prod's time on a short tuple
     if r < 1:
         raise ValueError(f"the LoRA rank r = A.shape[0] is {r}; it must be at least 1 "
                          f"(A has shape {tuple(A.shape)}, expected (r, K))")

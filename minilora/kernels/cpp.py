@@ -6,7 +6,16 @@ pointers), allocates the outputs, and calls the compiled loops, which fill every
 The compiled functions take the outputs as arguments, so a test can pass NaN-filled buffers
 (`out=`) and see any element the loops forgot to write. Everything minilora._C would refuse is
 refused here first, with a message naming the argument: call these, not minilora._C directly.
+
+The products are compiled once per instruction set (csrc/cpu/gemm_<isa>.cpp) and the best one this
+CPU runs is used, unless the innermost `use_isa(name)` block or else the environment variable
+MINILORA_CPU_ISA names another: "baseline", "avx2" or "avx512". Tests use that to check every
+compiled path on one machine.
 """
+
+import contextlib
+import functools
+import os
 
 import numpy as np
 
@@ -27,7 +36,7 @@ def forward(x, W, A, B, scaling, bias=None, out=None):
     checks.check_contiguous(named)
     scaling = checks.check_scaling(scaling, dtype)
     y, u = _outputs(out, {"y": (M, N), "u": (M, r)}, dtype, named)
-    _extension().lora_forward_cpu(x, W, A, B, scaling, bias, y, u)
+    _extension().lora_forward_cpu(x, W, A, B, scaling, bias, y, u, isa=_isa_arg())
     return y, u
 
 
@@ -46,7 +55,7 @@ def backward(dy, x, W, A, B, u, scaling, out=None):
     checks.check_contiguous(named)
     scaling = checks.check_scaling(scaling, dtype)
     dx, dA, dB = _outputs(out, {"dx": (M, K), "dA": (r, K), "dB": (N, r)}, dtype, named)
-    _extension().lora_backward_cpu(dy, x, W, A, B, u, scaling, dx, dA, dB)
+    _extension().lora_backward_cpu(dy, x, W, A, B, u, scaling, dx, dA, dB, isa=_isa_arg())
     return dx, dA, dB
 
 
@@ -55,8 +64,69 @@ def status():
     ext, reason = backend.extension_status()
     if ext is None:
         return False, reason
+    try:
+        current = isa()
+    except ValueError as exc:  # MINILORA_CPU_ISA names an instruction set this CPU cannot run
+        return False, str(exc)
     threads = ext.cpu_threads()
-    return True, f"C++ fused op in minilora._C, {threads} thread{'s' if threads != 1 else ''}"
+    return True, (f"C++ fused op in minilora._C, {threads} thread{'s' if threads != 1 else ''}, "
+                  f"{current} code")
+
+
+# ---- instruction sets --------------------------------------------------------------------------
+ISAS = ("baseline", "avx2", "avx512")
+_isa_chosen = []  # the names given to the use_isa blocks we are inside, innermost last
+
+
+@functools.cache
+def available_isas():
+    """The instruction sets this CPU runs the C++ op's code for, best first, e.g. ("avx512", "avx2",
+    "baseline")."""
+    ext = _extension()
+    return tuple(name for name in reversed(ISAS) if ext.cpu_isa_supported(name))
+
+
+def isa():
+    """The instruction set the C++ op runs now: the innermost `use_isa` block, else
+    MINILORA_CPU_ISA, else the best this CPU runs."""
+    return _isa_arg() or _extension().cpu_best_isa()
+
+
+def threads():
+    """Threads the C++ op's products use (OpenMP's maximum; 1 without OpenMP)."""
+    return _extension().cpu_threads()
+
+
+@contextlib.contextmanager
+def use_isa(name):
+    """Run the C++ op on the code compiled for instruction set `name` inside the block::
+
+        with minilora.kernels.cpp.use_isa("baseline"):
+            y, u = minilora.kernels.lora_forward(x, W, A, B, 2.0, backend="cpp")
+    """
+    _check_isa(name, "use_isa(name)")
+    _isa_chosen.append(name)
+    try:
+        yield
+    finally:
+        _isa_chosen.pop()
+
+
+def _check_isa(name, what):
+    if name not in ISAS:
+        raise ValueError(f"{what} must be one of {ISAS}, got {name!r}")
+    if name not in available_isas():
+        raise ValueError(f"{what} is {name!r}, but this CPU runs only {available_isas()}")
+
+
+def _isa_arg():
+    """The name to pass to the compiled functions ("" for the best)."""
+    if _isa_chosen:
+        return _isa_chosen[-1]
+    name = os.environ.get("MINILORA_CPU_ISA", "")
+    if name:
+        _check_isa(name, "the environment variable MINILORA_CPU_ISA")
+    return name
 
 
 def _outputs(out, shapes, dtype, inputs):

@@ -11,9 +11,10 @@ dims, pick a backend and call its `forward` / `backward` with 2-D C-contiguous a
 
 The backend is, in order of precedence: the `backend=` argument; the innermost
 `use_backend(name)` block; the environment variable MINILORA_BACKEND; otherwise the fastest one
-for the arrays' device: "cpp" for NumPy arrays when minilora._C is built (else "numpy"), "cuda"
-for CuPy arrays when the CUDA kernels can run here (else "cupy": minilora._C built without CUDA,
-or with it but no usable driver or GPU; `minilora info` says which).
+for the arrays' device and size: for NumPy arrays "cpp" when minilora._C is built and the layer
+is large enough that the C++ op was measured at least as fast as the reference (`cpp_pays_off`
+below), else "numpy"; for CuPy arrays "cuda" when the CUDA kernels can run here (else "cupy":
+minilora._C built without CUDA, or with it but no usable driver or GPU; `minilora info` says which).
 
 W may also be an NF4Tensor (minilora.quant, QLoRA's 4-bit base): see `_dequantized` for where
 that runs and why.
@@ -31,6 +32,25 @@ DEVICE_OF_BACKEND = {"numpy": "cpu", "cpp": "cpu", "cuda": "cuda", "cupy": "cuda
 _ARRAYS = {"cpu": "NumPy arrays", "cuda": "CuPy arrays"}
 
 _chosen = []  # the names given to the use_backend blocks we are inside, innermost last
+
+# Where the C++ op pays off on NumPy arrays, from `python benchmarks/bench_cpu_op.py --rule`
+# (forward + backward, alternated runs, one and two threads; tables in benchmarks/results/). The
+# C++ op packs W into its own layout on every call and reuses each packed value once per row of x,
+# so with few rows (M) the packing is not paid back, and with few features (K or N) its tiles are
+# mostly padding; there NumPy's BLAS calls win. It was at least as fast as NumPy at every measured
+# shape with M >= CPP_MIN_ROWS, M >= K and M >= N (a wide W needs as many rows to pay back its
+# packing: 512 × 1024 × 1024 was still 5% slower), K and N >= CPP_MIN_FEATURES and
+# M·K·N >= CPP_MIN_WORK.
+CPP_MIN_ROWS = 256
+CPP_MIN_FEATURES = 32
+CPP_MIN_WORK = 2 ** 21
+
+
+def cpp_pays_off(M, K, N):
+    """Whether the C++ op was measured at least as fast as the NumPy reference for a layer of
+    M rows, K input and N output features (the sizes rule above)."""
+    return (M >= max(CPP_MIN_ROWS, K, N) and min(K, N) >= CPP_MIN_FEATURES
+            and M * K * N >= CPP_MIN_WORK)
 
 
 # ---- which backends work here ------------------------------------------------------------------
@@ -52,11 +72,17 @@ def available_backends():
     return tuple(name for name in BACKENDS if backend_status(name)[0])
 
 
-def default_backend(device):
-    """The backend used for arrays on `device` ("cpu" or "cuda") when nothing else is chosen."""
+def default_backend(device, sizes=None):
+    """The backend used for arrays on `device` ("cpu" or "cuda") when nothing else is chosen.
+
+    sizes: ``(M, K, N, r)`` of the call when known. On the CPU the C++ op is then chosen only where
+    `cpp_pays_off` (measured at least as fast as the NumPy reference); without sizes, the answer is
+    the backend of large layers."""
     ext, _ = extension_status()
     if device == "cpu":
-        return "cpp" if ext is not None else "numpy"
+        if ext is None or (sizes is not None and not cpp_pays_off(*sizes[:3])):
+            return "numpy"
+        return "cpp"
     return "cuda" if cuda.status()[0] else "cupy"
 
 
@@ -75,9 +101,10 @@ def use_backend(name):
         _chosen.pop()
 
 
-def resolve_backend(name, device):
-    """The backend to run for arrays on `device`: `name` if given, else the one chosen as the module
-    docstring says. Raises a clear error if it is unknown, unusable here, or for the other device."""
+def resolve_backend(name, device, sizes=None):
+    """The backend to run for arrays on `device` (of sizes ``(M, K, N, r)`` when given): `name` if
+    given, else the one chosen as the module docstring says. Raises a clear error if it is
+    unknown, unusable here, or for the other device."""
     if name is not None:
         source = "backend="
         _check_name(name, "backend")
@@ -87,7 +114,7 @@ def resolve_backend(name, device):
         name, source = os.environ["MINILORA_BACKEND"], "MINILORA_BACKEND"
         _check_name(name, "the environment variable MINILORA_BACKEND")
     else:
-        return default_backend(device)
+        return default_backend(device, sizes)
     if DEVICE_OF_BACKEND[name] != device:
         raise ValueError(f"backend {name!r} (from {source}) works on {_ARRAYS[DEVICE_OF_BACKEND[name]]}, "
                          f"but the arrays are {_ARRAYS[device]}")
@@ -123,7 +150,7 @@ def lora_forward(x, W, A, B, scaling, bias=None, backend=None, variant=None):
     x (..., K), W (N, K), A (r, K), B (N, r), bias (N,) or None: NumPy or CuPy arrays, all of one
     float dtype (float32 or float64) and on one device; scaling a real number (alpha / r).
     backend: "numpy", "cpp", "cuda", "cupy" or None (see the module docstring); variant: only for
-    "cuda", "naive", "tiled" or "fused" (the default).
+    "cuda", a rung of minilora.kernels.cuda.VARIANTS ("fused" by default).
     Returns ``(y, u)``: y (..., N) and u = x·Aᵀ (..., r), which `lora_backward` needs.
     Arrays that are not C-contiguous (a transposed view, a slice) are copied once; others are not.
     """
@@ -133,7 +160,7 @@ def lora_forward(x, W, A, B, scaling, bias=None, backend=None, variant=None):
     _, device = checks.check_arrays(named)
     M, K, N, r = checks.lora_sizes(x, W, A, B, bias)
     scaling = checks.check_scaling(scaling, W.dtype)
-    name = resolve_backend(backend, device)
+    name = resolve_backend(backend, device, (M, K, N, r))
     variant = _check_variant(name, variant)
 
     x2, W, A, B, bias = _contiguous(device, x.reshape(M, K), W, A, B, bias)
@@ -163,7 +190,7 @@ def lora_backward(dy, x, W, A, B, u, scaling, backend=None, variant=None):
     M, K, N, r = checks.lora_sizes(x, W, A, B)
     checks.check_backward_shapes(dy, x, u, N, r)
     scaling = checks.check_scaling(scaling, W.dtype)
-    name = resolve_backend(backend, device)
+    name = resolve_backend(backend, device, (M, K, N, r))
     variant = _check_variant(name, variant)
 
     dy2, x2, W, A, B, u2 = _contiguous(device, dy.reshape(M, N), x.reshape(M, K), W, A, B, u.reshape(M, r))

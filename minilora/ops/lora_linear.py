@@ -23,7 +23,8 @@ class FusedLoRALinear(Function):
     @staticmethod
     def forward(ctx, x, weight, lora_A, lora_B, bias=None, *, scaling):
         # x (..., K), weight (N, K), lora_A (r, K), lora_B (N, r), bias (N,) -> y (..., N)
-        ctx.backend = dispatch.resolve_backend(None, backend.device_of(x))
+        (N, K), r = weight.shape, lora_A.shape[0]
+        ctx.backend = dispatch.resolve_backend(None, backend.device_of(x), (x.size // K, K, N, r))
         y, u = dispatch.lora_forward(x, weight, lora_A, lora_B, scaling, bias, backend=ctx.backend)
         ctx.save_for_backward(x, weight, lora_A, lora_B, u)
         ctx.scaling = scaling

@@ -7,7 +7,6 @@ Its gradient with respect to the logits is (softmax - one_hot(t)) / count, zero 
 import numpy as np
 
 from minilora.function import Function
-from minilora.ops.softmax import log_softmax_array
 from minilora.tensor import Tensor
 
 
@@ -24,9 +23,17 @@ class CrossEntropy(Function):
         valid = xp.ones(targets.shape, dtype=bool) if ignore_index is None else targets != ignore_index
         targets = xp.where(valid, targets, 0)  # any real class on ignored rows; they are masked out below
         count = int(valid.sum())
-        log_probs = log_softmax_array(xp, logits, axis=-1)
-        picked = log_probs[xp.arange(len(targets)), targets]  # (N,) log-probability of each target
-        ctx.save_for_backward(xp.exp(log_probs), targets, valid)
+        rows = xp.arange(len(targets))
+        # log softmax without materialising it: with shifted = logits - max, log p[t] is
+        # shifted[t] - log Σ exp(shifted); the softmax itself (for the backward) is exp(shifted)
+        # normalised in place.
+        probs = xp.subtract(logits, logits.max(axis=-1, keepdims=True), out=xp.empty_like(logits))
+        picked = probs[rows, targets]  # (N,) shifted logit of each target
+        xp.exp(probs, out=probs)
+        sums = probs.sum(axis=-1)  # (N,)
+        probs /= sums[:, None]
+        picked -= xp.log(sums)  # (N,) log-probability of each target
+        ctx.save_for_backward(probs, targets, valid)
         ctx.count = count
         # With every target ignored there is nothing to average: the loss is 0 and so is its gradient.
         return -(picked * valid).sum() / max(count, 1)
@@ -34,9 +41,11 @@ class CrossEntropy(Function):
     @staticmethod
     def backward(ctx, grad):
         probs, targets, valid = ctx.saved
-        grad_logits = probs.copy()  # (N, C)
-        grad_logits[ctx.xp.arange(len(targets)), targets] -= 1
-        grad_logits *= valid[:, None] * (grad / max(ctx.count, 1))
+        # (softmax - one_hot(t)) · grad / count on the valid rows, zero on the ignored ones; the
+        # row weights go in with the one multiplication that also makes the fresh result array.
+        weight = valid * (grad / max(ctx.count, 1))  # (N,)
+        grad_logits = ctx.xp.multiply(probs, weight[:, None], out=ctx.xp.empty_like(probs))  # (N, C)
+        grad_logits[ctx.xp.arange(len(targets)), targets] -= weight
         return grad_logits.reshape(ctx.shape), None
 
 

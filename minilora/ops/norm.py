@@ -16,20 +16,32 @@ class Normalize(Function):
 
     @staticmethod
     def forward(ctx, x, eps):
-        centered = x - x.mean(axis=-1, keepdims=True)
-        inv_std = 1 / ctx.xp.sqrt((centered * centered).mean(axis=-1, keepdims=True) + eps)
-        x_hat = centered * inv_std
+        xp = ctx.xp
+        # One fresh array becomes x - mean, then x̂ in place; the squares go through a second one.
+        x_hat = xp.subtract(x, x.mean(axis=-1, keepdims=True), out=xp.empty_like(x))
+        squares = xp.multiply(x_hat, x_hat, out=xp.empty_like(x_hat))
+        inv_std = squares.mean(axis=-1, keepdims=True)  # (..., 1): the biased variance
+        inv_std += eps
+        xp.sqrt(inv_std, out=inv_std)
+        xp.divide(1, inv_std, out=inv_std)
+        x_hat *= inv_std
         ctx.save_for_backward(x_hat, inv_std)
         return x_hat
 
     @staticmethod
     def backward(ctx, grad):
+        xp = ctx.xp
         x_hat, inv_std = ctx.saved
         # x̂ moves with x directly and through the mean and the variance; those two paths remove the
-        # parts of grad that are constant along the vector and that point along x̂.
-        mean_grad = grad.mean(axis=-1, keepdims=True)
-        mean_grad_x_hat = (grad * x_hat).mean(axis=-1, keepdims=True)
-        return inv_std * (grad - mean_grad - x_hat * mean_grad_x_hat)
+        # parts of grad that are constant along the vector and that point along x̂:
+        #     dx = inv_std · (grad - mean(grad) - x̂ · mean(grad · x̂))
+        dx = xp.multiply(grad, x_hat, out=xp.empty_like(grad))
+        mean_grad_x_hat = dx.mean(axis=-1, keepdims=True)
+        xp.multiply(x_hat, mean_grad_x_hat, out=dx)
+        dx += grad.mean(axis=-1, keepdims=True)
+        xp.subtract(grad, dx, out=dx)
+        dx *= inv_std
+        return dx
 
 
 def layer_norm(x, weight=None, bias=None, eps=1e-5):

@@ -9,7 +9,7 @@ from minilora.ops.axes import normalize_axis
 
 
 def log_softmax_array(xp, x, axis):
-    """log(softmax(x)) on a raw array: (x - max) - log(sum(exp(x - max))). Shared with cross_entropy."""
+    """log(softmax(x)) on a raw array: (x - max) - log(sum(exp(x - max)))."""
     shifted = x - x.max(axis=axis, keepdims=True)
     return shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
 

@@ -6,7 +6,10 @@ the forward saved (often the output itself: d exp(x)/dx = exp(x), d tanh(x)/dx =
 
 import math
 
+import numpy as np
+
 from minilora.function import Function
+from minilora.ops.blocks import cache_blocks
 
 
 class Exp(Function):
@@ -66,49 +69,52 @@ GELU_K = 0.044715
 
 
 class Gelu(Function):
-    """GELU with the tanh approximation: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).
+    """GELU with the tanh approximation: 0.5·x·(1 + tanh(z)), z = √(2/π)·(x + 0.044715·x³).
 
-    GELU runs on the widest activation of a GPT block (batch, time, 4·n_embd), so forward and
-    backward work in place on arrays they have just allocated: one or two temporaries instead of
-    one per arithmetic step. x, the saved t and the incoming gradient are never written to.
+    Computed as x·σ(2z) = x / (1 + e^(-2z)), the same function (0.5·(1 + tanh(z)) = σ(2z)) with
+    one exponential and no tanh. GELU runs on the widest activation of a GPT block (batch, time,
+    4·n_embd), where each pass over the array costs about as much as the arithmetic in it, so
+    forward and backward work in place on arrays they have just allocated, 7 passes forward and 10
+    backward with one temporary besides the result, piece by piece so that the passes after the
+    first read from cache. x, the saved array and the incoming gradient are never written to.
     """
 
     @staticmethod
     def forward(ctx, x):
         xp = ctx.xp
-        # Each chain starts in an array of its own (out=: a 0-d input would otherwise give a
-        # NumPy scalar, which cannot be written in place).
-        t = xp.multiply(x, GELU_K, out=xp.empty_like(x))  # becomes tanh(√(2/π)·(x + 0.044715·x³))
-        t *= x
-        t *= x
-        t += x
-        t *= GELU_C
-        xp.tanh(t, out=t)
-        ctx.save_for_backward(x, t)
-        y = xp.add(t, 1, out=xp.empty_like(t))
-        y *= x
-        y *= 0.5
+        e, y = xp.empty_like(x), xp.empty_like(x)
+        # e = 1 + exp(-2z), with -2z = x·(-2C - 2CK·x²), then y = x / e; piece by piece, so the
+        # seven passes stay in cache (ops/blocks.py).
+        for xb, eb, yb in cache_blocks(x, e, y):
+            xp.multiply(xb, xb, out=eb)
+            eb *= -2 * GELU_C * GELU_K
+            eb -= 2 * GELU_C
+            eb *= xb
+            with np.errstate(over="ignore"):  # e = inf for x below about -9: then y = x / inf = -0
+                xp.exp(eb, out=eb)
+            eb += 1
+            xp.divide(xb, eb, out=yb)
+        ctx.save_for_backward(x, e)
         return y
 
     @staticmethod
     def backward(ctx, grad):
         xp = ctx.xp
-        x, t = ctx.saved
-        # Product rule on 0.5·x·(1 + t), with dt/dx = (1 - t²)·√(2/π)·(1 + 3·0.044715·x²):
-        # d(gelu)/dx = 0.5·(1 + t) + 0.5·x·dt/dx.
-        d = xp.multiply(t, t, out=xp.empty_like(t))
-        xp.subtract(1, d, out=d)       # 1 - t²
-        d *= GELU_C
-        s = xp.multiply(x, 3 * GELU_K, out=xp.empty_like(x))
-        s *= x
-        s += 1                         # 1 + 3·0.044715·x²
-        d *= s                         # dt/dx
-        d *= x
-        d *= 0.5                       # 0.5·x·dt/dx
-        xp.add(t, 1, out=s)
-        s *= 0.5                       # 0.5·(1 + t)
-        d += s
-        d *= grad
+        x, e = ctx.saved
+        # With s = σ(2z) = 1/e: d(x·s)/dx = s + x·s·(1 - s)·2·dz/dx = s·(1 + x·g·(1 - s)), where
+        # g = 2·dz/dx = 2C·(1 + 3K·x²), and 1 - s = 1 - 1/e.
+        d, one_minus_s = xp.empty_like(x), xp.empty_like(e)
+        for xb, eb, gb, db, sb in cache_blocks(x, e, grad, d, one_minus_s):
+            xp.multiply(xb, xb, out=db)
+            db *= 6 * GELU_C * GELU_K
+            db += 2 * GELU_C
+            db *= xb                                    # x·g
+            xp.divide(-1, eb, out=sb)
+            sb += 1                                     # 1 - s
+            db *= sb
+            db += 1
+            db /= eb                                    # s·(1 + x·g·(1 - s))
+            db *= gb
         return d
 
 

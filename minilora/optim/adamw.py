@@ -12,6 +12,8 @@ m and v have the parameter's shape: two extra numbers per trainable parameter, t
 LoRA saves by training few parameters.
 """
 
+import math
+
 from minilora import backend
 from minilora.optim.optimizer import Optimizer, check_number
 
@@ -41,12 +43,22 @@ class AdamW(Optimizer):
         state["step"] += 1
         t, m, v = state["step"], state["exp_avg"], state["exp_avg_sq"]
 
+        # Everything in place, through one scratch array: no temporary per arithmetic step, and
+        # Python floats as factors, so float32 stays float32. The bias corrections are folded into
+        # two scalars: lr · m̂ / (sqrt(v̂) + eps) = (lr / c1) · m / (sqrt(v) / sqrt(c2) + eps).
+        c1, c2 = 1.0 - beta1 ** t, 1.0 - beta2 ** t
+        scratch = xp.multiply(grad, 1.0 - beta1, out=xp.empty_like(m))
         p.data *= 1.0 - lr * weight_decay
         m *= beta1
-        m += (1.0 - beta1) * grad
+        m += scratch                      # m = β1·m + (1 - β1)·g
+        xp.multiply(grad, grad, out=scratch)
+        scratch *= 1.0 - beta2
         v *= beta2
-        v += (1.0 - beta2) * grad * grad
-        m_hat = m / (1.0 - beta1 ** t)
-        v_hat = v / (1.0 - beta2 ** t)
-        p.data -= lr * m_hat / (xp.sqrt(v_hat) + eps)
+        v += scratch                      # v = β2·v + (1 - β2)·g²
+        xp.sqrt(v, out=scratch)
+        scratch *= 1.0 / math.sqrt(c2)
+        scratch += eps                    # sqrt(v̂) + eps
+        xp.divide(m, scratch, out=scratch)
+        scratch *= lr / c1
+        p.data -= scratch
 

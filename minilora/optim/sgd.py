@@ -20,7 +20,9 @@ class SGD(Optimizer):
     def update(self, p, grad, state, group):
         lr, momentum, weight_decay = float(group["lr"]), float(group["momentum"]), float(group["weight_decay"])
         if weight_decay != 0.0:
-            grad = grad + weight_decay * p.data
+            decayed = p.data * weight_decay  # a fresh array: the gradient itself is never changed
+            decayed += grad
+            grad = decayed
         if momentum != 0.0:
             if "momentum_buffer" not in state:
                 state["momentum_buffer"] = grad.copy()
