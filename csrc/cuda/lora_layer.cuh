@@ -18,9 +18,10 @@
 
 namespace minilora::cuda {
 
-enum class Variant { Naive, Tiled, Fused, Vectorized };
+enum class Variant { Naive, Tiled, Fused, Vectorized, Tf32x3, Bf16 };
 
-// "naive", "tiled", "fused" or "vectorized"; std::invalid_argument for anything else.
+// "naive", "tiled", "fused", "vectorized", "tf32x3" or "bf16"; std::invalid_argument for anything
+// else. tf32x3 and bf16 run on tensor cores (float32 only, compute capability 8.0 or newer).
 Variant variant_named(const std::string& name);
 
 struct LoraShape {

@@ -139,7 +139,8 @@ void launch_split(void (*kernel)(Matmul<T, LC, RC>, int), const char* kernel_nam
   sum_splits(scratch, plan.splits, p.rows, p.cols, p.alpha, p.bias, p.out, stream, product);
 }
 
-// The rungs of the ladder, each in its own file (fused and vectorized share lora_fused.cu). `scratch` holds the partial sums of a split
+// The rungs of the ladder, each in its own file (fused and vectorized share lora_fused.cu, tf32x3
+// and bf16 lora_mma.cu). `scratch` holds the partial sums of a split
 // product (split_scratch elements); the naive rung never splits. Each rung's *_grid is the grid its
 // launcher uses, so that a caller can check a whole sequence of products before launching any.
 template <typename T, Contiguous LC, Contiguous RC>
@@ -163,5 +164,14 @@ const char* fused_kernel_name(Loads loads);
 template <typename T, Contiguous LC, Contiguous RC>
 void fused_matmul(const Matmul<T, LC, RC>& p, const SplitPlan& plan, T* scratch,
                   cudaStream_t stream, const char* product, Loads loads);
+
+// The tensor-core rungs (lora_mma.cu, float32 only): mma.sync on 3xTF32 or on bf16 operands.
+enum class TensorCores { Tf32x3, Bf16 };
+SplitPlan mma_plan(int rows, int cols, int inner);
+dim3 mma_grid(int rows, int cols, const SplitPlan& plan);
+const char* mma_kernel_name(TensorCores cores);
+template <Contiguous LC, Contiguous RC>
+void mma_matmul(const Matmul<float, LC, RC>& p, const SplitPlan& plan, float* scratch,
+                cudaStream_t stream, const char* product, TensorCores cores);
 
 }  // namespace minilora::cuda
