@@ -87,10 +87,11 @@ def main(argv=None):
     if not usable:
         print(f"sanitize_kernels: the CUDA kernels cannot run here: {reason}")
         return 1
-    capability = backend.xp_for("cuda").cuda.Device().compute_capability
-    if int(capability) < 80:  # mma.sync on TF32 / bf16 needs 8.0: those rungs refuse to run
-        print(f"sanitize_kernels: compute capability {capability}, so not {cuda_kernels.FLOAT32_ONLY}")
-        runs = [run for run in runs if run[0] not in cuda_kernels.FLOAT32_ONLY]
+    for variant in cuda_kernels.VARIANTS:  # the tensor-core rungs need compute capability 8.0
+        usable, why = cuda_kernels.variant_status(variant)
+        if not usable:
+            print(f"sanitize_kernels: not {variant}: {why}")
+            runs = [run for run in runs if run[0] != variant]
     backend.xp_for("cuda").cuda.set_allocator(None)  # every array its own allocation (see above)
     rng = np.random.default_rng(0)
     results = [check(variant, dtype, *shape, rng) for variant, dtype, shape in runs]

@@ -326,6 +326,12 @@ class _GpuBench:
         if unknown:
             raise ValueError(f"unknown methods {sorted(unknown)}; "
                              f"choose from {VARIANTS + BASELINES + ('peft',)}")
+        from minilora.kernels import cuda as cuda_kernels
+        for method in [m for m in self.methods if m in VARIANTS]:
+            usable, reason = cuda_kernels.variant_status(method)
+            if not usable:  # a tensor-core rung on a GPU without mma.sync for it
+                self.methods.remove(method)
+                self.notes.append(f"{method} not timed: {reason}")
 
     # -- inputs --
     def _input_sets(self, M, N, K, r):

@@ -46,19 +46,11 @@ CASES = [(variant, dtype) for variant in cuda_kernels.VARIANTS for dtype in DTYP
          if variant not in cuda_kernels.FLOAT32_ONLY or dtype == np.float32]
 
 
-def compute_capability():
-    """(major, minor) of the current GPU, or None without one."""
-    if not KERNELS_USABLE:
-        return None
-    device = backend.xp_for("cuda").cuda.Device()
-    return int(device.compute_capability[:-1]), int(device.compute_capability[-1])
-
-
 def skip_unless_runs_here(variant):
     """The tensor-core rungs need mma.sync on TF32 / bf16: compute capability 8.0 or newer."""
-    capability = compute_capability()
-    if variant in cuda_kernels.FLOAT32_ONLY and capability is not None and capability < (8, 0):
-        pytest.skip(f"variant {variant!r} needs compute capability 8.0, this GPU has {capability}")
+    usable, reason = cuda_kernels.variant_status(variant)
+    if KERNELS_USABLE and not usable:
+        pytest.skip(reason)
 
 
 def dtype_for(variant):
@@ -325,7 +317,7 @@ def test_tensor_core_rungs_refuse_float64_and_gpus_without_mma(rng, variant):
     d = Problem(rng, 6, 5, 4, 3, np.float64).dev
     with pytest.raises(TypeError, match=rf"variant '{variant}' runs on tensor cores and takes float32 arrays"):
         cuda_kernels.forward(d["x"], d["W"], d["A"], d["B"], 1.5, variant=variant)
-    if compute_capability() < (8, 0):
+    if not cuda_kernels.variant_status(variant)[0]:
         d = Problem(rng, 6, 5, 4, 3, np.float32).dev
         with pytest.raises(ValueError, match=r"needs mma.sync on TF32 / bf16, compute capability 8.0 or newer"):
             cuda_kernels.forward(d["x"], d["W"], d["A"], d["B"], 1.5, variant=variant)

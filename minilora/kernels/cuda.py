@@ -111,6 +111,20 @@ def status():
 _status = None  # (the extension module it was found for, (usable, reason))
 
 
+def variant_status(variant):
+    """``(usable, reason)`` for one rung on the current GPU: as `status()`, and for the tensor-core
+    rungs also compute capability 8.0 or newer (mma.sync on TF32 / bf16; a T4 is 7.5)."""
+    _check_variant(variant)
+    usable, reason = status()
+    if not usable or variant not in FLOAT32_ONLY:
+        return usable, reason
+    capability = backend.xp_for("cuda").cuda.Device().compute_capability  # e.g. "75"
+    if int(capability) < 80:
+        return False, (f"variant {variant!r} needs mma.sync on TF32 / bf16, compute capability 8.0 "
+                       f"or newer; this GPU has {capability[:-1]}.{capability[-1]}")
+    return True, reason
+
+
 def _find_status():
     try:
         lib = _cuda_library()
