@@ -212,3 +212,22 @@ def test_bf16_rung_rounds_every_operand_it_reads(emulator, rng):
     for name, from_raw, from_rounded, tf32x3 in zip(("y", "u", "dx", "dA", "dB"), *outputs):
         assert np.array_equal(from_raw.view(np.uint32), from_rounded.view(np.uint32)), name
         assert not np.array_equal(from_raw, tf32x3), name
+
+
+def test_a_gpu_without_mma_for_tf32_and_bf16_is_refused_before_any_launch(rng):
+    """The emulator reports compute capability 8.0; built to report 7.5 (a T4), the host code of
+    csrc/cuda refuses both tensor-core rungs with the reason and launches nothing, while the fp32
+    rungs still run."""
+    text = (emulated.CSRC / "emulation" / "warp.cpp").read_text()
+    old = "cudaDevAttrComputeCapabilityMajor ? 8 : 0;"
+    assert text.count(old) == 1
+    t4 = emulated.load(replace={"warp.cpp": text.replace(old, "cudaDevAttrComputeCapabilityMajor ? 7 : 5;")})
+    h, s = emulated.random_layer(rng, 5, 7, 3, 2, np.float32)
+    d = {name: a.astype(np.float32) for name, a in h.items()}
+    before = t4.launches()
+    for variant in emulated.FLOAT32_ONLY:
+        with pytest.raises(ValueError, match=rf"variant '{variant}' needs mma.sync on TF32 / bf16, compute "
+                                             r"capability 8.0 or newer; GPU 0 has 7.5"):
+            t4.forward(d["x"], d["W"], d["A"], d["B"], s, variant=variant)
+    assert t4.launches() == before
+    assert emulated.check_layer(t4, "fused", np.float32, 5, 7, 3, 2, rng) == []

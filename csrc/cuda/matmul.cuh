@@ -12,8 +12,8 @@
 // pieces, for more blocks than the output alone gives; then a second pass adds up the pieces'
 // partial sums: SplitPlan below.) An Operand is such a glued matrix, never built in memory:
 // element (outer, inner) comes from the first array while inner < split and from the second
-// (times a scale) after it. The kernels (lora_naive.cu, lora_tiled.cu, lora_fused.cu) know
-// nothing about LoRA; lora_layer.cu describes the six products with Operands.
+// (times a scale) after it. The kernels (lora_naive.cu, lora_tiled.cu, lora_fused.cu, lora_mma.cu)
+// know nothing about LoRA; lora_layer.cu describes the six products with Operands.
 //
 // Indexing: C is rows × cols, row-major. The left operand L is read as L(row, i), the right one as
 // R(col, i), with i along the inner (summed) dimension. "outer" below means row for L, col for R.
