@@ -30,14 +30,6 @@ CASES = [(variant, dtype) for variant in emulated.VARIANTS for dtype in DTYPES
          if variant not in emulated.FLOAT32_ONLY or dtype == np.float32]
 
 
-@pytest.fixture(scope="session")
-def emulator():
-    try:
-        return emulated.load()
-    except emulated.EmulatorUnavailable as exc:
-        pytest.skip(str(exc))
-
-
 def assert_correct(failures):
     assert not failures, "\n".join(failures)
 

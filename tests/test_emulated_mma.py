@@ -18,14 +18,6 @@ from minilora.kernels import bf16, emulated
 pytestmark = pytest.mark.emulated
 
 
-@pytest.fixture(scope="module")
-def emulator():
-    try:
-        return emulated.load()
-    except emulated.EmulatorUnavailable as exc:
-        pytest.skip(str(exc))
-
-
 # ---- the PTX ISA's fragment layouts ------------------------------------------------------------------
 def group_and_thread(lane):
     return lane >> 2, lane % 4  # groupID, threadID_in_group

@@ -106,6 +106,14 @@ void multiply(const Registers (&lanes)[kLanes], float (&d)[kLanes][4], bool tf32
   }
 }
 
+Registers registers(const uint32_t (&a)[4], const uint32_t (&b)[2], const float (&c)[4]) {
+  Registers r;
+  std::memcpy(r.a, a, sizeof r.a);
+  std::memcpy(r.b, b, sizeof r.b);
+  std::memcpy(r.c, c, sizeof r.c);
+  return r;
+}
+
 void poison(float (&d)[4]) {
   for (float& value : d) value = std::numeric_limits<float>::quiet_NaN();
 }
@@ -172,20 +180,12 @@ void collective(Instruction instruction, const Registers& mine, float (&d)[4]) {
 
 void mma_m16n8k8_tf32(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2],
                       const float (&c)[4]) {
-  Registers mine;
-  std::memcpy(mine.a, a, sizeof mine.a);
-  std::memcpy(mine.b, b, sizeof mine.b);
-  std::memcpy(mine.c, c, sizeof mine.c);
-  collective(Instruction::MmaTf32, mine, d);
+  collective(Instruction::MmaTf32, registers(a, b, c), d);
 }
 
 void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2],
                        const float (&c)[4]) {
-  Registers mine;
-  std::memcpy(mine.a, a, sizeof mine.a);
-  std::memcpy(mine.b, b, sizeof mine.b);
-  std::memcpy(mine.c, c, sizeof mine.c);
-  collective(Instruction::MmaBf16, mine, d);
+  collective(Instruction::MmaBf16, registers(a, b, c), d);
 }
 
 void reset_warps() {
