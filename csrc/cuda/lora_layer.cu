@@ -299,10 +299,11 @@ void check_tensor_cores(Variant variant) {
     return;  // no usable GPU: check_no_pending_error reports the runtime's error
   }
   if (major < 8) {
-    throw std::invalid_argument(
-        tensor_core_variant(variant) + " needs mma.sync on TF32 / bf16, compute capability 8.0 or newer; GPU " +
-        std::to_string(device) + " has " + std::to_string(major) + "." + std::to_string(minor) +
-        " (the fp32 rungs 'fused' and 'vectorized' run there)");
+    throw std::invalid_argument(tensor_core_variant(variant) +
+                                " needs mma.sync on TF32 / bf16, compute capability 8.0 or newer; "
+                                "GPU " + std::to_string(device) + " has " + std::to_string(major) +
+                                "." + std::to_string(minor) +
+                                " (the fp32 rungs 'fused' and 'vectorized' run there)");
   }
 }
 

@@ -10,7 +10,10 @@ checked on a machine without a GPU, with the host code of csrc/cuda/lora_layer.c
     y, u = emulator.forward(x, W, A, B, scaling, bias, variant="tiled")
     dx, dA, dB = emulator.backward(dy, x, W, A, B, u, scaling, variant="tiled", shuffle=7)
 
-Arrays are NumPy arrays (float32 or float64). Every output and the workspace start as NaN, with as
+`emulator.mma(...)` and `emulator.round(...)` run one tensor-core instruction of csrc/cuda/mma.cuh
+(mma.sync as a warp collective, the TF32 / bf16 conversions) on values given from Python.
+
+Arrays are NumPy arrays (float32 or float64; the tensor-core rungs "tf32x3" and "bf16" float32). Every output and the workspace start as NaN, with as
 many NaN guard elements on each side of every array as it has: an element a kernel forgets to write
 stays NaN, a read past an array's end brings NaN in, and a write past it (or into an input) raises
 EmulationError. (A write further off than that lands in other memory and may crash the process, as
