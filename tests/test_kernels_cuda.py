@@ -323,6 +323,27 @@ def test_tensor_core_rungs_refuse_float64_and_gpus_without_mma(rng, variant):
             cuda_kernels.forward(d["x"], d["W"], d["A"], d["B"], 1.5, variant=variant)
 
 
+@pytest.mark.gpu
+@needs_kernels
+def test_bf16_rung_rounds_its_inputs_as_round_to_bfloat16_does(rng):
+    """The GPU's cvt.rn.bf16.f32 and minilora.kernels.bf16 agree: float32 inputs and their bf16
+    roundings give the same bits (the emulated test checks the emulator's conversion likewise)."""
+    skip_unless_runs_here("bf16")
+    raw = Problem(rng, 70, 33, 45, 4, np.float32)
+    d = raw.dev
+    rounded = {k: (v if k == "bias" else cupy().asarray(bf16.round_to_bfloat16(cupy().asnumpy(v))))
+               for k, v in d.items()}
+    u = cupy().asarray(rng.standard_normal((70, 4)).astype(np.float32))
+    results = []
+    for arrays in (d, rounded):
+        y, u_out = cuda_kernels.forward(arrays["x"], arrays["W"], arrays["A"], arrays["B"], raw.scaling,
+                                        arrays["bias"], variant="bf16")
+        results.append((y, u_out) + cuda_kernels.backward(arrays["dy"], arrays["x"], arrays["W"], arrays["A"],
+                                                          arrays["B"], u, raw.scaling, variant="bf16"))
+    for name, first, second in zip(("y", "u", "dx", "dA", "dB"), *results):
+        assert bool(cupy().array_equal(first, second)), name
+
+
 # ---- through minilora.kernels and F.lora_linear -----------------------------------------------
 @pytest.mark.gpu
 @needs_kernels
