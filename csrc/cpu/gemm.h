@@ -18,6 +18,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "cpu/nf4.h"
+
 namespace minilora {
 namespace cpu {
 
@@ -29,9 +31,11 @@ struct Matrix {
   const T* data;
   int64_t rows, cols;
   int64_t row_stride, col_stride;
+  // A matrix stored in NF4 (cpu/nf4.h) instead of at data: only a right operand may be one.
+  const Nf4Matrix* nf4 = nullptr;
 
   T at(int64_t i, int64_t j) const { return data[i * row_stride + j * col_stride]; }
-  Matrix transposed() const { return {data, cols, rows, col_stride, row_stride}; }
+  Matrix transposed() const { return {data, cols, rows, col_stride, row_stride, nf4}; }
 };
 
 // The same for the output.
