@@ -31,27 +31,32 @@ def test_kernels_take_an_nf4_weight_and_dequantize_it(rng, M, K, N, r, dtype):
     x, W, A, B, bias = arrays(rng, M, K, N, r, dtype)
     q = nf4_quantize(W, 16, double_quant=True)
     W_hat = q.dequantize(dtype)
-    y, u = kernels.lora_forward(x, q, A, B, 1.5, bias)
+    y, u = kernels.lora_forward(x, q, A, B, 1.5, bias, backend="numpy")
     assert y.dtype == dtype
     np.testing.assert_array_equal(u, x @ A.T)
     np.testing.assert_allclose(y, x @ W_hat.T + 1.5 * (x @ A.T) @ B.T + bias, rtol=1e-5 if dtype == np.float32 else 1e-12,
                                atol=1e-5 if dtype == np.float32 else 1e-12)
     dy = rng.standard_normal((M, N)).astype(dtype)
-    dx, dA, dB = kernels.lora_backward(dy, x, q, A, B, u, 1.5)
+    dx, dA, dB = kernels.lora_backward(dy, x, q, A, B, u, 1.5, backend="numpy")
     ref = kernels.lora_backward(dy, x, W_hat, A, B, u, 1.5, backend="numpy")
     for got, want in zip((dx, dA, dB), ref):
         np.testing.assert_array_equal(got, want)
 
 
-def test_a_compiled_backend_named_for_an_nf4_weight_is_refused_and_a_model_wide_choice_gives_way(rng):
+def test_an_nf4_weight_runs_where_it_is_sent_and_nowhere_it_cannot(rng):
+    """backend= and use_backend() send it to the C++ op (its own tests: test_quant_kernels.py); the
+    GPU backends take CuPy arrays, and a variant is a CUDA rung."""
     x, W, A, B, _ = arrays(rng)
     q = nf4_quantize(W)
-    for name in ("cpp", "cuda", "cupy"):
-        with pytest.raises(ValueError, match="NF4"):
-            kernels.lora_forward(x, q, A, B, 2.0, backend=name)
+    ref = kernels.lora_forward(x, q.dequantize(), A, B, 2.0, backend="numpy")[0]
     with kernels.use_backend("cpp"):
         y, _ = kernels.lora_forward(x, q, A, B, 2.0)
-    np.testing.assert_array_equal(y, kernels.lora_forward(x, q.dequantize(), A, B, 2.0, backend="numpy")[0])
+    np.testing.assert_allclose(y, ref, rtol=1e-12, atol=1e-12)
+    for name in ("cuda", "cupy"):
+        with pytest.raises(ValueError, match=f"backend '{name}' .* works on CuPy arrays"):
+            kernels.lora_forward(x, q, A, B, 2.0, backend=name)
+    with pytest.raises(ValueError, match="variant= applies only to backend 'cuda'"):
+        kernels.lora_forward(x, q, A, B, 2.0, backend="cpp", variant="nf4")
 
 
 def test_lora_linear_with_an_nf4_weight_has_the_gradients_of_x_A_B_and_bias(rng):
