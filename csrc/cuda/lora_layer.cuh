@@ -18,25 +18,31 @@
 
 namespace minilora::cuda {
 
-enum class Variant { Naive, Tiled, Fused, Vectorized };
+enum class Variant { Naive, Tiled, Fused, Vectorized, Nf4 };
 
-// "naive", "tiled", "fused" or "vectorized"; std::invalid_argument for anything else.
+// "naive", "tiled", "fused", "vectorized" or "nf4"; std::invalid_argument for anything else.
+// "nf4" is the rung for W stored in NF4 (lora_nf4.cuh): it needs W_nf4 below, the others W.
 Variant variant_named(const std::string& name);
 
 struct LoraShape {
   int64_t M, N, K, r;  // checked against the kernels' int indices before any use
 };
 
+struct Nf4Weights;  // lora_nf4.cuh
+
+// W_nf4: for the "nf4" rung, W in NF4 (then W is null and not read); nullptr for the others.
 template <typename T>
 struct ForwardArrays {
   const T *x, *W, *A, *B, *bias;
   T *y, *u;
+  const Nf4Weights* W_nf4 = nullptr;
 };
 
 template <typename T>
 struct BackwardArrays {
   const T *dy, *x, *W, *A, *B, *u;
   T *dx, *dA, *dB;
+  const Nf4Weights* W_nf4 = nullptr;
 };
 
 template <typename T>
