@@ -28,7 +28,16 @@ struct LoraShape {
   int64_t M, N, K, r;  // checked against the kernels' int indices before any use
 };
 
-struct Nf4Weights;  // lora_nf4.cuh
+// W (N, K) in NF4 in device memory (minilora/quant/nf4.py), read by the nf4 rung (lora_nf4.cuh):
+// number i of the row-major W is
+//     code[index_i] · absmax[i / block_size]
+// with index_i the high nibble of packed[i / 2] when i is even and the low nibble when i is odd.
+struct Nf4Weights {
+  const uint8_t* packed;  // ceil(N·K / 2) bytes
+  const float* absmax;    // ceil(N·K / block_size) block scales, float32
+  const float* code;      // the 16 levels (NF4_CODE)
+  int block_size;         // >= 1
+};
 
 // W_nf4: for the "nf4" rung, W in NF4 (then W is null and not read); nullptr for the others.
 template <typename T>

@@ -2,21 +2,10 @@
 // loader of the kernel in lora_nf4.cu. lora_layer.cu runs it for the products that read W.
 #pragma once
 
-#include <cstdint>
-
+#include "lora_layer.cuh"  // Nf4Weights
 #include "matmul.cuh"
 
 namespace minilora::cuda {
-
-// W (N, K) in NF4 in device memory (minilora/quant/nf4.py): number i of the row-major W is
-//     code[index_i] · absmax[i / block_size]
-// with index_i the high nibble of packed[i / 2] when i is even and the low nibble when i is odd.
-struct Nf4Weights {
-  const uint8_t* packed;  // ceil(N·K / 2) bytes
-  const float* absmax;    // ceil(N·K / block_size) block scales, float32
-  const float* code;      // the 16 levels (NF4_CODE)
-  int block_size;         // >= 1
-};
 
 // A product whose right operand's first array is W in NF4: right.first is not read, while
 // right.first_ld and right.split still say how W is laid out and where it ends.

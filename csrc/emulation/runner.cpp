@@ -12,7 +12,6 @@
 
 #include "emulation.h"
 #include "lora_layer.cuh"
-#include "lora_nf4.cuh"
 
 namespace {
 
