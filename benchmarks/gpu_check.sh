@@ -8,10 +8,11 @@
 #   2. build                   90 s   pip install --no-build-isolation --no-deps -e ., for sm_90 only
 #   3. kernels usable          10 s   minilora.kernels.cuda.status() must say the kernels can run
 #   4. pytest -m gpu           60 s   the GPU tests only (CI runs the rest, and the emulated kernels)
-#   5. sanitizer memcheck      40 s   compute-sanitizer over benchmarks/sanitize_kernels.py: small
-#   6. sanitizer racecheck     40 s   runs of every kernel (--quick: fewer, for the slower tools),
-#   7. sanitizer initcheck     30 s   CuPy's memory pool off (it hides a small out-of-bounds access)
-#   8. benchmark               60 s   N = K = 4096, r = 16, M = 128, 512, 8192; JSON after every shape
+#   5. sanitizer memcheck      45 s   compute-sanitizer over benchmarks/sanitize_kernels.py: small
+#   6. sanitizer racecheck     45 s   runs of every kernel (--quick: fewer, for the slower tools),
+#   7. sanitizer initcheck     35 s   CuPy's memory pool off (it hides a small out-of-bounds access);
+#                                     the nf4 rung (W in NF4) on the --quick shapes in all three
+#   8. benchmark               45 s   N = K = 4096, r = 16, M = 128, 512, 8192; JSON after every shape
 #   9. summary                 10 s   kept in reserve
 #                             -----
 #                             360 s
@@ -184,8 +185,8 @@ step must "pytest -m gpu" tests.log 60 "$PYTHON" -m pytest -m gpu -q -rs -p no:c
 # ---- 5-7. compute-sanitizer -------------------------------------------------------------------------
 # memcheck over all of sanitize_kernels.py's shapes; the slower racecheck and initcheck over --quick.
 for tool in memcheck racecheck initcheck; do
-    limit=40 runs=()
-    [ "$tool" = initcheck ] && limit=30
+    limit=45 runs=()
+    [ "$tool" = initcheck ] && limit=35
     [ "$tool" != memcheck ] && runs=(--quick)
     if [ "$DRY" = 1 ]; then
         step must "sanitizer $tool (dry run: list the runs)" sanitizer.log "$limit" \
@@ -201,9 +202,9 @@ done
 # ---- 8. benchmark -----------------------------------------------------------------------------------
 # Its numbers are read, not asserted: a failure is reported, not fatal. It starts no new shape past
 # --budget-s and writes lora_bench.json after every shape, so a cut-off run keeps what it measured.
-bench_limit=60
+bench_limit=45
 [ "$(left)" -lt "$bench_limit" ] && bench_limit=$(left)
 # shellcheck disable=SC2086  # BENCH_ARGS is a list of options
-step report "benchmark" bench.log 60 "$PYTHON" benchmarks/bench_lora.py --out "$OUT_DIR" \
+step report "benchmark" bench.log 45 "$PYTHON" benchmarks/bench_lora.py --out "$OUT_DIR" \
     --budget-s $((bench_limit > 25 ? bench_limit - 25 : 1)) $BENCH_ARGS
 exit "$FAILED"
