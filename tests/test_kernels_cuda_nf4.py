@@ -13,7 +13,6 @@ import pytest
 from minilora import backend, kernels
 from minilora.kernels import cuda as cuda_kernels
 from minilora.kernels import nf4, nf4_check
-from minilora.quant import nf4_quantize
 
 from lora_shapes import GPU_SHAPES
 
@@ -23,7 +22,7 @@ needs_kernels = pytest.mark.skipif(not KERNELS_USABLE, reason=KERNELS_REASON or 
 
 def on_gpu(a):
     cp = backend.xp_for("cuda")
-    return {name: value if name == "W" else cp.asarray(value) for name, value in a.items()}
+    return {name: value.to("cuda") if name == "W" else cp.asarray(value) for name, value in a.items()}
 
 
 def nan(*shapes, dtype):
@@ -57,8 +56,34 @@ def test_cupy_arrays_with_an_nf4_weight_go_to_the_nf4_rung(rng):
     assert not nf4_check.failures({"y": backend.to_numpy(y).reshape(3, 70)}, expected)
     with pytest.raises(ValueError, match="an NF4 weight runs on the CUDA rung 'nf4' only"):
         kernels.lora_forward(d["x"], d["W"], d["A"], d["B"], s, variant="fused")
-    with pytest.raises(ValueError, match="backend 'cupy' cannot take an NF4 weight"):
-        kernels.lora_forward(d["x"], d["W"], d["A"], d["B"], s, backend="cupy")
+    y, _ = kernels.lora_forward(d["x"], d["W"], d["A"], d["B"], s, d["bias"], backend="cupy")
+    assert not nf4_check.failures({"y": backend.to_numpy(y)}, expected)
+    with pytest.raises(ValueError, match=r"W is an NF4Tensor on 'cpu' but the other arrays are on 'cuda'"):
+        kernels.lora_forward(d["x"], a["W"], d["A"], d["B"], s)
+
+
+@pytest.mark.gpu
+@needs_kernels
+def test_a_model_with_an_nf4_base_moves_to_the_gpu_and_computes_the_same(rng):
+    """model.to("cuda") moves the NF4 bases too (NF4Linear._moved_to): the loss and the LoRA
+    gradients on the GPU are those on the CPU, to float32 rounding."""
+    import minilora
+    from minilora.lora import LoRAConfig, apply_lora
+    from minilora.nn import GPT, GPTConfig
+
+    config = GPTConfig(vocab_size=32, block_size=16, n_layer=2, n_head=2, n_embd=64)
+    model = apply_lora(GPT(config), LoRAConfig(r=4, base_quant="nf4", base_quant_scope="all-linear"))
+    idx = rng.integers(0, 32, size=(2, 16))
+    results = {}
+    for device in ("cpu", "cuda"):
+        model.to(device)
+        model.zero_grad()
+        assert model.h[0].attn.q_proj.base.weight_nf4.device == device
+        _, loss = model(minilora.tensor(idx, device=device), minilora.tensor(idx, device=device))
+        loss.backward()
+        results[device] = (loss.item(), backend.to_numpy(model.h[1].attn.v_proj.lora_B.grad))
+    assert abs(results["cpu"][0] - results["cuda"][0]) <= 1e-4 * abs(results["cpu"][0])
+    np.testing.assert_allclose(results["cuda"][1], results["cpu"][1], rtol=1e-3, atol=1e-5)
 
 
 def test_nf4_binding_refuses_before_any_cuda_call():

@@ -15,7 +15,8 @@ from minilora.gradcheck import gradcheck
 from minilora.lora import LoRAConfig, LoRALinear, apply_lora, load_adapter, merge_and_unload, save_adapter
 from minilora.lora.merge import merge_adapters, unmerge_adapters
 from minilora.nn import GPT, GPTConfig, Linear
-from minilora.quant import NF4Linear, nf4_quantize
+from minilora.kernels import nf4
+from minilora.quant import NF4Linear, NF4Tensor, nf4_quantize
 
 
 def arrays(rng, M=5, K=67, N=9, r=3, dtype=np.float64):
@@ -67,6 +68,27 @@ def test_lora_linear_with_an_nf4_weight_has_the_gradients_of_x_A_B_and_bias(rng)
     assert result.ok, result
     y = F.lora_linear(*[minilora.tensor(a) for a in (x,)], q, inputs[1], inputs[2], 0.75)
     np.testing.assert_allclose(y.numpy(), x @ q.dequantize().T + 0.75 * (x @ A.T) @ B.T, rtol=1e-12, atol=1e-12)
+
+
+def test_an_nf4_weight_must_be_where_the_other_arrays_are(rng):
+    q = nf4_quantize(rng.standard_normal((4, 6)))
+    assert q.device == "cpu" and q.to("cpu") is q
+    with pytest.raises(ValueError, match=r"W is an NF4Tensor on 'cpu' but the other arrays are on 'cuda'; "
+                                         r"move it with W.to\('cuda'\)"):
+        nf4.check_weight(q, "cuda")
+
+
+def test_module_to_moves_every_nf4_base(monkeypatch):
+    """Module.to(device) calls _moved_to on every submodule, and NF4Linear moves its NF4 weight there
+    (the GPU half is tests/test_kernels_cuda_nf4.py)."""
+    model = apply_lora(small_gpt(), LoRAConfig(r=2, base_quant="nf4", base_quant_scope="all-linear"))
+    moved = []
+    monkeypatch.setattr(NF4Tensor, "to", lambda self, device: moved.append((self, device)) or self)
+    model.to("cpu")
+    bases = [m.weight_nf4 for m in model.modules() if isinstance(m, NF4Linear)]
+    assert len(bases) == 2 * 6 and [(b, "cpu") for b in bases] == moved
+    model.to(dtype="float64")  # a cast alone moves nothing
+    assert len(moved) == len(bases)
 
 
 # ---- NF4Linear ----------------------------------------------------------------------------------------

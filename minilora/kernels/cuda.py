@@ -21,8 +21,7 @@ and one rung for W stored in NF4 (an NF4Tensor, QLoRA's 4-bit base), which `forw
 
     "nf4"    the tiled rung whose tile loader dequantizes W into shared memory
 
-An NF4Tensor lives in host memory: its packed indices and absmaxes are copied to the GPU on each
-call (4 to 4.5 bits a weight, kernels/nf4.py `operands`), never a float W.
+The NF4Tensor must be on the GPU (W.to("cuda"), or model.to("cuda") for a model's NF4 bases).
 
 Outputs are allocated with `cupy.empty`, whose memory may still hold an earlier, correct-looking
 result. A test that wants to see an element a kernel forgot to write passes its own NaN-filled

@@ -132,7 +132,7 @@ def _check_name(name, what):
 
 def _check_variant(name, variant, quantized=False):
     """`variant` picks a rung of the CUDA kernel ladder, so it means something only for "cuda";
-    an NF4 W (`quantized`) has one rung, "nf4", and no path on "cupy"."""
+    an NF4 W (`quantized`) has one rung, "nf4"."""
     if quantized:
         return _check_nf4_variant(name, variant)
     if name != "cuda":
@@ -161,9 +161,11 @@ def lora_forward(x, W, A, B, scaling, bias=None, backend=None, variant=None):
     """
     quantized = isinstance(W, NF4Tensor)
     named = {"x": x, "W": W, "A": A, "B": B} | ({} if bias is None else {"bias": bias})
-    if quantized:  # not an array: nf4.check_weight checks it where it is read
+    if quantized:  # not an array: nf4.check_weight checks it
         del named["W"]
     dtype, device = checks.check_arrays(named)
+    if quantized:
+        nf4.check_weight(W, device)
     M, K, N, r = checks.lora_sizes(x, W, A, B, bias)
     scaling = checks.check_scaling(scaling, dtype)
     name = resolve_backend(backend, device, (M, K, N, r), nf4.default_backend if quantized else default_backend)
@@ -196,6 +198,8 @@ def lora_backward(dy, x, W, A, B, u, scaling, backend=None, variant=None):
     if quantized:
         del named["W"]
     dtype, device = checks.check_arrays(named)
+    if quantized:
+        nf4.check_weight(W, device)
     M, K, N, r = checks.lora_sizes(x, W, A, B)
     checks.check_backward_shapes(dy, x, u, N, r)
     scaling = checks.check_scaling(scaling, dtype)
@@ -215,9 +219,6 @@ def lora_backward(dy, x, W, A, B, u, scaling, backend=None, variant=None):
 
 
 def _check_nf4_variant(name, variant):
-    if name == "cupy":
-        raise ValueError("backend 'cupy' cannot take an NF4 weight (minilora.quant.NF4Tensor): on CuPy "
-                         f"arrays the CUDA kernels' {nf4.VARIANT!r} rung does (backend 'cuda')")
     if name != "cuda":
         return _check_variant(name, variant)
     if variant not in (None, nf4.VARIANT):
@@ -234,5 +235,5 @@ def _contiguous(device, *arrays):
 _FORWARD = {"numpy": reference.lora_forward, "cpp": cpp.forward, "cupy": cupy_baseline.forward}
 _BACKWARD = {"numpy": reference.lora_backward, "cpp": cpp.backward, "cupy": cupy_baseline.backward}
 # With W an NF4Tensor: cpp.py takes either kind of W; "cuda" goes through cuda.forward / backward.
-_FORWARD_NF4 = {"numpy": nf4.reference_forward, "cpp": cpp.forward}
-_BACKWARD_NF4 = {"numpy": nf4.reference_backward, "cpp": cpp.backward}
+_FORWARD_NF4 = {"numpy": nf4.reference_forward, "cpp": cpp.forward, "cupy": nf4.reference_forward}
+_BACKWARD_NF4 = {"numpy": nf4.reference_backward, "cpp": cpp.backward, "cupy": nf4.reference_backward}

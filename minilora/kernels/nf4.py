@@ -9,6 +9,9 @@ paths when W is an NF4Tensor (minilora.quant). Three compute the same thing:
              (csrc/cpu/gemm_pack_nf4.h): the only float copy of W is one packed column block
     "cuda"   the "nf4" rung of the CUDA ladder (cuda.py, csrc/cuda/lora_nf4.cu), whose tile loader
              dequantizes W straight into shared memory
+    "cupy"   on CuPy arrays where the kernels cannot run: as "numpy", with CuPy (cuBLAS)
+
+W lives where the other arrays do: W.to("cuda") (or model.to("cuda")) moves an NF4Tensor.
 
 What a compiled path reads (`operands`): W.packed (two 4-bit indices a byte), one float32 absmax
 per block, NF4_CODE (the 16 levels) and W.block_size. With double quantization the absmaxes are
@@ -45,21 +48,26 @@ def cpp_pays_off(M, K, N):
 
 def default_backend(device, sizes=None):
     """The backend for an NF4 W when nothing else is chosen (dispatch.resolve_backend's default):
-    on the CPU "cpp" where it pays off (see cpp_pays_off), else "numpy"; for CuPy arrays "cuda"."""
+    on the CPU "cpp" where it pays off (see cpp_pays_off), else "numpy"; for CuPy arrays "cuda"
+    where the kernels run, else "cupy" (W dequantized on the GPU, then cuBLAS)."""
     if device == "cpu":
         if extension_status()[0] is None or (sizes is not None and not cpp_pays_off(*sizes[:3])):
             return "numpy"
         return "cpp"
-    return "cuda"
+    from minilora.kernels import cuda  # here: cuda.py imports this module
+    return "cuda" if cuda.status()[0] else "cupy"
 
 
-def check_weight(W):
-    """W an NF4Tensor of a 2-D (N, K) matrix whose packed indices and absmaxes have the sizes its
-    shape and block_size imply (compiled code reads exactly that many)."""
+def check_weight(W, device=None):
+    """W an NF4Tensor of a 2-D (N, K) matrix, on `device` when given, whose packed indices and
+    absmaxes have the sizes its shape and block_size imply (compiled code reads exactly that many)."""
     if not isinstance(W, NF4Tensor):
         raise TypeError(f"W must be an NF4Tensor here, got {type(W).__name__}")
     if W.ndim != 2:
         raise ValueError(f"W must be a 2-D NF4Tensor (N, K), got shape {W.shape}")
+    if device is not None and W.device != device:
+        raise ValueError(f"W is an NF4Tensor on {W.device!r} but the other arrays are on {device!r}; move it "
+                         f"with W.to({device!r}) (Module.to moves the NF4 bases of a model)")
     blocks = -(-W.size // W.block_size)
     absmax = W.absmax.codes if W.double_quant else W.absmax
     if W.packed.dtype != np.uint8 or W.packed.shape != ((W.size + 1) // 2,):
@@ -71,16 +79,17 @@ def check_weight(W):
 
 
 def operands(W, device="cpu"):
-    """``(packed, absmax, code)`` for compiled code, C-contiguous on `device` ("cpu": NumPy,
-    "cuda": CuPy copies): uint8 (ceil(N·K / 2),), float32 (n_blocks,), float32 (16,)."""
-    check_weight(W)
+    """``(packed, absmax, code)`` for compiled code, C-contiguous on `device`, where W must be:
+    uint8 (ceil(N·K / 2),), float32 (n_blocks,), float32 (16,) (the levels copied there)."""
+    check_weight(W, device)
     xp = xp_for(device)
     arrays = (W.packed, W.block_absmax(), NF4_CODE)
     return tuple(xp.ascontiguousarray(xp.asarray(a)) for a in arrays)
 
 
 def reference_forward(x, W, A, B, scaling, bias=None):
-    """The reference with W dequantized (in x's dtype) for this call."""
+    """The reference with W dequantized (in x's dtype) for this call: backend "numpy" on NumPy
+    arrays, "cupy" on CuPy arrays (reference.py works on both, as does dequantize)."""
     return reference.lora_forward(x, W.dequantize(x.dtype), A, B, scaling, bias)
 
 
