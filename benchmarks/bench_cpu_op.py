@@ -98,7 +98,7 @@ def print_table(rows, dtype, isas, quantized=False):
     default = nf4.default_backend if quantized else default_backend
     header = "| M × K × N, r | " + " | ".join(f"{n} ms" for n in names) + " | " + \
         " | ".join(f"{n} GFLOP/s" for n in names) + " | " + " | ".join(f"{n} ÷ numpy" for n in names[1:]) + \
-        " | default |"
+        " | default |" + (" W bytes, float32 → NF4 |" if quantized else "")
     print(f"\n{np.dtype(dtype).name}{', W in NF4' if quantized else ''}, forward + backward, median ms")
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
@@ -108,6 +108,9 @@ def print_table(rows, dtype, isas, quantized=False):
         cells += [f"{f / seconds[n] / 1e9:.1f}" for n in names]
         cells += [f"{seconds[n] / seconds['numpy']:.2f}" for n in names[1:]]
         cells.append(default("cpu", (M, K, N, r)))
+        if quantized:
+            W = nf4_quantize(np.zeros((N, K), np.float32), 64, double_quant=True)
+            cells.append(f"{4 * N * K} → {W.nbytes} ({W.bits_per_parameter:.3f} bits a weight)")
         print(f"| {M}×{K}×{N}, {r} | " + " | ".join(cells) + " |")
 
 
