@@ -84,12 +84,13 @@ minilora::cpu::Isa parse_isa(const std::string& name) {
   return *isa;
 }
 
+// The output checks and the call, shared by the entry points with a float W (W) and with W in
+// NF4 (W_nf4, further down; then W is null).
 template <typename T>
-void lora_forward_cpu(const Array<T>& x, const Array<T>& W, const Array<T>& A, const Array<T>& B,
-                      double scaling, const std::optional<Array<T>>& bias, Array<T>& y,
-                      Array<T>& u, const std::string& isa_name) {
-  const minilora::cpu::Isa isa = parse_isa(isa_name);
-  const auto [M, K, N, r] = lora_sizes(x, W, A, B);
+void run_forward(minilora::cpu::Isa isa, const LoraSizes& sizes, const Array<T>& x, const T* W,
+                 const minilora::cpu::Nf4Matrix* W_nf4, const Array<T>& A, const Array<T>& B,
+                 double scaling, const std::optional<Array<T>>& bias, Array<T>& y, Array<T>& u) {
+  const auto [M, K, N, r] = sizes;
   check_shape(y, "y", {M, N});
   check_shape(u, "u", {M, r});
   if (bias) check_shape(*bias, "bias", {N});
@@ -98,16 +99,16 @@ void lora_forward_cpu(const Array<T>& x, const Array<T>& W, const Array<T>& A, c
   T* y_ptr = y.mutable_data();  // raises if y is read-only
   T* u_ptr = u.mutable_data();
   py::gil_scoped_release no_gil;  // other Python threads may run during the loops
-  minilora::lora_forward_cpu<T>(isa, x.data(), W.data(), A.data(), B.data(), bias_ptr,
-                                static_cast<T>(scaling), y_ptr, u_ptr, M, K, N, r);
+  minilora::lora_forward_cpu<T>(isa, x.data(), W, A.data(), B.data(), bias_ptr,
+                                static_cast<T>(scaling), y_ptr, u_ptr, M, K, N, r, W_nf4);
 }
 
 template <typename T>
-void lora_backward_cpu(const Array<T>& dy, const Array<T>& x, const Array<T>& W,
-                       const Array<T>& A, const Array<T>& B, const Array<T>& u, double scaling,
-                       Array<T>& dx, Array<T>& dA, Array<T>& dB, const std::string& isa_name) {
-  const minilora::cpu::Isa isa = parse_isa(isa_name);
-  const auto [M, K, N, r] = lora_sizes(x, W, A, B);
+void run_backward(minilora::cpu::Isa isa, const LoraSizes& sizes, const Array<T>& dy,
+                  const Array<T>& x, const T* W, const minilora::cpu::Nf4Matrix* W_nf4,
+                  const Array<T>& A, const Array<T>& B, const Array<T>& u, double scaling,
+                  Array<T>& dx, Array<T>& dA, Array<T>& dB) {
+  const auto [M, K, N, r] = sizes;
   check_shape(dy, "dy", {M, N});
   check_shape(u, "u", {M, r});
   check_shape(dx, "dx", {M, K});
@@ -118,8 +119,24 @@ void lora_backward_cpu(const Array<T>& dy, const Array<T>& x, const Array<T>& W,
   T* dA_ptr = dA.mutable_data();
   T* dB_ptr = dB.mutable_data();
   py::gil_scoped_release no_gil;
-  minilora::lora_backward_cpu<T>(isa, dy.data(), x.data(), W.data(), A.data(), B.data(), u.data(),
-                                 static_cast<T>(scaling), dx_ptr, dA_ptr, dB_ptr, M, K, N, r);
+  minilora::lora_backward_cpu<T>(isa, dy.data(), x.data(), W, A.data(), B.data(), u.data(),
+                                 static_cast<T>(scaling), dx_ptr, dA_ptr, dB_ptr, M, K, N, r, W_nf4);
+}
+
+template <typename T>
+void lora_forward_cpu(const Array<T>& x, const Array<T>& W, const Array<T>& A, const Array<T>& B,
+                      double scaling, const std::optional<Array<T>>& bias, Array<T>& y,
+                      Array<T>& u, const std::string& isa_name) {
+  const minilora::cpu::Isa isa = parse_isa(isa_name);
+  run_forward(isa, lora_sizes(x, W, A, B), x, W.data(), nullptr, A, B, scaling, bias, y, u);
+}
+
+template <typename T>
+void lora_backward_cpu(const Array<T>& dy, const Array<T>& x, const Array<T>& W,
+                       const Array<T>& A, const Array<T>& B, const Array<T>& u, double scaling,
+                       Array<T>& dx, Array<T>& dA, Array<T>& dB, const std::string& isa_name) {
+  const minilora::cpu::Isa isa = parse_isa(isa_name);
+  run_backward(isa, lora_sizes(x, W, A, B), dy, x, W.data(), nullptr, A, B, u, scaling, dx, dA, dB);
 }
 
 // One overload of each entry point per dtype.
@@ -178,18 +195,9 @@ void lora_forward_nf4_cpu(const Array<T>& x, const Array<uint8_t>& packed,
                           const std::optional<Array<T>>& bias, Array<T>& y, Array<T>& u,
                           const std::string& isa_name) {
   const minilora::cpu::Isa isa = parse_isa(isa_name);
-  const auto [M, K, N, r] = nf4_lora_sizes(x, A, B);
-  const minilora::cpu::Nf4Matrix W = nf4_matrix(packed, absmax, code, block_size, N, K);
-  check_shape(y, "y", {M, N});
-  check_shape(u, "u", {M, r});
-  if (bias) check_shape(*bias, "bias", {N});
-
-  const T* bias_ptr = bias ? bias->data() : nullptr;
-  T* y_ptr = y.mutable_data();
-  T* u_ptr = u.mutable_data();
-  py::gil_scoped_release no_gil;
-  minilora::lora_forward_cpu<T>(isa, x.data(), nullptr, A.data(), B.data(), bias_ptr,
-                                static_cast<T>(scaling), y_ptr, u_ptr, M, K, N, r, &W);
+  const LoraSizes sizes = nf4_lora_sizes(x, A, B);
+  const minilora::cpu::Nf4Matrix W = nf4_matrix(packed, absmax, code, block_size, sizes.N, sizes.K);
+  run_forward<T>(isa, sizes, x, nullptr, &W, A, B, scaling, bias, y, u);
 }
 
 template <typename T>
@@ -199,20 +207,9 @@ void lora_backward_nf4_cpu(const Array<T>& dy, const Array<T>& x, const Array<ui
                            const Array<T>& u, double scaling, Array<T>& dx, Array<T>& dA,
                            Array<T>& dB, const std::string& isa_name) {
   const minilora::cpu::Isa isa = parse_isa(isa_name);
-  const auto [M, K, N, r] = nf4_lora_sizes(x, A, B);
-  const minilora::cpu::Nf4Matrix W = nf4_matrix(packed, absmax, code, block_size, N, K);
-  check_shape(dy, "dy", {M, N});
-  check_shape(u, "u", {M, r});
-  check_shape(dx, "dx", {M, K});
-  check_shape(dA, "dA", {r, K});
-  check_shape(dB, "dB", {N, r});
-
-  T* dx_ptr = dx.mutable_data();
-  T* dA_ptr = dA.mutable_data();
-  T* dB_ptr = dB.mutable_data();
-  py::gil_scoped_release no_gil;
-  minilora::lora_backward_cpu<T>(isa, dy.data(), x.data(), nullptr, A.data(), B.data(), u.data(),
-                                 static_cast<T>(scaling), dx_ptr, dA_ptr, dB_ptr, M, K, N, r, &W);
+  const LoraSizes sizes = nf4_lora_sizes(x, A, B);
+  const minilora::cpu::Nf4Matrix W = nf4_matrix(packed, absmax, code, block_size, sizes.N, sizes.K);
+  run_backward<T>(isa, sizes, dy, x, nullptr, &W, A, B, u, scaling, dx, dA, dB);
 }
 
 template <typename T>

@@ -87,12 +87,12 @@ def test_the_nf4_panels_hold_the_dequantized_weights_bit_for_bit(rng, shape, isa
 
 # ---- through minilora.kernels ---------------------------------------------------------------------------
 def test_the_default_for_an_nf4_weight_follows_the_measured_rule(rng):
-    big, small = nf4_quantize(rng.standard_normal((64, 64))), nf4_quantize(rng.standard_normal((32, 64)))
-    assert nf4.default_backend("cpu", (1, 64, 64, 4)) == "cpp"
-    assert nf4.default_backend("cpu", (4096, 64, 32, 4)) == "numpy"
+    big, small = nf4_quantize(rng.standard_normal((128, 128))), nf4_quantize(rng.standard_normal((64, 128)))
+    assert nf4.default_backend("cpu", (1, 128, 128, 4)) == "cpp"
+    assert nf4.default_backend("cpu", (4096, 128, 64, 4)) == "numpy"
     for W in (big, small):
-        x = rng.standard_normal((3, 64))
-        A, B = rng.standard_normal((2, 64)), rng.standard_normal((W.shape[0], 2))
+        x = rng.standard_normal((3, 128))
+        A, B = rng.standard_normal((2, 128)), rng.standard_normal((W.shape[0], 2))
         y, _ = kernels.lora_forward(x, W, A, B, 2.0)
         ref, _ = kernels.lora_forward(x, W.dequantize(), A, B, 2.0, backend="numpy")
         np.testing.assert_allclose(y, ref, rtol=1e-12, atol=1e-12)

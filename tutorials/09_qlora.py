@@ -250,8 +250,8 @@ print(f"{linear_count:,} of the model's {total:,} parameters are in linear layer
 # the tiled rung with a tile loader that does the same into shared memory, 16 × 16 values at a time
 # (`csrc/cuda/lora_nf4.cu`; checked on the CPU emulator, not yet timed on a GPU). Both must give
 # what the reference gives on the dequantized W; on the C++ op that is even the same bits, since its
-# panels then hold the very same numbers. The C++ op is the default for NumPy arrays from 64
-# features up: at 1 × 4096 × 4096 it took a quarter of the reference's time on the 2-core dev VM,
+# panels then hold the very same numbers. The C++ op is the default for NumPy arrays from 128
+# features up: at 1 × 4096 × 4096 it took a fifth of the reference's time on a (loaded) 2-core VM,
 # as the reference spends most of its time dequantizing (`python benchmarks/bench_cpu_op.py --nf4`).
 
 # %%

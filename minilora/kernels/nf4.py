@@ -33,11 +33,12 @@ from minilora.quant.nf4 import NF4_CODE, NF4Tensor
 
 VARIANT = "nf4"  # the CUDA rung that takes an NF4 W
 
-# From `python benchmarks/bench_cpu_op.py --nf4 --rule` (forward + backward; benchmarks/README.md):
-# the C++ op was faster than the reference at every measured shape with K and N >= 64, from one
-# row up (at 1 x 256 x 256 in half the time: the reference's dequantizing alone costs more than
-# the product), and slower below that, where W is too small for its dequantizing to matter.
-CPP_MIN_FEATURES = 64
+# From `python benchmarks/bench_cpu_op.py --nf4 --rule` (forward + backward, one thread; tables in
+# benchmarks/results/cpu-nf4-devvm2-2026-12-02/): the C++ op was faster than the reference at every
+# measured shape with K and N >= 128, from one row up (at 16 x 1024 x 1024 in a third of the time:
+# the reference's dequantizing costs more than its products), within a few percent either way at
+# 64, and slower at 16 and 32, where W is too small for dequantizing to matter.
+CPP_MIN_FEATURES = 128
 
 
 def cpp_pays_off(M, K, N):
