@@ -9,6 +9,11 @@ runs. And one test that needs no tolerance: the same GEMM on the dequantized flo
 bits, since the panels it packs hold the same numbers.
 """
 
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -150,3 +155,26 @@ def test_the_compiled_function_guards_its_sizes(rng):
         EXTENSION.lora_forward_nf4_cpu(**(args | {"block_size": 0}))
     with pytest.raises(ValueError, match=r"code has shape \(15,\), expected \(16,\)"):
         EXTENSION.lora_forward_nf4_cpu(**(args | {"code": nf4.NF4_CODE[:15]}))
+
+
+# ---- the NF4 benchmarks run (they assert no speed) --------------------------------------------------------
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bench_cpu_op_with_nf4_prints_rows_with_the_nf4_default_and_bytes():
+    proc = subprocess.run([sys.executable, "benchmarks/bench_cpu_op.py", "--nf4", "--shapes", "3x5x7x2,2x128x128x3",
+                           "--repeats", "1", "--isas", "baseline"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if re.match(r"\| \d+×", line)]
+    cells = [[c.strip() for c in row.strip("|").split("|")] for row in rows]
+    assert [(c[0], c[-2]) for c in cells] == [("3×5×7, 2", "numpy"), ("2×128×128, 3", "cpp")]
+    assert cells[1][-1] == "65536 → 8456 (4.129 bits a weight)"
+
+
+def test_nf4_memory_prints_both_paths():
+    proc = subprocess.run([sys.executable, "benchmarks/nf4_memory.py", "--M", "2", "--K", "64", "--N", "96",
+                           "--r", "2"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"numpy: peak of NumPy allocations .* MiB", proc.stdout)
+    assert re.search(r"cpp: peak of NumPy allocations .* MiB", proc.stdout)

@@ -9,6 +9,7 @@
 // The ladder, one file per rung (read them in this order):
 //   gemm.h          this interface: strided views, the terms of a sum, the instruction sets
 //   gemm_pack.h     packing: copying blocks of L and R into the order the micro-kernel reads
+//                   (gemm_pack_nf4.h: a W stored in NF4 is dequantized as it is packed)
 //   gemm_kernel.h   the register-blocked micro-kernel: an MR × NR tile of C in vector registers
 //   gemm_blocked.h  the five loops around it (cache blocking) and the threads
 //   gemm_<isa>.cpp  the ladder compiled for one instruction set (AVX-512, AVX2 + FMA, baseline)
