@@ -3,8 +3,8 @@
 
 Outputs are NaN-filled buffers, so an element never written fails. Shapes: M = 1, K = 3, r = 1,
 odd N, an odd number of weights (the last byte half padding), blocks that end mid-row and rows
-that end mid-block (block sizes 2, 7, 64, 256 against K = 3 ... 300), inner blocks of the GEMM
-crossed, float32 and float64, plain and double-quantized absmaxes, every instruction set this CPU
+that end mid-block (block sizes 2, 7, 64, 256 against K = 3 ... 4100), inner blocks and column
+blocks of the GEMM crossed, threads, float32 and float64, plain and double-quantized absmaxes, every instruction set this CPU
 runs. And one test that needs no tolerance: the same GEMM on the dequantized float W gives the same
 bits, since the panels it packs hold the same numbers.
 """
@@ -35,7 +35,8 @@ SHAPES = [
     (13, 17, 70, 5, 64),   # rows end mid-block
     (3, 31, 17, 1, 256),   # one block holds several rows
     (9, 13, 700, 9, 64),   # several inner blocks of the GEMM
-    (130, 70, 300, 4, 7),
+    (130, 70, 300, 4, 7),   # threads start (2^20 multiply-adds)
+    (2, 600, 4100, 3, 64),  # W's packed panel fills the L3 budget: two column blocks
 ]
 
 
