@@ -69,7 +69,7 @@ def check_nf4(dtype, M, N, K, r, rng):
     """check() for the nf4 rung: W an NF4Tensor, the reference on W dequantized."""
     cp = backend.xp_for("cuda")
     a, s, expected = nf4_check.random_layer(rng, M, N, K, r, dtype, block_size=7)
-    d = {name: value if name == "W" else cp.asarray(value) for name, value in a.items()}
+    d = {name: value.to("cuda") if name == "W" else cp.asarray(value) for name, value in a.items()}
 
     def nan(*shape):
         return cp.full(shape, np.nan, dtype=dtype)
