@@ -4,6 +4,7 @@
     python benchmarks/bench_cpu_op.py --dtype float64 --repeats 11
     python benchmarks/bench_cpu_op.py --shapes 2048x128x128x8 --isas avx512
     python benchmarks/bench_cpu_op.py --rule                # and the sizes behind the default choice
+    python benchmarks/bench_cpu_op.py --nf4 --rule          # W in NF4 (QLoRA's 4-bit base)
 
 For every shape (M × K × N, rank r) it times `minilora.kernels.lora_forward` followed by
 `lora_backward` with backend "numpy" (three and five BLAS products through NumPy) and with
@@ -15,6 +16,10 @@ multiply-adds × 2 ÷ time) and the time ÷ the NumPy time (below 1: the C++ op 
 With --rule it also times the grid of shapes behind the default backend, small and large, and
 marks the ones the default sends to the C++ op: minilora/kernels/dispatch.py (cpp_pays_off) sends
 NumPy arrays there only at sizes where it was at least as fast (the README's section on backends).
+
+With --nf4, W is stored in NF4 (block 64, double quantization, minilora.quant): "numpy" is then the
+reference, which dequantizes all of W on each call, and "cpp" the C++ op, which dequantizes W's
+panels as it packs them; the default is minilora/kernels/nf4.py's (its own cpp_pays_off).
 """
 
 import argparse
@@ -27,7 +32,8 @@ import numpy as np
 
 import minilora
 from minilora import bench
-from minilora.kernels import cpp, default_backend, lora_backward, lora_forward
+from minilora.kernels import cpp, default_backend, lora_backward, lora_forward, nf4
+from minilora.quant import nf4_quantize
 
 # The shapes of the table in the README (M × K × N, r).
 SHAPES = [(2048, 128, 128, 8), (2048, 256, 256, 8), (4096, 512, 512, 16), (512, 1024, 1024, 16)]
@@ -37,9 +43,12 @@ RULE_SHAPES = ([(M, D, D, 8) for D in (16, 32, 64, 128, 256) for M in (1, 16, 64
                + [(M, 1024, 1024, 8) for M in (16, 64, 128, 256, 512)])
 
 
-def make_problem(rng, M, K, N, r, dtype):
+def make_problem(rng, M, K, N, r, dtype, quantized=False):
     arrays = dict(x=(M, K), W=(N, K), A=(r, K), B=(N, r), bias=(N,), dy=(M, N))
-    return {name: rng.standard_normal(shape).astype(dtype) for name, shape in arrays.items()}
+    p = {name: rng.standard_normal(shape).astype(dtype) for name, shape in arrays.items()}
+    if quantized:
+        p["W"] = nf4_quantize(p["W"], 64, double_quant=True)
+    return p
 
 
 def step_for(p, backend, isa=None):
@@ -69,10 +78,10 @@ def inner_repeats(seconds_per_call, target=0.02):
     return max(1, int(target / max(seconds_per_call, 1e-7)))
 
 
-def time_shapes(shapes, dtype, isas, repeats, rng):
+def time_shapes(shapes, dtype, isas, repeats, rng, quantized=False):
     rows = []
     for M, K, N, r in shapes:
-        p = make_problem(rng, M, K, N, r, dtype)
+        p = make_problem(rng, M, K, N, r, dtype, quantized)
         methods = [("numpy", step_for(p, "numpy"))] + [(f"cpp {isa}", step_for(p, "cpp", isa)) for isa in isas]
         # Calls of a few microseconds are timed in groups, so that a group lasts about 20 ms.
         start = time.perf_counter()
@@ -84,12 +93,13 @@ def time_shapes(shapes, dtype, isas, repeats, rng):
     return rows
 
 
-def print_table(rows, dtype, isas):
+def print_table(rows, dtype, isas, quantized=False):
     names = ["numpy"] + [f"cpp {isa}" for isa in isas]
+    default = nf4.default_backend if quantized else default_backend
     header = "| M × K × N, r | " + " | ".join(f"{n} ms" for n in names) + " | " + \
         " | ".join(f"{n} GFLOP/s" for n in names) + " | " + " | ".join(f"{n} ÷ numpy" for n in names[1:]) + \
-        " | default |"
-    print(f"\n{np.dtype(dtype).name}, forward + backward, median ms")
+        " | default |" + (" W bytes, float32 → NF4 |" if quantized else "")
+    print(f"\n{np.dtype(dtype).name}{', W in NF4' if quantized else ''}, forward + backward, median ms")
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for (M, K, N, r), seconds in rows:
@@ -97,7 +107,10 @@ def print_table(rows, dtype, isas):
         cells = [f"{seconds[n] * 1e3:.3f}" for n in names]
         cells += [f"{f / seconds[n] / 1e9:.1f}" for n in names]
         cells += [f"{seconds[n] / seconds['numpy']:.2f}" for n in names[1:]]
-        cells.append(default_backend("cpu", (M, K, N, r)))
+        cells.append(default("cpu", (M, K, N, r)))
+        if quantized:
+            W = nf4_quantize(np.zeros((N, K), np.float32), 64, double_quant=True)
+            cells.append(f"{4 * N * K} → {W.nbytes} ({W.bits_per_parameter:.3f} bits a weight)")
         print(f"| {M}×{K}×{N}, {r} | " + " | ".join(cells) + " |")
 
 
@@ -118,6 +131,7 @@ def main(argv=None):
     parser.add_argument("--isas", default=None, help="comma-separated; default: every one this CPU runs")
     parser.add_argument("--repeats", type=int, default=7, help="rounds of alternated runs (the median is kept)")
     parser.add_argument("--rule", action="store_true", help="also time the small shapes behind the size rule")
+    parser.add_argument("--nf4", action="store_true", help="W in NF4 (block 64, double quantization)")
     args = parser.parse_args(argv)
     usable, reason = cpp.status()
     if not usable:
@@ -128,9 +142,10 @@ def main(argv=None):
     print(f"minilora {minilora.__version__}, NumPy {np.__version__}, C++ op with {threads} thread(s), "
           f"instruction sets {', '.join(isas)}; {args.repeats} alternated rounds")
     rng = np.random.default_rng(0)
-    print_table(time_shapes(args.shapes, args.dtype, isas, args.repeats, rng), args.dtype, isas)
+    print_table(time_shapes(args.shapes, args.dtype, isas, args.repeats, rng, args.nf4), args.dtype, isas, args.nf4)
     if args.rule:
-        print_table(time_shapes(RULE_SHAPES, args.dtype, isas[:1], args.repeats, rng), args.dtype, isas[:1])
+        print_table(time_shapes(RULE_SHAPES, args.dtype, isas[:1], args.repeats, rng, args.nf4), args.dtype,
+                    isas[:1], args.nf4)
     return 0
 
 

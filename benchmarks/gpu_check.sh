@@ -7,11 +7,12 @@
 #                                     CuPy, driver and GPU; a missing tool is "skipped", not failed
 #   2. build                   90 s   pip install --no-build-isolation --no-deps -e ., for sm_90 only
 #   3. kernels usable           5 s   minilora.kernels.cuda.status() must say the kernels can run
-#   4. pytest -m gpu           70 s   the GPU tests only (CI runs the rest, and the emulated kernels);
-#                                     six rungs, the tensor-core two in float32 only
+#   4. pytest -m gpu           60 s   the GPU tests only (CI runs the rest, and the emulated kernels);
+#                                     six rungs, the tensor-core two in float32 only, and nf4
 #   5. sanitizer memcheck      45 s   compute-sanitizer over benchmarks/sanitize_kernels.py: small
-#   6. sanitizer racecheck     40 s   runs of every kernel (--quick: fewer, for the slower tools),
-#   7. sanitizer initcheck     30 s   CuPy's memory pool off (it hides a small out-of-bounds access)
+#   6. sanitizer racecheck     45 s   runs of every kernel (--quick: fewer, for the slower tools),
+#   7. sanitizer initcheck     35 s   CuPy's memory pool off (it hides a small out-of-bounds access);
+#                                     the nf4 rung (W in NF4) on the --quick shapes in all three
 #   8. benchmark               55 s   N = K = 4096, r = 16, M = 128, 512, 8192: float32 (no new shape
 #                                     after 25 s), then the bf16 rung beside PEFT in bfloat16 into
 #                                     bf16/ (no new shape after 5 s); JSON after every shape
@@ -184,14 +185,13 @@ raise SystemExit(0 if usable or '$DRY' == '1' else 1)"
 # ---- 4. the GPU tests -----------------------------------------------------------------------------
 XDIST=()
 if [ "$DRY" != 1 ] && "$PYTHON" -c "import xdist" 2>/dev/null; then XDIST=(-n 8); fi
-step must "pytest -m gpu" tests.log 70 "$PYTHON" -m pytest -m gpu -q -rs -p no:cacheprovider "${XDIST[@]}"
+step must "pytest -m gpu" tests.log 60 "$PYTHON" -m pytest -m gpu -q -rs -p no:cacheprovider "${XDIST[@]}"
 
 # ---- 5-7. compute-sanitizer -------------------------------------------------------------------------
 # memcheck over all of sanitize_kernels.py's shapes; the slower racecheck and initcheck over --quick.
 for tool in memcheck racecheck initcheck; do
-    limit=40 runs=()
-    [ "$tool" = memcheck ] && limit=45
-    [ "$tool" = initcheck ] && limit=30
+    limit=45 runs=()
+    [ "$tool" = initcheck ] && limit=35
     [ "$tool" != memcheck ] && runs=(--quick)
     if [ "$DRY" = 1 ]; then
         step must "sanitizer $tool (dry run: list the runs)" sanitizer.log "$limit" \

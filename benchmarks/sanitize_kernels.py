@@ -7,7 +7,8 @@ results: the program compute-sanitizer watches in benchmarks/gpu_check.sh.
 The shapes are not multiples of any tile and include the ones that make the kernels split a long
 inner dimension into partial sums, so every kernel (naive, tiled, fused, vectorized, the tensor-core
 tf32x3 and bf16 in float32 only, and the second pass that adds partial sums) and every bounds check
-runs. Exits 1 if an output is wrong (NaN-poisoned outputs,
+runs; the nf4 rung (W in NF4, whose tile loader reads the packed bytes and absmaxes) on the --quick
+shapes, with blocks of 7 weights. Exits 1 if an output is wrong (NaN-poisoned outputs,
 float64 NumPy reference, the rounding bound of minilora.kernels.accuracy), 0 otherwise; prints one
 line per run.
 
@@ -27,7 +28,7 @@ os.environ.setdefault("MINILORA_CUDA_SYNC", "1")
 
 from minilora import backend  # noqa: E402
 from minilora.kernels import cuda as cuda_kernels  # noqa: E402
-from minilora.kernels import accuracy, bf16, reference  # noqa: E402
+from minilora.kernels import accuracy, bf16, nf4, nf4_check, reference  # noqa: E402
 
 # (M, N, K, r)
 SHAPES = [(1, 1, 1, 1), (3, 5, 7, 2), (17, 33, 19, 5), (130, 129, 131, 3), (8, 300, 1030, 4),
@@ -70,6 +71,27 @@ def check(variant, dtype, M, N, K, r, rng):
     return not problems
 
 
+def check_nf4(dtype, M, N, K, r, rng):
+    """check() for the nf4 rung: W an NF4Tensor, the reference on W dequantized."""
+    cp = backend.xp_for("cuda")
+    a, s, expected = nf4_check.random_layer(rng, M, N, K, r, dtype, block_size=7)
+    d = {name: value.to("cuda") if name == "W" else cp.asarray(value) for name, value in a.items()}
+
+    def nan(*shape):
+        return cp.full(shape, np.nan, dtype=dtype)
+
+    y, u = cuda_kernels.forward(d["x"], d["W"], d["A"], d["B"], s, d["bias"], variant=nf4.VARIANT,
+                                out=(nan(M, N), nan(M, r)))
+    grads = cuda_kernels.backward(d["dy"], d["x"], d["W"], d["A"], d["B"], d["u"], s, variant=nf4.VARIANT,
+                                  out=(nan(M, K), nan(r, K), nan(N, r)))
+    cp.cuda.get_current_stream().synchronize()
+    outputs = dict(zip(nf4_check.NAMES, (backend.to_numpy(o) for o in (y, u) + tuple(grads))))
+    problems = nf4_check.failures(outputs, expected)
+    print(f"{nf4.VARIANT:>10} {np.dtype(dtype).name} M={M} N={N} K={K} r={r}: "
+          f"{'ok' if not problems else 'WRONG: ' + '; '.join(problems)}", flush=True)
+    return not problems
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--list", action="store_true", help="print the runs and exit (no GPU needed)")
@@ -78,6 +100,7 @@ def main(argv=None):
     runs = [(variant, dtype, shape) for variant in cuda_kernels.VARIANTS
             for dtype in (np.float32, np.float64) for shape in (QUICK_SHAPES if args.quick else SHAPES)
             if variant not in cuda_kernels.FLOAT32_ONLY or dtype == np.float32]
+    runs += [(nf4.VARIANT, dtype, shape) for dtype in (np.float32, np.float64) for shape in QUICK_SHAPES]
     if args.list:
         for variant, dtype, (M, N, K, r) in runs:
             print(f"{variant:>10} {np.dtype(dtype).name} M={M} N={N} K={K} r={r}")
@@ -94,7 +117,8 @@ def main(argv=None):
             runs = [run for run in runs if run[0] != variant]
     backend.xp_for("cuda").cuda.set_allocator(None)  # every array its own allocation (see above)
     rng = np.random.default_rng(0)
-    results = [check(variant, dtype, *shape, rng) for variant, dtype, shape in runs]
+    results = [check_nf4(dtype, *shape, rng) if variant == nf4.VARIANT else check(variant, dtype, *shape, rng)
+               for variant, dtype, shape in runs]
     print(f"sanitize_kernels: {sum(results)} of {len(results)} runs correct")
     return 0 if all(results) else 1
 

@@ -52,6 +52,9 @@ def report_lines():
     if ext is not None and ext.with_cuda and kernels.default_backend("cuda") != "cuda":
         lines.append(f"  (not cuda: the CUDA kernels are built but cannot run here: "
                      f"{kernels.backend_status('cuda')[1]})")
+    lines.append(f"with W in NF4 (a QLoRA base): {kernels.nf4.default_backend('cpu')} for NumPy arrays (numpy "
+                 f"unless K, N >= {kernels.nf4.CPP_MIN_FEATURES}); for CuPy arrays the CUDA rung "
+                 f"'{kernels.nf4.VARIANT}' where the kernels run, else cupy")
     return lines
 
 

@@ -4,7 +4,8 @@ Every mutant is a copy of one file of csrc/cuda/ with one line changed the way a
 it (a barrier removed, a bound off by one, a partial sum lost, a wrong shared-memory index, ...).
 mutant() asserts the original line is really there, so a mutant cannot silently stop applying when
 the kernels change. Each is compiled into its own emulator build (only the changed file recompiles)
-and run on a case that reaches the changed line; the check of test_emulated.py must report it.
+and run on a case that reaches the changed line; the check of test_emulated.py must report it
+(for the nf4 rung, the check of test_emulated_nf4.py).
 """
 
 import concurrent.futures
@@ -13,7 +14,7 @@ import os
 import numpy as np
 import pytest
 
-from minilora.kernels import emulated
+from minilora.kernels import emulated, emulated_nf4
 
 pytestmark = pytest.mark.emulated
 
@@ -138,6 +139,34 @@ def test_mutant_is_caught(mutant_builds, rng, name):
     assert failures, f"the mutant {name!r} passed every check"
     if mention:
         assert any(mention in line for line in failures), "\n".join(failures)
+
+
+# The nf4 rung's (lora_nf4.cu), checked by emulated_nf4.check_layer with blocks of 7 weights.
+# id: (original text, mutated text, shape)
+NF4_MUTANTS = {
+    "nf4: the nibbles of a byte in the wrong order": (
+        "(i & 1) ? (byte & 0x0F) : (byte >> 4)", "(i & 1) ? (byte >> 4) : (byte & 0x0F)", EDGES),
+    "nf4: the absmax of the wrong block (the byte's index, not the weight's)": (
+        "p.w.absmax[i / p.w.block_size]", "p.w.absmax[(i >> 1) / p.w.block_size]", EDGES),
+    "nf4: no barrier after the levels are copied into shared memory": (
+        "  __syncthreads();  // the levels are in place", "  //", ONE_STEP),
+    "nf4: tiles complete barrier removed": (
+        "    __syncthreads();  // the tiles are complete\n", "\n", EDGES),
+}
+
+
+@pytest.mark.parametrize("name", NF4_MUTANTS)
+def test_nf4_mutant_is_caught(rng, name):
+    try:
+        emulated.compiler()
+    except emulated.EmulatorUnavailable as exc:
+        pytest.skip(str(exc))
+    old, new, shape = NF4_MUTANTS[name]
+    emulator = emulated.load(replace=emulated.mutant("lora_nf4.cu", old, new))
+    failures = []
+    for dtype in (np.float32, np.float64):
+        failures += emulated_nf4.check_layer(emulator, dtype, *shape, rng, block_size=7, seed=5)
+    assert failures, f"the mutant {name!r} passed every check"
 
 
 def test_a_mutant_must_apply():

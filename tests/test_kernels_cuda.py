@@ -419,8 +419,8 @@ def test_workspace_size_follows_the_split_plan():
     # Small M: u (128 × 16, summed over 4096) is split, so is y; the scratch holds whole copies.
     size = _C.lora_workspace_size("fused", "float32", 128, 4096, 4096, 16, False)
     assert size > 0 and size % (128 * 4096) == 0
-    with pytest.raises(ValueError, match=r"variant must be 'naive', 'tiled', 'fused', 'vectorized', 'tf32x3' "
-                                         r"or 'bf16'"):
+    with pytest.raises(ValueError, match=r"variant must be 'naive', 'tiled', 'fused', 'vectorized', 'tf32x3', "
+                                         r"'bf16' or 'nf4'"):
         _C.lora_workspace_size("fast", "float32", 1, 1, 1, 1, False)
     with pytest.raises(ValueError, match=r"M = 0, expected 1 <= M"):
         _C.lora_workspace_size("fused", "float32", 0, 1, 1, 1, False)

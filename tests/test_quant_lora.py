@@ -15,7 +15,8 @@ from minilora.gradcheck import gradcheck
 from minilora.lora import LoRAConfig, LoRALinear, apply_lora, load_adapter, merge_and_unload, save_adapter
 from minilora.lora.merge import merge_adapters, unmerge_adapters
 from minilora.nn import GPT, GPTConfig, Linear
-from minilora.quant import NF4Linear, nf4_quantize
+from minilora.kernels import nf4
+from minilora.quant import NF4Linear, NF4Tensor, nf4_quantize
 
 
 def arrays(rng, M=5, K=67, N=9, r=3, dtype=np.float64):
@@ -31,27 +32,32 @@ def test_kernels_take_an_nf4_weight_and_dequantize_it(rng, M, K, N, r, dtype):
     x, W, A, B, bias = arrays(rng, M, K, N, r, dtype)
     q = nf4_quantize(W, 16, double_quant=True)
     W_hat = q.dequantize(dtype)
-    y, u = kernels.lora_forward(x, q, A, B, 1.5, bias)
+    y, u = kernels.lora_forward(x, q, A, B, 1.5, bias, backend="numpy")
     assert y.dtype == dtype
     np.testing.assert_array_equal(u, x @ A.T)
     np.testing.assert_allclose(y, x @ W_hat.T + 1.5 * (x @ A.T) @ B.T + bias, rtol=1e-5 if dtype == np.float32 else 1e-12,
                                atol=1e-5 if dtype == np.float32 else 1e-12)
     dy = rng.standard_normal((M, N)).astype(dtype)
-    dx, dA, dB = kernels.lora_backward(dy, x, q, A, B, u, 1.5)
+    dx, dA, dB = kernels.lora_backward(dy, x, q, A, B, u, 1.5, backend="numpy")
     ref = kernels.lora_backward(dy, x, W_hat, A, B, u, 1.5, backend="numpy")
     for got, want in zip((dx, dA, dB), ref):
         np.testing.assert_array_equal(got, want)
 
 
-def test_a_compiled_backend_named_for_an_nf4_weight_is_refused_and_a_model_wide_choice_gives_way(rng):
+def test_an_nf4_weight_runs_where_it_is_sent_and_nowhere_it_cannot(rng):
+    """backend= and use_backend() send it to the C++ op (its own tests: test_quant_kernels.py); the
+    GPU backends take CuPy arrays, and a variant is a CUDA rung."""
     x, W, A, B, _ = arrays(rng)
     q = nf4_quantize(W)
-    for name in ("cpp", "cuda", "cupy"):
-        with pytest.raises(ValueError, match="NF4"):
-            kernels.lora_forward(x, q, A, B, 2.0, backend=name)
+    ref = kernels.lora_forward(x, q.dequantize(), A, B, 2.0, backend="numpy")[0]
     with kernels.use_backend("cpp"):
         y, _ = kernels.lora_forward(x, q, A, B, 2.0)
-    np.testing.assert_array_equal(y, kernels.lora_forward(x, q.dequantize(), A, B, 2.0, backend="numpy")[0])
+    np.testing.assert_allclose(y, ref, rtol=1e-12, atol=1e-12)
+    for name in ("cuda", "cupy"):
+        with pytest.raises(ValueError, match=f"backend '{name}' .* works on CuPy arrays"):
+            kernels.lora_forward(x, q, A, B, 2.0, backend=name)
+    with pytest.raises(ValueError, match="variant= applies only to backend 'cuda'"):
+        kernels.lora_forward(x, q, A, B, 2.0, backend="cpp", variant="nf4")
 
 
 def test_lora_linear_with_an_nf4_weight_has_the_gradients_of_x_A_B_and_bias(rng):
@@ -62,6 +68,27 @@ def test_lora_linear_with_an_nf4_weight_has_the_gradients_of_x_A_B_and_bias(rng)
     assert result.ok, result
     y = F.lora_linear(*[minilora.tensor(a) for a in (x,)], q, inputs[1], inputs[2], 0.75)
     np.testing.assert_allclose(y.numpy(), x @ q.dequantize().T + 0.75 * (x @ A.T) @ B.T, rtol=1e-12, atol=1e-12)
+
+
+def test_an_nf4_weight_must_be_where_the_other_arrays_are(rng):
+    q = nf4_quantize(rng.standard_normal((4, 6)))
+    assert q.device == "cpu" and q.to("cpu") is q
+    with pytest.raises(ValueError, match=r"W is an NF4Tensor on 'cpu' but the other arrays are on 'cuda'; "
+                                         r"move it with W.to\('cuda'\)"):
+        nf4.check_weight(q, "cuda")
+
+
+def test_module_to_moves_every_nf4_base(monkeypatch):
+    """Module.to(device) calls _moved_to on every submodule, and NF4Linear moves its NF4 weight there
+    (the GPU half is tests/test_kernels_cuda_nf4.py)."""
+    model = apply_lora(small_gpt(), LoRAConfig(r=2, base_quant="nf4", base_quant_scope="all-linear"))
+    moved = []
+    monkeypatch.setattr(NF4Tensor, "to", lambda self, device: moved.append((self, device)) or self)
+    model.to("cpu")
+    bases = [m.weight_nf4 for m in model.modules() if isinstance(m, NF4Linear)]
+    assert len(bases) == 2 * 6 and [(b, "cpu") for b in bases] == moved
+    model.to(dtype="float64")  # a cast alone moves nothing
+    assert len(moved) == len(bases)
 
 
 # ---- NF4Linear ----------------------------------------------------------------------------------------

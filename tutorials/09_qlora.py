@@ -204,8 +204,7 @@ show(fig, "09_error_per_block_size")
 # the adapter switched off, i.e. the base each adapter sits on: it shows what 4 bits cost the
 # pretrained model itself, before any fine-tuning.
 #
-# The fused LoRA op gets the NF4 weight and dequantizes it inside each call (the NumPy reference;
-# the C++ and CUDA rungs that would dequantize tiles as they load them do not exist yet).
+# The fused LoRA op gets the NF4 weight and dequantizes it inside each call (section 6 says where).
 
 # %%
 seeds = (0,) if FAST else (0, 1, 2)
@@ -238,3 +237,38 @@ print(f"{linear_count:,} of the model's {total:,} parameters are in linear layer
       f"{format_bytes(4 * linear_count)} in float32, {format_bytes(linear_bytes)} in NF4 "
       f"({8 * linear_bytes / linear_count:.3f} bits a weight; a small model has many partly filled "
       f"groups of 256 blocks, so it pays a little more than 4.127)")
+
+# %% [markdown]
+# ## 6. Where the 4-bit W is dequantized
+#
+# Storing W in 4 bits saves memory only if no float copy of it is ever made whole. The NumPy
+# reference does make one, for the length of each call: `W.dequantize()`, then the products. The
+# fast paths never do. The C++ op's GEMM packs panels of W into its own order before multiplying
+# (tutorial 07); with an NF4 W, packing is where each 4-bit index is looked up among the 16 levels
+# and multiplied by its block's absmax (`csrc/cpu/gemm_pack_nf4.h`), so the only float W is one
+# packed column block, at most 8 MiB whatever the layer's size. The CUDA kernels' `"nf4"` rung is
+# the tiled rung with a tile loader that does the same into shared memory, 16 × 16 values at a time
+# (`csrc/cuda/lora_nf4.cu`; checked on the CPU emulator, not yet timed on a GPU). Both must give
+# what the reference gives on the dequantized W; on the C++ op that is even the same bits, since its
+# panels then hold the very same numbers. The C++ op is the default for NumPy arrays from 128
+# features up: at 1 × 4096 × 4096 it took a fifth of the reference's time on a (loaded) 2-core VM,
+# as the reference spends most of its time dequantizing (`python benchmarks/bench_cpu_op.py --nf4`).
+
+# %%
+from minilora import kernels  # noqa: E402
+from minilora.kernels import backend_status  # noqa: E402
+
+rng = np.random.default_rng(0)
+W = nf4_quantize(rng.standard_normal((192, 256)).astype(np.float32), 64, double_quant=True)
+x, A, B = (rng.standard_normal(shape).astype(np.float32) for shape in ((8, 256), (4, 256), (192, 4)))
+y_reference, _ = kernels.lora_forward(x, W, A, B, 2.0, backend="numpy")
+if backend_status("cpp")[0]:
+    y_cpp, _ = kernels.lora_forward(x, W, A, B, 2.0, backend="cpp")
+    y_dense, _ = kernels.lora_forward(x, W.dequantize(), A, B, 2.0, backend="cpp")
+    relative = np.abs(y_cpp - y_reference).max() / np.abs(y_reference).max()
+    print(f"C++ op on the NF4 W against the reference: largest difference {relative:.1e} of the largest |y| "
+          "(float32 sums in another order)")
+    print(f"C++ op on the NF4 W against itself on the dequantized W: identical bits? {np.array_equal(y_cpp, y_dense)}")
+else:
+    print(f"the C++ op is not available here: {backend_status('cpp')[1]}")
+print(f"W: {W.nbytes:,} bytes in NF4 against {4 * W.size:,} in float32 ({W.bits_per_parameter:.3f} bits a weight)")

@@ -9,6 +9,7 @@
 // The ladder, one file per rung (read them in this order):
 //   gemm.h          this interface: strided views, the terms of a sum, the instruction sets
 //   gemm_pack.h     packing: copying blocks of L and R into the order the micro-kernel reads
+//                   (gemm_pack_nf4.h: a W stored in NF4 is dequantized as it is packed)
 //   gemm_kernel.h   the register-blocked micro-kernel: an MR × NR tile of C in vector registers
 //   gemm_blocked.h  the five loops around it (cache blocking) and the threads
 //   gemm_<isa>.cpp  the ladder compiled for one instruction set (AVX-512, AVX2 + FMA, baseline)
@@ -17,6 +18,8 @@
 
 #include <cstddef>
 #include <cstdint>
+
+#include "cpu/nf4.h"
 
 namespace minilora {
 namespace cpu {
@@ -29,9 +32,11 @@ struct Matrix {
   const T* data;
   int64_t rows, cols;
   int64_t row_stride, col_stride;
+  // A matrix stored in NF4 (cpu/nf4.h) instead of at data: only a right operand may be one.
+  const Nf4Matrix* nf4 = nullptr;
 
   T at(int64_t i, int64_t j) const { return data[i * row_stride + j * col_stride]; }
-  Matrix transposed() const { return {data, cols, rows, col_stride, row_stride}; }
+  Matrix transposed() const { return {data, cols, rows, col_stride, row_stride, nf4}; }
 };
 
 // The same for the output.

@@ -33,6 +33,7 @@ namespace cpu {
 namespace MINILORA_ISA {
 
 #include "cpu/gemm_kernel.h"
+#include "cpu/gemm_pack_nf4.h"
 #include "cpu/gemm_pack.h"
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }

@@ -64,6 +64,11 @@ void pack_right(T* dst, const Product<T>* terms, int count, int64_t j0, int64_t 
   for (int t = 0; t < count; ++t) {
     const Matrix<T>& R = terms[t].right;
     const T s = terms[t].scale;
+    if (R.nf4) {  // W in NF4: dequantized as it is packed (gemm_pack_nf4.h)
+      pack_right_nf4<T, NR>(dst, R, s, offset, j0, cols, k0, kc, q0, q1);
+      offset += R.rows;
+      continue;
+    }
     const int64_t lo = std::max(k0, offset), hi = std::min(k0 + kc, offset + R.rows);
     for (int64_t q = q0; q < q1; ++q) {
       T* panel = dst + q * kc * NR;

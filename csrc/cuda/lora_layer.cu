@@ -13,9 +13,10 @@
 // its one kernel; the tiled rung with its kernel; the fused rung runs the wide ones on the
 // register-blocked kernel and the skinny ones on the tiled kernel, split along their long inner
 // dimension when the output alone would leave the GPU idle; the vectorized rung is the fused rung
-// with the register-blocked kernel reading device memory 16 bytes at a time. The tensor-core rungs
-// (tf32x3, bf16; float32 only) run all six products on the mma.sync kernel, so that each is one
-// precision throughout.
+// with the register-blocked kernel reading device memory 16 bytes at a time; the nf4 rung runs the
+// wide ones, which read W, on the kernel that dequantizes W's tiles (lora_nf4.cu), the rest tiled.
+// The tensor-core rungs (tf32x3, bf16; float32 only) run all six products on the mma.sync kernel,
+// so that each is one precision throughout.
 #include <algorithm>
 #include <cstdio>
 #include <initializer_list>
@@ -24,6 +25,7 @@
 #include <type_traits>
 
 #include "lora_layer.cuh"
+#include "lora_nf4.cuh"
 #include "matmul.cuh"
 
 namespace minilora::cuda {
@@ -38,8 +40,9 @@ using SkinnyProduct = std::integral_constant<Width, Width::Skinny>;
 
 // The kernel that computes a product: the naive rung runs every product on its one kernel, the
 // tiled rung on its own, the fused and vectorized rungs the wide ones on the fused kernel (with
-// scalar or 16-byte loads) and the skinny ones tiled; the tensor-core rungs every product on theirs.
-enum class Kernel { Naive, Tiled, Fused, TensorCores };
+// scalar or 16-byte loads) and the skinny ones tiled; the nf4 rung likewise, with its own kernel;
+// the tensor-core rungs every product on theirs.
+enum class Kernel { Naive, Tiled, Fused, Nf4, TensorCores };
 
 bool on_tensor_cores(Variant variant) {
   return variant == Variant::Tf32x3 || variant == Variant::Bf16;
@@ -56,6 +59,7 @@ std::string tensor_core_variant(Variant variant) {
 Kernel kernel_for(Variant variant, Width width) {
   if (variant == Variant::Naive) return Kernel::Naive;
   if (on_tensor_cores(variant)) return Kernel::TensorCores;
+  if (variant == Variant::Nf4) return width == Width::Wide ? Kernel::Nf4 : Kernel::Tiled;
   const bool fused = variant == Variant::Fused || variant == Variant::Vectorized;
   if (fused && width == Width::Wide) return Kernel::Fused;
   return Kernel::Tiled;
@@ -91,14 +95,15 @@ void check_grid_for(Variant variant, Width width, const Matmul<T, LC, RC>& p, co
   } else if (kernel == Kernel::TensorCores) {
     check_grid(mma_grid(p.rows, p.cols, split), mma_kernel_name(cores_for(variant)), product);
   } else {
-    check_grid(tiled_grid(p.rows, p.cols, split), "tiled_matmul_kernel", product);
+    const char* name = kernel == Kernel::Nf4 ? "nf4_matmul_kernel" : "tiled_matmul_kernel";
+    check_grid(tiled_grid(p.rows, p.cols, split), name, product);  // the nf4 grid is the tiled one
   }
 }
 
 // Width is a template argument so that the fused kernel is only ever built for the wide products.
 template <Width width, typename T, Contiguous LC, Contiguous RC>
-void run(Variant variant, const Matmul<T, LC, RC>& p, T* scratch, cudaStream_t stream,
-         const char* product) {
+void run(Variant variant, const Matmul<T, LC, RC>& p, const Nf4Weights* W_nf4, T* scratch,
+         cudaStream_t stream, const char* product) {
   const Kernel kernel = kernel_for(variant, width);
   const SplitPlan split = plan<T>(kernel, p.rows, p.cols, p.inner);
   if (kernel == Kernel::Naive) {
@@ -112,6 +117,10 @@ void run(Variant variant, const Matmul<T, LC, RC>& p, T* scratch, cudaStream_t s
     }
   }
   if constexpr (width == Width::Wide) {
+    if (kernel == Kernel::Nf4) {
+      nf4_matmul(p, *W_nf4, split, scratch, stream, product);
+      return;
+    }
     if (kernel == Kernel::Fused) {
       fused_matmul(p, split, scratch, stream, product, loads_for(variant));
       return;
@@ -125,6 +134,7 @@ template <typename T>
 struct ForwardProducts {
   using Product = Matmul<T, Inner, Inner>;
   Product u, y;
+  const Nf4Weights* W_nf4;  // W in NF4 for the nf4 rung (y's right operand then reads it), or null
 };
 
 template <typename T>
@@ -132,6 +142,7 @@ ForwardProducts<T> forward_products(const LoraShape& s, const ForwardArrays<T>& 
   using Product = typename ForwardProducts<T>::Product;
   const int M = int(s.M), N = int(s.N), K = int(s.K), r = int(s.r);  // checked by check_shape
   ForwardProducts<T> f;
+  f.W_nf4 = a.W_nf4;
   // u[m, j] = sum_k x[m, k]·A[j, k]
   f.u = Product{M, r, K, plain<Inner>(a.x, K), plain<Inner>(a.A, K), T(1), nullptr, a.u};
   // y[m, n] = sum_k x[m, k]·W[n, k] + sum_j s·u[m, j]·B[n, j]: one sum over K + r
@@ -154,6 +165,7 @@ struct BackwardProducts {
   using SumOverTokens = Matmul<T, Outer, Outer>;    // dA and dB: sums over the M rows (tokens)
   SumOverFeatures v, dx;
   SumOverTokens dA, dB;
+  const Nf4Weights* W_nf4;  // as in ForwardProducts (dx's right operand)
 };
 
 template <typename T>
@@ -163,6 +175,7 @@ BackwardProducts<T> backward_products(const LoraShape& s, const BackwardArrays<T
   using SumOverTokens = typename BackwardProducts<T>::SumOverTokens;
   const int M = int(s.M), N = int(s.N), K = int(s.K), r = int(s.r);  // checked by check_shape
   BackwardProducts<T> b;
+  b.W_nf4 = a.W_nf4;
   // v[m, j] = sum_n dy[m, n]·B[n, j]: B is read down its columns (Outer)
   b.v = SumOverFeatures{M, r, N, plain<Inner>(a.dy, N), plain<Outer>(a.B, r), T(1), nullptr, v};
   // dx[m, k] = sum_n dy[m, n]·W[n, k] + sum_j s·v[m, j]·A[j, k]: one sum over N + r, the right
@@ -260,21 +273,51 @@ void check_spans(const char* pass, int64_t element_bytes, std::initializer_list<
   }
 }
 
+// The nf4 rung takes W in NF4 and the others a float W; the NF4 arrays as spans of elements of T
+// (rounded up: the overlap check compares bytes).
+struct Nf4Spans {
+  Span packed, absmax, code;
+};
+
 template <typename T>
-void check_arrays(const LoraShape& s, const ForwardArrays<T>& a, const T* workspace,
-                  int64_t workspace_size) {
+Nf4Spans check_weight_format(Variant variant, const LoraShape& s, const Nf4Weights* w,
+                             const char* pass) {
+  if ((variant == Variant::Nf4) != (w != nullptr)) {
+    throw std::invalid_argument(std::string("lora CUDA ") + pass +
+                                (w ? ": W is in NF4, which only the 'nf4' variant reads"
+                                   : ": the 'nf4' variant needs W in NF4 (lora_*_nf4_cuda)"));
+  }
+  if (!w) return {{"W.packed", nullptr, 0}, {"W.absmax", nullptr, 0}, {"W.code", nullptr, 0}};
+  if (w->block_size < 1) {
+    throw std::invalid_argument(std::string("lora CUDA ") + pass + ": block_size = " +
+                                std::to_string(w->block_size) + ", expected at least 1");
+  }
+  const auto elements = [](int64_t bytes) { return (bytes + int64_t(sizeof(T)) - 1) / int64_t(sizeof(T)); };
+  const int64_t size = s.N * s.K, blocks = (size + w->block_size - 1) / w->block_size;
+  return {{"W.packed", w->packed, elements((size + 1) / 2)},
+          {"W.absmax", w->absmax, elements(blocks * int64_t(sizeof(float)))},
+          {"W.code", w->code, elements(16 * int64_t(sizeof(float)))}};
+}
+
+template <typename T>
+void check_arrays(Variant variant, const LoraShape& s, const ForwardArrays<T>& a,
+                  const T* workspace, int64_t workspace_size) {
+  const Nf4Spans q = check_weight_format<T>(variant, s, a.W_nf4, "forward");
   check_spans("forward", sizeof(T),
-              {{"x", a.x, s.M * s.K}, {"W", a.W, s.N * s.K}, {"A", a.A, s.r * s.K},
-               {"B", a.B, s.N * s.r}, {"bias", a.bias, a.bias ? s.N : 0}},
+              {{"x", a.x, s.M * s.K}, {"W", a.W, a.W_nf4 ? 0 : s.N * s.K}, {"A", a.A, s.r * s.K},
+               {"B", a.B, s.N * s.r}, {"bias", a.bias, a.bias ? s.N : 0}, q.packed, q.absmax,
+               q.code},
               {{"y", a.y, s.M * s.N}, {"u", a.u, s.M * s.r}, {"workspace", workspace, workspace_size}});
 }
 
 template <typename T>
-void check_arrays(const LoraShape& s, const BackwardArrays<T>& a, const T* workspace,
-                  int64_t workspace_size) {
+void check_arrays(Variant variant, const LoraShape& s, const BackwardArrays<T>& a,
+                  const T* workspace, int64_t workspace_size) {
+  const Nf4Spans q = check_weight_format<T>(variant, s, a.W_nf4, "backward");
   check_spans("backward", sizeof(T),
-              {{"dy", a.dy, s.M * s.N}, {"x", a.x, s.M * s.K}, {"W", a.W, s.N * s.K},
-               {"A", a.A, s.r * s.K}, {"B", a.B, s.N * s.r}, {"u", a.u, s.M * s.r}},
+              {{"dy", a.dy, s.M * s.N}, {"x", a.x, s.M * s.K}, {"W", a.W, a.W_nf4 ? 0 : s.N * s.K},
+               {"A", a.A, s.r * s.K}, {"B", a.B, s.N * s.r}, {"u", a.u, s.M * s.r}, q.packed,
+               q.absmax, q.code},
               {{"dx", a.dx, s.M * s.K}, {"dA", a.dA, s.r * s.K}, {"dB", a.dB, s.N * s.r},
                {"workspace", workspace, workspace_size}});
 }
@@ -328,9 +371,10 @@ Variant variant_named(const std::string& name) {
   if (name == "vectorized") return Variant::Vectorized;
   if (name == "tf32x3") return Variant::Tf32x3;
   if (name == "bf16") return Variant::Bf16;
+  if (name == "nf4") return Variant::Nf4;
   throw std::invalid_argument(
-      "variant must be 'naive', 'tiled', 'fused', 'vectorized', 'tf32x3' or 'bf16', got '" + name +
-      "'");
+      "variant must be 'naive', 'tiled', 'fused', 'vectorized', 'tf32x3', 'bf16' or 'nf4', got '" +
+      name + "'");
 }
 
 template <typename T>
@@ -370,7 +414,7 @@ void check_pass(Variant variant, const char* pass, const Products& products) {
 template <typename T, typename Products>
 void run_pass(Variant variant, const Products& products, T* scratch, cudaStream_t stream) {
   for_each_product(products, [&](auto width, const auto& p, const char* product) {
-    run<decltype(width)::value>(variant, p, scratch, stream, product);
+    run<decltype(width)::value>(variant, p, products.W_nf4, scratch, stream, product);
   });
 }
 
@@ -378,7 +422,7 @@ template <typename T>
 void lora_forward(Variant variant, const LoraShape& shape, const ForwardArrays<T>& arrays,
                   T scaling, T* workspace, int64_t workspace_size, cudaStream_t stream) {
   check_workspace(workspace_size, forward_workspace<T>(variant, shape), "forward");
-  check_arrays(shape, arrays, workspace, workspace_size);
+  check_arrays(variant, shape, arrays, workspace, workspace_size);
   const ForwardProducts<T> f = forward_products(shape, arrays, scaling);
   check_pass(variant, "forward", f);
   run_pass(variant, f, workspace, stream);
@@ -388,7 +432,7 @@ template <typename T>
 void lora_backward(Variant variant, const LoraShape& shape, const BackwardArrays<T>& arrays,
                    T scaling, T* workspace, int64_t workspace_size, cudaStream_t stream) {
   check_workspace(workspace_size, backward_workspace<T>(variant, shape), "backward");
-  check_arrays(shape, arrays, workspace, workspace_size);
+  check_arrays(variant, shape, arrays, workspace, workspace_size);
   T* v = workspace;
   const BackwardProducts<T> b = backward_products(shape, arrays, scaling, v);
   check_pass(variant, "backward", b);

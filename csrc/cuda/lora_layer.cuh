@@ -18,26 +18,41 @@
 
 namespace minilora::cuda {
 
-enum class Variant { Naive, Tiled, Fused, Vectorized, Tf32x3, Bf16 };
+enum class Variant { Naive, Tiled, Fused, Vectorized, Tf32x3, Bf16, Nf4 };
 
-// "naive", "tiled", "fused", "vectorized", "tf32x3" or "bf16"; std::invalid_argument for anything
-// else. tf32x3 and bf16 run on tensor cores (float32 only, compute capability 8.0 or newer).
+// "naive", "tiled", "fused", "vectorized", "tf32x3", "bf16" or "nf4"; std::invalid_argument for
+// anything else. tf32x3 and bf16 run on tensor cores (float32 only, compute capability 8.0 or
+// newer). "nf4" is the rung for W stored in NF4 (lora_nf4.cuh): it needs W_nf4 below, the others W.
 Variant variant_named(const std::string& name);
 
 struct LoraShape {
   int64_t M, N, K, r;  // checked against the kernels' int indices before any use
 };
 
+// W (N, K) in NF4 in device memory (minilora/quant/nf4.py), read by the nf4 rung (lora_nf4.cuh):
+// number i of the row-major W is
+//     code[index_i] · absmax[i / block_size]
+// with index_i the high nibble of packed[i / 2] when i is even and the low nibble when i is odd.
+struct Nf4Weights {
+  const uint8_t* packed;  // ceil(N·K / 2) bytes
+  const float* absmax;    // ceil(N·K / block_size) block scales, float32
+  const float* code;      // the 16 levels (NF4_CODE)
+  int block_size;         // >= 1
+};
+
+// W_nf4: for the "nf4" rung, W in NF4 (then W is null and not read); nullptr for the others.
 template <typename T>
 struct ForwardArrays {
   const T *x, *W, *A, *B, *bias;
   T *y, *u;
+  const Nf4Weights* W_nf4 = nullptr;
 };
 
 template <typename T>
 struct BackwardArrays {
   const T *dy, *x, *W, *A, *B, *u;
   T *dx, *dA, *dB;
+  const Nf4Weights* W_nf4 = nullptr;
 };
 
 template <typename T>

@@ -119,10 +119,11 @@ __host__ __device__ constexpr int ceil_div(int a, int b) { return (a + b - 1) / 
 
 // Launch a tiled or fused matmul kernel over `grid`: straight into p.out when the plan does not split
 // the inner dimension, else as plain partial sums into `scratch` (alpha and bias applied once, by
-// the second pass, sum_splits). `kernel_name` is what an error message calls the kernel.
-template <typename T, Contiguous LC, Contiguous RC>
-void launch_split(void (*kernel)(Matmul<T, LC, RC>, int), const char* kernel_name, dim3 grid,
-                  dim3 block, const Matmul<T, LC, RC>& p, const SplitPlan& plan, T* scratch,
+// the second pass, sum_splits). `kernel_name` is what an error message calls the kernel. `Problem`
+// is what the kernel takes: the Matmul, or a type derived from it that adds to it (lora_nf4.cuh).
+template <typename T, Contiguous LC, Contiguous RC, typename Problem = Matmul<T, LC, RC>>
+void launch_split(void (*kernel)(Problem, int), const char* kernel_name, dim3 grid,
+                  dim3 block, const Problem& p, const SplitPlan& plan, T* scratch,
                   cudaStream_t stream, const char* product) {
   check_grid(grid, kernel_name, product);
   if (plan.splits == 1) {
@@ -130,7 +131,7 @@ void launch_split(void (*kernel)(Matmul<T, LC, RC>, int), const char* kernel_nam
     check_launch(kernel_name, product, stream);
     return;
   }
-  Matmul<T, LC, RC> partial = p;
+  Problem partial = p;
   partial.alpha = T(1);
   partial.bias = nullptr;
   partial.out = scratch;

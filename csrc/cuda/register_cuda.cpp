@@ -33,9 +33,10 @@ T* out(uintptr_t address) {
 template <typename T>
 void forward(Variant variant, uintptr_t x, uintptr_t W, uintptr_t A, uintptr_t B, uintptr_t bias,
              uintptr_t y, uintptr_t u, uintptr_t workspace, int64_t workspace_size,
-             const minilora::cuda::LoraShape& shape, double scaling, uintptr_t stream) {
+             const minilora::cuda::LoraShape& shape, double scaling, uintptr_t stream,
+             const minilora::cuda::Nf4Weights* W_nf4) {
   const minilora::cuda::ForwardArrays<T> arrays{in<T>(x), in<T>(W), in<T>(A), in<T>(B),
-                                                in<T>(bias), out<T>(y), out<T>(u)};
+                                                in<T>(bias), out<T>(y), out<T>(u), W_nf4};
   minilora::cuda::lora_forward<T>(variant, shape, arrays, T(scaling), out<T>(workspace),
                                   workspace_size, reinterpret_cast<cudaStream_t>(stream));
 }
@@ -44,10 +45,10 @@ template <typename T>
 void backward(Variant variant, uintptr_t dy, uintptr_t x, uintptr_t W, uintptr_t A, uintptr_t B,
               uintptr_t u, uintptr_t dx, uintptr_t dA, uintptr_t dB, uintptr_t workspace,
               int64_t workspace_size, const minilora::cuda::LoraShape& shape, double scaling,
-              uintptr_t stream) {
+              uintptr_t stream, const minilora::cuda::Nf4Weights* W_nf4) {
   const minilora::cuda::BackwardArrays<T> arrays{in<T>(dy), in<T>(x),   in<T>(W),
                                                  in<T>(A),  in<T>(B),   in<T>(u),
-                                                 out<T>(dx), out<T>(dA), out<T>(dB)};
+                                                 out<T>(dx), out<T>(dA), out<T>(dB), W_nf4};
   minilora::cuda::lora_backward<T>(variant, shape, arrays, T(scaling), out<T>(workspace),
                                    workspace_size, reinterpret_cast<cudaStream_t>(stream));
 }
@@ -99,10 +100,10 @@ void register_cuda(py::module_& m) {
         py::gil_scoped_release no_gil;
         if (f64) {
           forward<double>(v, x, W, A, B, bias, y, u, workspace, workspace_size, shape, scaling,
-                          stream);
+                          stream, nullptr);
         } else {
           forward<float>(v, x, W, A, B, bias, y, u, workspace, workspace_size, shape, scaling,
-                         stream);
+                         stream, nullptr);
         }
       },
       "Queue the LoRA forward on `stream`: u = x·Aᵀ (M, r),\n"
@@ -125,10 +126,10 @@ void register_cuda(py::module_& m) {
         py::gil_scoped_release no_gil;
         if (f64) {
           backward<double>(v, dy, x, W, A, B, u, dx, dA, dB, workspace, workspace_size, shape,
-                           scaling, stream);
+                           scaling, stream, nullptr);
         } else {
           backward<float>(v, dy, x, W, A, B, u, dx, dA, dB, workspace, workspace_size, shape,
-                          scaling, stream);
+                          scaling, stream, nullptr);
         }
       },
       "Queue the LoRA backward on `stream`: v = dy·B, dx = dy·W + scaling·v·A (M, K),\n"
@@ -137,4 +138,47 @@ void register_cuda(py::module_& m) {
       py::arg("B"), py::arg("u"), py::arg("dx"), py::arg("dA"), py::arg("dB"), py::arg("workspace"),
       py::arg("workspace_size"), py::arg("M"), py::arg("N"), py::arg("K"), py::arg("r"),
       py::arg("scaling"), py::arg("stream"));
+
+  // The nf4 rung: W (N, K) in NF4 as device addresses of packed (uint8), absmax (float32 per
+  // block) and code (the 16 float32 levels), with block_size, in place of W (lora_nf4.cuh).
+  m.def(
+      "lora_forward_nf4_cuda",
+      [](const std::string& dtype, uintptr_t x, uintptr_t packed, uintptr_t absmax, uintptr_t code,
+         int block_size, uintptr_t A, uintptr_t B, uintptr_t bias, uintptr_t y, uintptr_t u,
+         uintptr_t workspace, int64_t workspace_size, int64_t M, int64_t N, int64_t K, int64_t r,
+         double scaling, uintptr_t stream) {
+        const minilora::cuda::Nf4Weights W{reinterpret_cast<const uint8_t*>(packed), in<float>(absmax),
+                                           in<float>(code), block_size};
+        const bool f64 = is_float64(dtype);
+        const minilora::cuda::LoraShape shape{M, N, K, r};
+        py::gil_scoped_release no_gil;
+        (f64 ? forward<double> : forward<float>)(Variant::Nf4, x, 0, A, B, bias, y, u, workspace,
+                                                  workspace_size, shape, scaling, stream, &W);
+      },
+      "lora_forward_cuda on the nf4 rung, with W in NF4 (packed, absmax, code, block_size).",
+      py::arg("dtype"), py::arg("x"), py::arg("packed"), py::arg("absmax"), py::arg("code"),
+      py::arg("block_size"), py::arg("A"), py::arg("B"), py::arg("bias"), py::arg("y"), py::arg("u"),
+      py::arg("workspace"), py::arg("workspace_size"), py::arg("M"), py::arg("N"), py::arg("K"),
+      py::arg("r"), py::arg("scaling"), py::arg("stream"));
+
+  m.def(
+      "lora_backward_nf4_cuda",
+      [](const std::string& dtype, uintptr_t dy, uintptr_t x, uintptr_t packed, uintptr_t absmax,
+         uintptr_t code, int block_size, uintptr_t A, uintptr_t B, uintptr_t u, uintptr_t dx,
+         uintptr_t dA, uintptr_t dB, uintptr_t workspace, int64_t workspace_size, int64_t M,
+         int64_t N, int64_t K, int64_t r, double scaling, uintptr_t stream) {
+        const minilora::cuda::Nf4Weights W{reinterpret_cast<const uint8_t*>(packed), in<float>(absmax),
+                                           in<float>(code), block_size};
+        const bool f64 = is_float64(dtype);
+        const minilora::cuda::LoraShape shape{M, N, K, r};
+        py::gil_scoped_release no_gil;
+        (f64 ? backward<double> : backward<float>)(Variant::Nf4, dy, x, 0, A, B, u, dx, dA, dB,
+                                                    workspace, workspace_size, shape, scaling,
+                                                    stream, &W);
+      },
+      "lora_backward_cuda on the nf4 rung, with W in NF4 as for lora_forward_nf4_cuda.",
+      py::arg("dtype"), py::arg("dy"), py::arg("x"), py::arg("packed"), py::arg("absmax"),
+      py::arg("code"), py::arg("block_size"), py::arg("A"), py::arg("B"), py::arg("u"),
+      py::arg("dx"), py::arg("dA"), py::arg("dB"), py::arg("workspace"), py::arg("workspace_size"),
+      py::arg("M"), py::arg("N"), py::arg("K"), py::arg("r"), py::arg("scaling"), py::arg("stream"));
 }

@@ -22,10 +22,19 @@
 //       v = dy·B, dx = dy·W + scaling·v·A (M, K), dA = scaling·vᵀ·x (r, K),
 //       dB = scaling·dyᵀ·u (N, r).
 //
+//   lora_forward_nf4_cuda(dtype, x, packed, absmax, code, block_size, A, B, bias, y, u, workspace,
+//                         workspace_size, M, N, K, r, scaling, stream)
+//   lora_backward_nf4_cuda(dtype, dy, x, packed, absmax, code, block_size, A, B, u, dx, dA, dB,
+//                          workspace, workspace_size, M, N, K, r, scaling, stream)
+//       The same on the "nf4" rung (its workspace: lora_workspace_size("nf4", ...)), with W in
+//       NF4: packed (ceil(N·K / 2) bytes), absmax (float32 per block of block_size numbers) and
+//       code (the 16 float32 levels) instead of W (csrc/cuda/lora_nf4.cuh).
+//
 // Shapes: x (M, K), W (N, K), A (r, K), B (N, r), bias (N,), dy (M, N); every array C-contiguous
 // (row-major) on the current device. variant is "naive", "tiled", "fused", "vectorized", "tf32x3"
-// or "bf16" (the last two: float32 only, compute capability 8.0 or newer); dtype is "float32" or
-// "float64". Every output element is written, never accumulated into. Kernels are queued on
+// or "bf16" (the last two: float32 only, compute capability 8.0 or newer; "nf4" only in
+// lora_workspace_size, for the nf4 entry points); dtype is "float32" or "float64". Every output
+// element is written, never accumulated into. Kernels are queued on
 // `stream` and the call returns without waiting for them (the GIL is released meanwhile).
 //
 // Errors: an unknown variant or dtype, a size < 1, too small a workspace, a null address (0) for

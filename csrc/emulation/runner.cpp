@@ -70,10 +70,11 @@ namespace {
 template <typename T>
 void forward(const char* variant, const void* x, const void* W, const void* A, const void* B,
              const void* bias, void* y, void* u, void* workspace, int64_t workspace_size,
-             const LoraShape& shape, double scaling) {
+             const LoraShape& shape, double scaling,
+             const minilora::cuda::Nf4Weights* W_nf4) {
   namespace mc = minilora::cuda;
   const mc::ForwardArrays<T> arrays{in<T>(x), in<T>(W), in<T>(A), in<T>(B), in<T>(bias),
-                                    out<T>(y), out<T>(u)};
+                                    out<T>(y), out<T>(u), W_nf4};
   mc::lora_forward<T>(mc::variant_named(variant), shape, arrays, T(scaling), out<T>(workspace),
                       workspace_size, nullptr);
 }
@@ -81,10 +82,11 @@ void forward(const char* variant, const void* x, const void* W, const void* A, c
 template <typename T>
 void backward(const char* variant, const void* dy, const void* x, const void* W, const void* A,
               const void* B, const void* u, void* dx, void* dA, void* dB, void* workspace,
-              int64_t workspace_size, const LoraShape& shape, double scaling) {
+              int64_t workspace_size, const LoraShape& shape, double scaling,
+              const minilora::cuda::Nf4Weights* W_nf4) {
   namespace mc = minilora::cuda;
   const mc::BackwardArrays<T> arrays{in<T>(dy), in<T>(x),   in<T>(W),   in<T>(A),  in<T>(B),
-                                     in<T>(u),  out<T>(dx), out<T>(dA), out<T>(dB)};
+                                     in<T>(u),  out<T>(dx), out<T>(dA), out<T>(dB), W_nf4};
   mc::lora_backward<T>(mc::variant_named(variant), shape, arrays, T(scaling), out<T>(workspace),
                        workspace_size, nullptr);
 }
@@ -101,7 +103,7 @@ MINILORA_EXPORT int minilora_emulated_forward(const char* variant, int float64, 
       [&] {
         const LoraShape shape{M, N, K, r};
         (float64 ? forward<double> : forward<float>)(variant, x, W, A, B, bias, y, u, workspace,
-                                                      workspace_size, shape, scaling);
+                                                      workspace_size, shape, scaling, nullptr);
       },
       message, message_bytes);
 }
@@ -117,7 +119,49 @@ MINILORA_EXPORT int minilora_emulated_backward(const char* variant, int float64,
       [&] {
         const LoraShape shape{M, N, K, r};
         (float64 ? backward<double> : backward<float>)(variant, dy, x, W, A, B, u, dx, dA, dB,
-                                                        workspace, workspace_size, shape, scaling);
+                                                        workspace, workspace_size, shape, scaling,
+                                                        nullptr);
+      },
+      message, message_bytes);
+}
+
+// The "nf4" rung: W (N, K) in NF4 as packed (uint8), absmax (float32 per block) and code (the 16
+// float32 levels), in place of W (lora_nf4.cuh).
+MINILORA_EXPORT int minilora_emulated_forward_nf4(int float64, const void* x, const void* packed,
+                                                  const void* absmax, const void* code,
+                                                  int block_size, const void* A, const void* B,
+                                                  const void* bias, void* y, void* u,
+                                                  void* workspace, int64_t workspace_size,
+                                                  int64_t M, int64_t N, int64_t K, int64_t r,
+                                                  double scaling, char* message,
+                                                  size_t message_bytes) {
+  return guarded(
+      [&] {
+        const minilora::cuda::Nf4Weights W{in<uint8_t>(packed), in<float>(absmax), in<float>(code),
+                                           block_size};
+        const LoraShape shape{M, N, K, r};
+        (float64 ? forward<double> : forward<float>)("nf4", x, nullptr, A, B, bias, y, u, workspace,
+                                                      workspace_size, shape, scaling, &W);
+      },
+      message, message_bytes);
+}
+
+MINILORA_EXPORT int minilora_emulated_backward_nf4(int float64, const void* dy, const void* x,
+                                                   const void* packed, const void* absmax,
+                                                   const void* code, int block_size, const void* A,
+                                                   const void* B, const void* u, void* dx, void* dA,
+                                                   void* dB, void* workspace,
+                                                   int64_t workspace_size, int64_t M, int64_t N,
+                                                   int64_t K, int64_t r, double scaling,
+                                                   char* message, size_t message_bytes) {
+  return guarded(
+      [&] {
+        const minilora::cuda::Nf4Weights W{in<uint8_t>(packed), in<float>(absmax), in<float>(code),
+                                           block_size};
+        const LoraShape shape{M, N, K, r};
+        (float64 ? backward<double> : backward<float>)("nf4", dy, x, nullptr, A, B, u, dx, dA, dB,
+                                                        workspace, workspace_size, shape, scaling,
+                                                        &W);
       },
       message, message_bytes);
 }

@@ -20,7 +20,8 @@ import os
 import numpy as np
 
 from minilora import backend
-from minilora.kernels import checks
+from minilora.kernels import checks, nf4
+from minilora.quant.nf4 import NF4Tensor
 
 
 def forward(x, W, A, B, scaling, bias=None, out=None):
@@ -28,15 +29,24 @@ def forward(x, W, A, B, scaling, bias=None, out=None):
 
     x (M, K), W (N, K), A (r, K), B (N, r), bias (N,) or None: C-contiguous NumPy arrays of one
     float dtype. y (M, N), u (M, r). `out` is None or a pair (y, u) of arrays to write into.
+    W may be an NF4Tensor (minilora.kernels.nf4): its panels are dequantized as they are packed.
     """
+    quantized = isinstance(W, NF4Tensor)
     named = {"x": x, "W": W, "A": A, "B": B} | ({} if bias is None else {"bias": bias})
+    if quantized:
+        del named["W"]
     dtype, _ = checks.check_arrays(named, device="cpu")
     checks.expect_2d("x", x, "(M, K)")
     M, K, N, r = checks.lora_sizes(x, W, A, B, bias)
     checks.check_contiguous(named)
     scaling = checks.check_scaling(scaling, dtype)
     y, u = _outputs(out, {"y": (M, N), "u": (M, r)}, dtype, named)
-    _extension().lora_forward_cpu(x, W, A, B, scaling, bias, y, u, isa=_isa_arg())
+    if quantized:
+        packed, absmax, code = nf4.operands(W)
+        _extension().lora_forward_nf4_cpu(x, packed, absmax, code, W.block_size, A, B, scaling, bias,
+                                          y, u, isa=_isa_arg())
+    else:
+        _extension().lora_forward_cpu(x, W, A, B, scaling, bias, y, u, isa=_isa_arg())
     return y, u
 
 
@@ -46,8 +56,12 @@ def backward(dy, x, W, A, B, u, scaling, out=None):
 
     dy (M, N), x (M, K), W (N, K), A (r, K), B (N, r), u (M, r): C-contiguous NumPy arrays of one
     float dtype. dx (M, K), dA (r, K), dB (N, r). `out` is None or a triple (dx, dA, dB) to write into.
+    W may be an NF4Tensor, as in `forward`.
     """
+    quantized = isinstance(W, NF4Tensor)
     named = {"dy": dy, "x": x, "W": W, "A": A, "B": B, "u": u}
+    if quantized:
+        del named["W"]
     dtype, _ = checks.check_arrays(named, device="cpu")
     checks.expect_2d("x", x, "(M, K)")
     M, K, N, r = checks.lora_sizes(x, W, A, B)
@@ -55,7 +69,12 @@ def backward(dy, x, W, A, B, u, scaling, out=None):
     checks.check_contiguous(named)
     scaling = checks.check_scaling(scaling, dtype)
     dx, dA, dB = _outputs(out, {"dx": (M, K), "dA": (r, K), "dB": (N, r)}, dtype, named)
-    _extension().lora_backward_cpu(dy, x, W, A, B, u, scaling, dx, dA, dB, isa=_isa_arg())
+    if quantized:
+        packed, absmax, code = nf4.operands(W)
+        _extension().lora_backward_nf4_cpu(dy, x, packed, absmax, code, W.block_size, A, B, u, scaling,
+                                           dx, dA, dB, isa=_isa_arg())
+    else:
+        _extension().lora_backward_cpu(dy, x, W, A, B, u, scaling, dx, dA, dB, isa=_isa_arg())
     return dx, dA, dB
 
 

@@ -25,6 +25,13 @@ The two tensor-core rungs take float32 arrays only and need compute capability 8
 The bf16 rung keeps float32 arrays because NumPy and CuPy have no bfloat16 dtype: the inputs are
 rounded in the kernel, so it moves the bytes of a float32 layer (minilora/kernels/bf16.py).
 
+There is one more rung, for W stored in NF4 (an NF4Tensor, QLoRA's 4-bit base), which `forward` and
+`backward` take with variant "nf4" (csrc/cuda/lora_nf4.cu, also checked on the emulator only):
+
+    "nf4"    the tiled rung whose tile loader dequantizes W into shared memory
+
+The NF4Tensor must be on the GPU (W.to("cuda"), or model.to("cuda") for a model's NF4 bases).
+
 Outputs are allocated with `cupy.empty`, whose memory may still hold an earlier, correct-looking
 result. A test that wants to see an element a kernel forgot to write passes its own NaN-filled
 buffers as `out=`; they are checked like the inputs and written in place.
@@ -33,7 +40,8 @@ buffers as `out=`; they are checked like the inputs and written in place.
 import numpy as np
 
 from minilora import backend
-from minilora.kernels import checks
+from minilora.kernels import checks, nf4
+from minilora.quant.nf4 import NF4Tensor
 
 VARIANTS = ("naive", "tiled", "fused", "vectorized", "tf32x3", "bf16")
 DEFAULT_VARIANT = "fused"
@@ -44,11 +52,14 @@ def forward(x, W, A, B, scaling, bias=None, variant=DEFAULT_VARIANT, out=None):
     """LoRA forward on the GPU: ``u = x·Aᵀ`` and ``y = x·Wᵀ + scaling·u·Bᵀ (+ bias)``.
 
     x (M, K), W (N, K), A (r, K), B (N, r), bias (N,) or None: C-contiguous CuPy arrays of one
-    float dtype on the current device. `out` is None or a pair (y, u) of arrays to write into.
+    float dtype on the current device; or W an NF4Tensor (N, K) with variant "nf4". `out` is None
+    or a pair (y, u) of arrays to write into.
     Returns ``(y, u)``: y (M, N), and u (M, r), which the backward needs.
     """
-    _check_variant(variant)
+    quantized = _check_variant(variant, W)
     named = {"x": x, "W": W, "A": A, "B": B} | ({} if bias is None else {"bias": bias})
+    if quantized:
+        del named["W"]
     dtype = _check_arrays(named)
     check_variant_dtype(variant, dtype)
     checks.expect_2d("x", x, "(M, K)")
@@ -59,9 +70,16 @@ def forward(x, W, A, B, scaling, bias=None, variant=DEFAULT_VARIANT, out=None):
 
     lib = _cuda_library()
     workspace = _workspace(lib, variant, dtype, M, N, K, r, backward=False)
-    lib.lora_forward_cuda(variant, dtype.name, x.data.ptr, W.data.ptr, A.data.ptr, B.data.ptr,
-                          0 if bias is None else bias.data.ptr, y.data.ptr, u.data.ptr,
-                          workspace.data.ptr, workspace.size, M, N, K, r, scaling, _current_stream())
+    bias_ptr = 0 if bias is None else bias.data.ptr
+    if quantized:
+        packed, absmax, code = nf4.operands(W, "cuda")
+        lib.lora_forward_nf4_cuda(dtype.name, x.data.ptr, packed.data.ptr, absmax.data.ptr, code.data.ptr,
+                                  W.block_size, A.data.ptr, B.data.ptr, bias_ptr, y.data.ptr, u.data.ptr,
+                                  workspace.data.ptr, workspace.size, M, N, K, r, scaling, _current_stream())
+    else:
+        lib.lora_forward_cuda(variant, dtype.name, x.data.ptr, W.data.ptr, A.data.ptr, B.data.ptr,
+                              bias_ptr, y.data.ptr, u.data.ptr, workspace.data.ptr, workspace.size,
+                              M, N, K, r, scaling, _current_stream())
     return y, u
 
 
@@ -70,26 +88,36 @@ def backward(dy, x, W, A, B, u, scaling, variant=DEFAULT_VARIANT, out=None):
     ``dx = dy·W + scaling·v·A``, ``dA = scaling·vᵀ·x``, ``dB = scaling·dyᵀ·u``.
 
     dy (M, N), x (M, K), W (N, K), A (r, K), B (N, r), u (M, r) from the forward: C-contiguous
-    CuPy arrays of one float dtype on the current device. `out` is None or a triple (dx, dA, dB)
-    of arrays to write into. Returns ``(dx, dA, dB)`` of shapes (M, K), (r, K), (N, r).
+    CuPy arrays of one float dtype on the current device (W an NF4Tensor with variant "nf4").
+    `out` is None or a triple (dx, dA, dB) of arrays to write into. Returns ``(dx, dA, dB)`` of
+    shapes (M, K), (r, K), (N, r).
     """
-    _check_variant(variant)
-    dtype = _check_arrays({"dy": dy, "x": x, "W": W, "A": A, "B": B, "u": u})
+    quantized = _check_variant(variant, W)
+    named = {"dy": dy, "x": x, "W": W, "A": A, "B": B, "u": u}
+    if quantized:
+        del named["W"]
+    dtype = _check_arrays(named)
     check_variant_dtype(variant, dtype)
     checks.expect_2d("x", x, "(M, K)")
     M, K, N, r = checks.lora_sizes(x, W, A, B)
     checks.check_backward_shapes(dy, x, u, N, r)
     scaling = checks.check_scaling(scaling, dtype)
     dx, dA, dB = _outputs(out, {"dx": (M, K), "dA": (r, K), "dB": (N, r)}, dtype)
-    checks.check_no_aliasing({"dx": dx, "dA": dA, "dB": dB},
-                             {"dy": dy, "x": x, "W": W, "A": A, "B": B, "u": u})
+    checks.check_no_aliasing({"dx": dx, "dA": dA, "dB": dB}, named)
 
     lib = _cuda_library()
     workspace = _workspace(lib, variant, dtype, M, N, K, r, backward=True)
-    lib.lora_backward_cuda(variant, dtype.name, dy.data.ptr, x.data.ptr, W.data.ptr, A.data.ptr,
-                           B.data.ptr, u.data.ptr, dx.data.ptr, dA.data.ptr, dB.data.ptr,
-                           workspace.data.ptr, workspace.size, M, N, K, r, scaling,
-                           _current_stream())
+    if quantized:
+        packed, absmax, code = nf4.operands(W, "cuda")
+        lib.lora_backward_nf4_cuda(dtype.name, dy.data.ptr, x.data.ptr, packed.data.ptr, absmax.data.ptr,
+                                   code.data.ptr, W.block_size, A.data.ptr, B.data.ptr, u.data.ptr,
+                                   dx.data.ptr, dA.data.ptr, dB.data.ptr, workspace.data.ptr,
+                                   workspace.size, M, N, K, r, scaling, _current_stream())
+    else:
+        lib.lora_backward_cuda(variant, dtype.name, dy.data.ptr, x.data.ptr, W.data.ptr, A.data.ptr,
+                               B.data.ptr, u.data.ptr, dx.data.ptr, dA.data.ptr, dB.data.ptr,
+                               workspace.data.ptr, workspace.size, M, N, K, r, scaling,
+                               _current_stream())
     return dx, dA, dB
 
 
@@ -162,9 +190,15 @@ def _current_stream():
 
 
 # ---- checks (all before any launch) -----------------------------------------------------------
-def _check_variant(variant):
+def _check_variant(variant, W=None):
+    """Whether W is an NF4Tensor, which runs on the "nf4" rung and only there."""
+    if isinstance(W, NF4Tensor):
+        if variant != nf4.VARIANT:
+            raise ValueError(f"an NF4 weight runs on variant {nf4.VARIANT!r}, got variant={variant!r}")
+        return True
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    return False
 
 
 def operands_of(variant):

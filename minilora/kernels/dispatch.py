@@ -16,15 +16,16 @@ is large enough that the C++ op was measured at least as fast as the reference (
 below), else "numpy"; for CuPy arrays "cuda" when the CUDA kernels can run here (else "cupy":
 minilora._C built without CUDA, or with it but no usable driver or GPU; `minilora info` says which).
 
-W may also be an NF4Tensor (minilora.quant, QLoRA's 4-bit base): see `_dequantized` for where
-that runs and why.
+W may also be an NF4Tensor (minilora.quant, QLoRA's 4-bit base): "numpy" dequantizes it for the
+call, "cpp" and "cuda" (its "nf4" rung) dequantize tiles as they load them; nf4.py says which is
+the default and why.
 """
 
 import contextlib
 import os
 
 from minilora.backend import cuda_status, extension_status, xp_for
-from minilora.kernels import checks, cpp, cuda, cupy_baseline, reference
+from minilora.kernels import checks, cpp, cuda, cupy_baseline, nf4, reference
 from minilora.quant.nf4 import NF4Tensor
 
 BACKENDS = ("numpy", "cpp", "cuda", "cupy")
@@ -101,10 +102,10 @@ def use_backend(name):
         _chosen.pop()
 
 
-def resolve_backend(name, device, sizes=None):
+def resolve_backend(name, device, sizes=None, default=default_backend):
     """The backend to run for arrays on `device` (of sizes ``(M, K, N, r)`` when given): `name` if
-    given, else the one chosen as the module docstring says. Raises a clear error if it is
-    unknown, unusable here, or for the other device."""
+    given, else the one chosen as the module docstring says (`default(device, sizes)` when nothing
+    chooses). Raises a clear error if it is unknown, unusable here, or for the other device."""
     if name is not None:
         source = "backend="
         _check_name(name, "backend")
@@ -114,7 +115,7 @@ def resolve_backend(name, device, sizes=None):
         name, source = os.environ["MINILORA_BACKEND"], "MINILORA_BACKEND"
         _check_name(name, "the environment variable MINILORA_BACKEND")
     else:
-        return default_backend(device, sizes)
+        return default(device, sizes)
     if DEVICE_OF_BACKEND[name] != device:
         raise ValueError(f"backend {name!r} (from {source}) works on {_ARRAYS[DEVICE_OF_BACKEND[name]]}, "
                          f"but the arrays are {_ARRAYS[device]}")
@@ -129,8 +130,11 @@ def _check_name(name, what):
         raise ValueError(f"{what} must be one of {BACKENDS}, got {name!r}")
 
 
-def _check_variant(name, variant):
-    """`variant` picks a rung of the CUDA kernel ladder, so it means something only for "cuda"."""
+def _check_variant(name, variant, quantized=False):
+    """`variant` picks a rung of the CUDA kernel ladder, so it means something only for "cuda";
+    an NF4 W (`quantized`) has one rung, "nf4"."""
+    if quantized:
+        return _check_nf4_variant(name, variant)
     if name != "cuda":
         if variant is not None:
             raise ValueError(f"variant= applies only to backend 'cuda', got variant={variant!r} with "
@@ -149,27 +153,33 @@ def lora_forward(x, W, A, B, scaling, bias=None, backend=None, variant=None):
 
     x (..., K), W (N, K), A (r, K), B (N, r), bias (N,) or None: NumPy or CuPy arrays, all of one
     float dtype (float32 or float64) and on one device; scaling a real number (alpha / r).
+    W may be an NF4Tensor (minilora.quant) instead, on "numpy", "cpp" or "cuda" (variant "nf4").
     backend: "numpy", "cpp", "cuda", "cupy" or None (see the module docstring); variant: only for
     "cuda", a rung of minilora.kernels.cuda.VARIANTS ("fused" by default).
     Returns ``(y, u)``: y (..., N) and u = x·Aᵀ (..., r), which `lora_backward` needs.
     Arrays that are not C-contiguous (a transposed view, a slice) are copied once; others are not.
     """
-    if isinstance(W, NF4Tensor):
-        W, backend = _dequantized(W, x, backend)
+    quantized = isinstance(W, NF4Tensor)
     named = {"x": x, "W": W, "A": A, "B": B} | ({} if bias is None else {"bias": bias})
-    _, device = checks.check_arrays(named)
+    if quantized:  # not an array: nf4.check_weight checks it
+        del named["W"]
+    dtype, device = checks.check_arrays(named)
+    if quantized:
+        nf4.check_weight(W, device)
     M, K, N, r = checks.lora_sizes(x, W, A, B, bias)
-    scaling = checks.check_scaling(scaling, W.dtype)
-    name = resolve_backend(backend, device, (M, K, N, r))
-    variant = _check_variant(name, variant)
+    scaling = checks.check_scaling(scaling, dtype)
+    name = resolve_backend(backend, device, (M, K, N, r), nf4.default_backend if quantized else default_backend)
+    variant = _check_variant(name, variant, quantized)
 
-    x2, W, A, B, bias = _contiguous(device, x.reshape(M, K), W, A, B, bias)
+    x2, A, B, bias = _contiguous(device, x.reshape(M, K), A, B, bias)
+    W = W if quantized else _contiguous(device, W)[0]
+    forward = _FORWARD_NF4 if quantized else _FORWARD
     if M == 0:  # an empty batch: nothing to launch; the reference gives the empty (..., N) and (..., r)
-        y, u = reference.lora_forward(x2, W, A, B, scaling, bias)
+        y, u = forward["numpy"](x2, W, A, B, scaling, bias)
     elif name == "cuda":
         y, u = cuda.forward(x2, W, A, B, scaling, bias, variant)
     else:
-        y, u = _FORWARD[name](x2, W, A, B, scaling, bias)
+        y, u = forward[name](x2, W, A, B, scaling, bias)
     lead = tuple(x.shape[:-1])
     return y.reshape(lead + (N,)), u.reshape(lead + (r,))
 
@@ -180,42 +190,40 @@ def lora_backward(dy, x, W, A, B, u, scaling, backend=None, variant=None):
 
     dy (..., N) the gradient of the loss with respect to y; x (..., K), W (N, K), A (r, K),
     B (N, r) as in the forward; u (..., r) as it returned. Same rules for dtypes, devices,
-    backend and variant as `lora_forward`.
+    backend and variant as `lora_forward` (W may be an NF4Tensor).
     Returns ``(dx, dA, dB)``: dx (..., K), dA (r, K), dB (N, r).
     """
-    if isinstance(W, NF4Tensor):
-        W, backend = _dequantized(W, dy, backend)
+    quantized = isinstance(W, NF4Tensor)
     named = {"dy": dy, "x": x, "W": W, "A": A, "B": B, "u": u}
-    _, device = checks.check_arrays(named)
+    if quantized:
+        del named["W"]
+    dtype, device = checks.check_arrays(named)
+    if quantized:
+        nf4.check_weight(W, device)
     M, K, N, r = checks.lora_sizes(x, W, A, B)
     checks.check_backward_shapes(dy, x, u, N, r)
-    scaling = checks.check_scaling(scaling, W.dtype)
-    name = resolve_backend(backend, device, (M, K, N, r))
-    variant = _check_variant(name, variant)
+    scaling = checks.check_scaling(scaling, dtype)
+    name = resolve_backend(backend, device, (M, K, N, r), nf4.default_backend if quantized else default_backend)
+    variant = _check_variant(name, variant, quantized)
 
-    dy2, x2, W, A, B, u2 = _contiguous(device, dy.reshape(M, N), x.reshape(M, K), W, A, B, u.reshape(M, r))
+    dy2, x2, A, B, u2 = _contiguous(device, dy.reshape(M, N), x.reshape(M, K), A, B, u.reshape(M, r))
+    W = W if quantized else _contiguous(device, W)[0]
+    backward = _BACKWARD_NF4 if quantized else _BACKWARD
     if M == 0:  # an empty batch: dx is empty and dA, dB are sums over no rows, zeros
-        dx, dA, dB = reference.lora_backward(dy2, x2, W, A, B, u2, scaling)
+        dx, dA, dB = backward["numpy"](dy2, x2, W, A, B, u2, scaling)
     elif name == "cuda":
         dx, dA, dB = cuda.backward(dy2, x2, W, A, B, u2, scaling, variant)
     else:
-        dx, dA, dB = _BACKWARD[name](dy2, x2, W, A, B, u2, scaling)
+        dx, dA, dB = backward[name](dy2, x2, W, A, B, u2, scaling)
     return dx.reshape(x.shape), dA, dB
 
 
-def _dequantized(W, like, backend):
-    """``(float W, "numpy")`` for an NF4 weight: the reference runs it, on W dequantized (in the
-    dtype of `like`) for this one call, so the float W never outlives the call.
-
-    The C++ op and the CUDA kernels have no NF4 rung yet (one would dequantize tiles as it loads
-    them, from W.packed, W.block_absmax() and W.block_size, never holding a full float W), and NF4
-    tensors live on the CPU, so naming "cpp", "cuda" or "cupy" in backend= is an error; a choice made
-    for the whole model by use_backend() or MINILORA_BACKEND gives way to the reference instead.
-    """
-    if backend not in (None, "numpy"):
-        raise ValueError(f"backend {backend!r} cannot take an NF4 weight (minilora.quant.NF4Tensor): only "
-                         "the NumPy reference can, by dequantizing it; pass backend='numpy' or None")
-    return W.dequantize(like.dtype), "numpy"
+def _check_nf4_variant(name, variant):
+    if name != "cuda":
+        return _check_variant(name, variant)
+    if variant not in (None, nf4.VARIANT):
+        raise ValueError(f"an NF4 weight runs on the CUDA rung {nf4.VARIANT!r} only, got variant={variant!r}")
+    return nf4.VARIANT
 
 
 def _contiguous(device, *arrays):
@@ -226,3 +234,6 @@ def _contiguous(device, *arrays):
 
 _FORWARD = {"numpy": reference.lora_forward, "cpp": cpp.forward, "cupy": cupy_baseline.forward}
 _BACKWARD = {"numpy": reference.lora_backward, "cpp": cpp.backward, "cupy": cupy_baseline.backward}
+# With W an NF4Tensor: cpp.py takes either kind of W; "cuda" goes through cuda.forward / backward.
+_FORWARD_NF4 = {"numpy": nf4.reference_forward, "cpp": cpp.forward, "cupy": nf4.reference_forward}
+_BACKWARD_NF4 = {"numpy": nf4.reference_backward, "cpp": cpp.backward, "cupy": nf4.reference_backward}

@@ -438,7 +438,8 @@ def main(argv=None):
                                      "emulator, forward and backward, against the float64 reference.")
     parser.add_argument("--sanitize", choices=("address", "thread"),
                         help="address: ASan + UBSan over fibers; thread: TSan, one OS thread per CUDA thread")
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated rungs")
+    parser.add_argument("--variants", default=",".join(VARIANTS + ("nf4",)),
+                        help="comma-separated rungs (nf4: W in NF4, minilora/kernels/emulated_nf4.py)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
@@ -462,7 +463,12 @@ def main(argv=None):
         for dtype in (np.float32,) if variant in FLOAT32_ONLY else (np.float32, np.float64):
             for shape in SANITIZER_SHAPES:
                 total += 1
-                failures = check_layer(emulator, variant, dtype, *shape, rng, seed=args.seed + 1)
+                if variant == "nf4":
+                    from minilora.kernels import emulated_nf4  # it imports this module
+                    failures = emulated_nf4.check_layer(emulator, dtype, *shape, rng, block_size=7,
+                                                        seed=args.seed + 1)
+                else:
+                    failures = check_layer(emulator, variant, dtype, *shape, rng, seed=args.seed + 1)
                 failed += bool(failures)
                 print(f"{variant:>5} {np.dtype(dtype).name} M, N, K, r = {shape}: "
                       f"{'ok' if not failures else 'FAILED'}", flush=True)

@@ -201,7 +201,14 @@ class Module:
                 p.grad = convert(p.grad)
         for _, b in self.named_buffers():
             b.data = convert(b.data)
+        if device is not None:
+            for m in self.modules():
+                m._moved_to(device)
         return self
+
+    def _moved_to(self, device):
+        """Called by to(device) on every submodule, for state that is neither a parameter nor a
+        buffer (an NF4 weight, minilora/quant/linear.py). Nothing by default."""
 
     # ---- saving and loading ------------------------------------------------------------------------
     def unmerged(self):

@@ -1,9 +1,11 @@
 """nf4_lora_linear: the LoRA layer's op over a 4-bit base, y = x·Ŵᵀ + scaling·(x·Aᵀ)·Bᵀ (+ bias).
 
 Where it sits: F.lora_linear comes here when the weight is an NF4Tensor (minilora.quant), which is
-how LoRALinear passes a QLoRA base (LoRAConfig(base_quant="nf4")). Ŵ is W dequantized; the
-kernels (minilora/kernels/dispatch.py) dequantize it inside each call, once in the forward and
-once again in the backward, so no float W is kept between them: that is QLoRA's memory saving.
+how LoRALinear passes a QLoRA base (LoRAConfig(base_quant="nf4")). Ŵ is W dequantized, inside
+each call of the kernels, once in the forward and once again in the backward, so no float W is
+kept between them: that is QLoRA's memory saving. Where (minilora/kernels/nf4.py): the C++ op by
+default on NumPy arrays (K, N >= 128), which dequantizes W panel by panel as its GEMM packs them;
+the NumPy reference otherwise, which dequantizes all of W for the call.
 
 W is frozen (NF4 indices have no gradient), so the backward gives dx, dA, dB and, with a bias
 that trains, db = Σ dy. The weight is an option of the op, not an input: it is not a Tensor.

@@ -17,6 +17,8 @@ a little coarser near zero than the dynamic map's.
 
 import numpy as np
 
+from minilora import backend
+
 BLOCKS_PER_SCALE = 256   # absmaxes that share one float32 scale
 LEVELS = 127             # symmetric int8: -127..127
 
@@ -47,9 +49,14 @@ class QuantizedAbsmax:
         codes = np.rint(groups / safe * LEVELS).astype(np.int8).reshape(-1)[:n]
         return cls(codes, scales, mean)
 
+    def to(self, device):
+        """This QuantizedAbsmax with its arrays on `device` ("cpu" or "cuda")."""
+        return QuantizedAbsmax(backend.to_device(self.codes, device), backend.to_device(self.scales, device),
+                               self.mean)
+
     def dequantize(self):
-        """float32 (n,): the absmaxes back, mean + code / 127 · scale."""
-        scale = np.repeat(self.scales, BLOCKS_PER_SCALE)[: self.codes.size]
+        """float32 (n,): the absmaxes back, mean + code / 127 · scale (on the arrays' device)."""
+        scale = backend.xp_of(self.scales).repeat(self.scales, BLOCKS_PER_SCALE)[: self.codes.size]
         return (self.mean + self.codes.astype(np.float32) * (scale / np.float32(LEVELS))).astype(np.float32)
 
     @property

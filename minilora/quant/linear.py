@@ -8,8 +8,12 @@ the bias stays a float Parameter (it is small, and LoRAConfig.bias may train it)
 Forward: y = x·Ŵᵀ + b with Ŵ = W dequantized for this call, in x's dtype. Nothing trains W (NF4
 indices have no gradient): this layer is always frozen, which is all QLoRA needs of its base.
 
-What it leaves out, for now: the NF4 arrays are NumPy (the layer works on the CPU), and they are
-not Parameters, so state_dict() and checkpoints hold the bias only. A QLoRA model is rebuilt by
+Devices: W is quantized on the CPU (from a Linear on the CPU); model.to("cuda") then moves the NF4
+arrays to the GPU with the rest of the model (_moved_to below), where the fused op runs them on the
+CUDA kernels' "nf4" rung, and to("cpu") brings them back.
+
+What it leaves out, for now: the NF4 arrays are not Parameters, so state_dict() and checkpoints
+hold the bias only. A QLoRA model is rebuilt by
 quantizing the float base again (load_adapter does it from the adapter's config): quantizing is
 deterministic, so the same float W gives the same NF4 W.
 """
@@ -28,13 +32,17 @@ class NF4Linear(Module):
         if not isinstance(linear, Linear):
             raise TypeError(f"NF4Linear quantizes a Linear, got {type(linear).__name__}")
         if linear.weight.device != "cpu":
-            raise ValueError(f"NF4Linear works on the CPU for now; the weight is on {linear.weight.device}")
+            raise ValueError(f"NF4Linear quantizes a Linear on the CPU, and this weight is on "
+                             f"{linear.weight.device}: quantize first, then move the model with .to('cuda')")
         self.in_features = linear.in_features
         self.out_features = linear.out_features
         self.weight_nf4 = nf4_quantize(linear.weight.data, block_size, double_quant)   # (out, in) in NF4
         self.bias = linear.bias
         if self.bias is not None:
             self.bias.requires_grad = False
+
+    def _moved_to(self, device):
+        self.weight_nf4 = self.weight_nf4.to(device)   # Module.to moves parameters; this moves W
 
     @property
     def weight(self):

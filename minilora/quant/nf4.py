@@ -21,6 +21,7 @@ what bitsandbytes' zero padding quantizes to).
 
 import numpy as np
 
+from minilora import backend
 from minilora.quant.double_quant import QuantizedAbsmax
 
 NF4_CODE = np.array([
@@ -45,6 +46,9 @@ class NF4Tensor:
         (8 bits per block plus one float32 per 256 blocks) with double quantization.
     block_size: how many consecutive numbers (of the flattened array) share one absmax.
 
+    The arrays are NumPy arrays, or CuPy arrays after .to("cuda") (model.to("cuda") moves an NF4
+    base this way); quantizing itself runs on the CPU.
+
     A compiled kernel that dequantizes tiles as it loads them needs exactly `packed`,
     `block_absmax()` (float32 per block: with double quantization that is a cheap pass over
     size / block_size numbers, done once before the kernel runs) and `block_size`: element (n, k)
@@ -66,6 +70,20 @@ class NF4Tensor:
     @property
     def ndim(self):
         return len(self.shape)
+
+    @property
+    def device(self):
+        """"cpu" (NumPy arrays) or "cuda" (CuPy arrays)."""
+        return backend.device_of(self.packed)
+
+    def to(self, device):
+        """This NF4Tensor with its arrays on `device` ("cpu" or "cuda"); itself if they are there."""
+        device = backend.check_device(device)
+        if device == self.device:
+            return self
+        move = lambda a: backend.to_device(a, device)  # noqa: E731
+        absmax = self.absmax.to(device) if self.double_quant else move(self.absmax)
+        return NF4Tensor(move(self.packed), absmax, self.shape, self.dtype, self.block_size)
 
     @property
     def double_quant(self):
@@ -92,8 +110,9 @@ class NF4Tensor:
         """The array back, NF4_CODE[index] · absmax, with the original shape, in `dtype` (default:
         the original dtype). The levels and scales are float32, so float64 adds no precision."""
         dtype = self.dtype if dtype is None else np.dtype(dtype)
-        values = NF4_CODE[self.indices()]                                        # (size,) float32
-        scale = np.repeat(self.block_absmax(), self.block_size)[: self.size]      # (size,) float32
+        xp = backend.xp_of(self.packed)
+        values = xp.asarray(NF4_CODE)[self.indices()]                            # (size,) float32
+        scale = xp.repeat(self.block_absmax(), self.block_size)[: self.size]      # (size,) float32
         return (values * scale).astype(dtype, copy=False).reshape(self.shape)
 
     def __repr__(self):
@@ -112,7 +131,7 @@ def nf4_quantize(array, block_size=64, double_quant=False):
     """
     if not isinstance(array, np.ndarray):
         raise TypeError(f"nf4_quantize needs a NumPy array, got {type(array).__name__} (a CuPy array: "
-                        "bring it to the CPU with .get() first; NF4 is CPU-only in minilora for now)")
+                        "bring it to the CPU with .get() first, then move the result with .to('cuda'))")
     if array.dtype.kind != "f":
         raise TypeError(f"nf4_quantize needs a floating array, got dtype {array.dtype}")
     if array.size == 0:
@@ -143,7 +162,7 @@ def pack_nibbles(indices):
 
 def unpack_nibbles(packed, n):
     """The inverse of pack_nibbles: uint8 (n,)."""
-    pairs = np.empty((packed.size, 2), dtype=np.uint8)
+    pairs = backend.xp_of(packed).empty((packed.size, 2), dtype=np.uint8)
     pairs[:, 0] = packed >> 4
     pairs[:, 1] = packed & 0x0F
     return pairs.reshape(-1)[:n]

@@ -1,0 +1,115 @@
+// Rung "nf4": the shared-memory tiles of the tiled rung (lora_tiled.cu), with W stored in 4 bits.
+//
+// QLoRA keeps the frozen W in NF4: 4 bits a weight plus one absmax per block of 64 (lora_nf4.cuh
+// has the layout). This kernel never makes a float copy of W in device memory. The loader of the
+// right tile reads, for each element of W it needs, half a byte and its block's absmax, looks the
+// 4-bit index up among the 16 levels (copied into shared memory once per block of threads) and
+// stores level · absmax into the shared tile; the multiply loop, the bounds and the split sums are
+// the tiled rung's, and never see a 4-bit number. The only float W is a 16 × 16 tile in shared
+// memory at a time.
+//
+// What it costs against the tiled rung: for W, half a byte per element from device memory instead
+// of 4 or 8 (two neighbouring threads read the same byte, and up to block_size neighbours the same
+// absmax, so a warp still reads whole cache lines), plus a look-up and a multiply per element. The
+// other operand and the LoRA part of the right one ([W | B] for y, [W ; A] for dx) load as in the
+// tiled rung. It runs only the products that read W, y = x·Wᵀ + s·u·Bᵀ and dx = dy·W + s·v·A; the
+// skinny products u, v, dA and dB run on the tiled kernel (lora_layer.cu).
+//
+// Not yet measured on a GPU: checked on the CPU emulator, against the float64 reference on W
+// dequantized (tests/test_emulated_nf4.py).
+#include "lora_nf4.cuh"
+
+namespace minilora::cuda {
+
+constexpr int kTile = 16;  // the tiled rung's tile: its plans and grids are used (lora_nf4.cuh)
+constexpr int kLevels = 16;
+
+template <typename T>
+using Tile = T[kTile][kTile + 1];  // [inner][outer]; +1 column: no bank conflicts on the copy
+
+// Which element of a tile this thread copies: tx, which varies fastest across a warp, walks the
+// operand's contiguous index, so that a warp reads consecutive addresses.
+struct TileSpot {
+  int along_outer, along_inner;
+};
+
+template <Contiguous C>
+__device__ __forceinline__ TileSpot tile_spot() {
+  if (C == Contiguous::Inner) return {int(threadIdx.y), int(threadIdx.x)};
+  return {int(threadIdx.x), int(threadIdx.y)};
+}
+
+// Element (outer, inner) of W, with inner < right.split: number i of the row-major W.
+template <typename T, Contiguous LC, Contiguous RC>
+__device__ __forceinline__ T weight(const Nf4Matmul<T, LC, RC>& p, const float* levels, int outer,
+                                    int inner) {
+  const int64_t i = Operand<T, RC>::offset(outer, inner, p.right.first_ld);
+  const uint8_t byte = p.w.packed[i >> 1];
+  const int index = (i & 1) ? (byte & 0x0F) : (byte >> 4);  // even numbers: the high nibble
+  return T(levels[index] * p.w.absmax[i / p.w.block_size]);  // a float product, as dequantize()
+}
+
+template <typename T, Contiguous LC, Contiguous RC>
+__global__ void __launch_bounds__(kTile * kTile)
+    nf4_matmul_kernel(Nf4Matmul<T, LC, RC> p, int chunk) {
+  __shared__ Tile<T> left_tile, right_tile;
+  __shared__ float levels[kLevels];
+  const int row0 = blockIdx.x * kTile;
+  const int col0 = blockIdx.y * kTile;
+  const int begin = blockIdx.z * chunk;
+  const int end = min(p.inner, begin + chunk);
+
+  const int thread = threadIdx.y * kTile + threadIdx.x;
+  if (thread < kLevels) levels[thread] = p.w.code[thread];
+  __syncthreads();  // the levels are in place before any element of W is dequantized
+
+  const TileSpot l = tile_spot<LC>(), r = tile_spot<RC>();
+  T sum = 0;
+  for (int inner0 = begin; inner0 < end; inner0 += kTile) {
+    const int row = row0 + l.along_outer, left_inner = inner0 + l.along_inner;
+    left_tile[l.along_inner][l.along_outer] =
+        (row < p.rows && left_inner < end) ? p.left.at(row, left_inner) : T(0);
+    const int col = col0 + r.along_outer, right_inner = inner0 + r.along_inner;
+    T value = T(0);
+    if (col < p.cols && right_inner < end) {
+      value = right_inner < p.right.split ? weight(p, levels, col, right_inner)  // W, dequantized
+                                          : p.right.at(col, right_inner);        // B or A
+    }
+    right_tile[r.along_inner][r.along_outer] = value;
+    __syncthreads();  // the tiles are complete
+#pragma unroll
+    for (int i = 0; i < kTile; ++i) sum += left_tile[i][threadIdx.y] * right_tile[i][threadIdx.x];
+    __syncthreads();  // everyone is done reading before the next copy overwrites the tiles
+  }
+
+  const int row = row0 + threadIdx.y;
+  const int col = col0 + threadIdx.x;
+  if (row < p.rows && col < p.cols) {
+    // Split z writes its own slice of the scratch buffer (p.out is the scratch then).
+    const int64_t count = int64_t(p.rows) * p.cols;
+    p.out[blockIdx.z * count + int64_t(row) * p.cols + col] = finish(p, col, sum);
+  }
+}
+
+template <typename T, Contiguous LC, Contiguous RC>
+void nf4_matmul(const Matmul<T, LC, RC>& p, const Nf4Weights& w, const SplitPlan& plan,
+                T* scratch, cudaStream_t stream, const char* product) {
+  const Nf4Matmul<T, LC, RC> q{p, w};
+  launch_split<T, LC, RC, Nf4Matmul<T, LC, RC>>(nf4_matmul_kernel<T, LC, RC>, "nf4_matmul_kernel",
+                                                tiled_grid(p.rows, p.cols, plan),
+                                                dim3(kTile, kTile), q, plan, scratch, stream,
+                                                product);
+}
+
+// The products that read W: y (both operands Contiguous::Inner) and dx (right Outer).
+#define MINILORA_NF4(T, LC, RC)                                                                \
+  template void nf4_matmul<T, Contiguous::LC, Contiguous::RC>(                                \
+      const Matmul<T, Contiguous::LC, Contiguous::RC>&, const Nf4Weights&, const SplitPlan&,  \
+      T*, cudaStream_t, const char*);
+MINILORA_NF4(float, Inner, Inner)
+MINILORA_NF4(float, Inner, Outer)
+MINILORA_NF4(double, Inner, Inner)
+MINILORA_NF4(double, Inner, Outer)
+#undef MINILORA_NF4
+
+}  // namespace minilora::cuda
