@@ -2,9 +2,10 @@
 
 The emulator is compiled from this checkout's csrc/cuda/ and csrc/emulation/ with g++ (cached under
 build/emulation/), so these tests check the kernel sources as they are now, on a machine without a
-GPU: every rung ("naive", "tiled", "fused", "vectorized"), forward and backward, float32 and float64,
-on shapes that are not multiples of any tile and on shapes that make the plan split an inner dimension. Each case
-runs twice, threads and blocks in index order and shuffled, and must be within accuracy's rounding
+GPU: every rung ("naive", "tiled", "fused", "vectorized", "async", "warp"), forward and backward,
+float32 and float64, on shapes that are not multiples of any tile and on shapes that make the plan
+split an inner dimension (test_emulated_fast_rungs.py adds what is particular to async and warp,
+every tile configuration of warp among it). Each case runs twice, threads and blocks in index order and shuffled, and must be within accuracy's rounding
 bound of the float64 reference (minilora.kernels.accuracy) and bit-identical between the two
 orders. Outputs, workspace and shared memory start as NaN, so an element never written fails.
 
@@ -53,7 +54,7 @@ def test_forward_without_bias(emulator, rng, variant):
 def test_the_plans_split_where_the_cases_say(emulator):
     """The split shapes above really split (their workspace holds partial sums), and a large-M
     shape really does not, so the second pass and the unsplit path are both exercised."""
-    for variant in ("tiled", "fused", "vectorized"):
+    for variant in ("tiled", "fused", "vectorized", "async", "warp"):
         assert emulator.workspace_size(variant, np.float32, 8, 40, 530, 4, backward=False) > 0
         assert emulator.workspace_size(variant, np.float32, 3, 9, 1030, 2, backward=False) > 0
         assert emulator.workspace_size(variant, np.float32, 530, 20, 24, 3, backward=True) > 530 * 3

@@ -1,9 +1,8 @@
 """The CUDA kernels (minilora.kernels.cuda) and the CuPy baseline against the float64 reference.
 
-Every rung of the kernel ladder ("naive", "tiled", "fused", "vectorized") in float32 and float64,
-forward and backward, on fresh random inputs (never zeros) and on shapes that are not multiples of any
-tile:
-every element within the rounding bound of minilora.kernels.accuracy (built from the sizes of the
+Every rung of the kernel ladder ("naive", "tiled", "fused", "vectorized", "async", "warp") in float32
+and float64, forward and backward, on fresh random inputs (never zeros) and on shapes that are not
+multiples of any tile: every element within the rounding bound of minilora.kernels.accuracy (built from the sizes of the
 terms summed, so cancellation cannot fail a correct kernel; the emulated tests use the same bound).
 Outputs are NaN-poisoned buffers passed as `out=`, so an element a kernel forgot to write fails.
 
@@ -334,7 +333,7 @@ def test_numpy_arrays_are_refused_with_a_clear_error(rng):
 
 def test_unknown_variant_is_refused_before_anything_else(rng):
     x = rng.standard_normal((3, 4))
-    with pytest.raises(ValueError, match=r"variant must be one of \('naive', 'tiled', 'fused', 'vectorized'\), got 'fast'"):
+    with pytest.raises(ValueError, match=r"variant must be one of \('naive', 'tiled', 'fused', 'vectorized', 'async', 'warp'\), got 'fast'"):
         cuda_kernels.forward(x, x, x, x, 1.0, variant="fast")
 
 
@@ -362,7 +361,7 @@ def test_workspace_size_follows_the_split_plan():
     # Small M: u (128 × 16, summed over 4096) is split, so is y; the scratch holds whole copies.
     size = _C.lora_workspace_size("fused", "float32", 128, 4096, 4096, 16, False)
     assert size > 0 and size % (128 * 4096) == 0
-    with pytest.raises(ValueError, match=r"variant must be 'naive', 'tiled', 'fused' or 'vectorized'"):
+    with pytest.raises(ValueError, match=r"variant must be 'naive', 'tiled', 'fused', 'vectorized', 'async' or 'warp'"):
         _C.lora_workspace_size("fast", "float32", 1, 1, 1, 1, False)
     with pytest.raises(ValueError, match=r"M = 0, expected 1 <= M"):
         _C.lora_workspace_size("fused", "float32", 0, 1, 1, 1, False)

@@ -13,7 +13,8 @@
 // its one kernel; the tiled rung with its kernel; the fused rung runs the wide ones on the
 // register-blocked kernel and the skinny ones on the tiled kernel, split along their long inner
 // dimension when the output alone would leave the GPU idle; the vectorized rung is the fused rung
-// with the register-blocked kernel reading device memory 16 bytes at a time.
+// with the register-blocked kernel reading device memory 16 bytes at a time; the async and warp
+// rungs run the wide ones on the kernel of lora_async.cu (cp.async; and warp tiles).
 #include <algorithm>
 #include <cstdio>
 #include <initializer_list>
@@ -37,12 +38,14 @@ using SkinnyProduct = std::integral_constant<Width, Width::Skinny>;
 // The kernel that computes a product: the naive rung runs every product on its one kernel, the
 // tiled rung on its own, the fused and vectorized rungs the wide ones on the fused kernel (with
 // scalar or 16-byte loads) and the skinny ones tiled.
-enum class Kernel { Naive, Tiled, Fused };
+enum class Kernel { Naive, Tiled, Fused, Async, Warp };
 
 Kernel kernel_for(Variant variant, Width width) {
   if (variant == Variant::Naive) return Kernel::Naive;
   const bool fused = variant == Variant::Fused || variant == Variant::Vectorized;
   if (fused && width == Width::Wide) return Kernel::Fused;
+  if (variant == Variant::Async && width == Width::Wide) return Kernel::Async;
+  if (variant == Variant::Warp && width == Width::Wide) return Kernel::Warp;
   return Kernel::Tiled;
 }
 
@@ -54,6 +57,8 @@ template <typename T>
 SplitPlan plan(Kernel kernel, int rows, int cols, int inner) {
   if (kernel == Kernel::Naive) return {1, inner};
   if (kernel == Kernel::Fused) return fused_plan<T>(rows, cols, inner);
+  if (kernel == Kernel::Async) return async_plan<T>(rows, cols, inner);
+  if (kernel == Kernel::Warp) return warp_plan(rows, cols, inner);
   return tiled_plan(rows, cols, inner);
 }
 
@@ -72,6 +77,10 @@ void check_grid_for(Variant variant, Width width, const Matmul<T, LC, RC>& p, co
     check_grid(naive_grid(p.rows, p.cols), "naive_matmul_kernel", product);
   } else if (kernel == Kernel::Fused) {
     check_grid(fused_grid<T>(p.rows, p.cols, split), fused_kernel_name(loads_for(variant)), product);
+  } else if (kernel == Kernel::Async) {
+    check_grid(async_grid<T>(p.rows, p.cols, split), "async_matmul_kernel", product);
+  } else if (kernel == Kernel::Warp) {
+    check_grid(warp_grid(p.rows, p.cols, split), warp_kernel_name(p.rows, p.cols), product);
   } else {
     check_grid(tiled_grid(p.rows, p.cols, split), "tiled_matmul_kernel", product);
   }
@@ -90,6 +99,14 @@ void run(Variant variant, const Matmul<T, LC, RC>& p, T* scratch, cudaStream_t s
   if constexpr (width == Width::Wide) {
     if (kernel == Kernel::Fused) {
       fused_matmul(p, split, scratch, stream, product, loads_for(variant));
+      return;
+    }
+    if (kernel == Kernel::Async) {
+      async_matmul(p, split, scratch, stream, product);
+      return;
+    }
+    if (kernel == Kernel::Warp) {
+      warp_matmul(p, split, scratch, stream, product);
       return;
     }
   }
@@ -274,8 +291,11 @@ Variant variant_named(const std::string& name) {
   if (name == "tiled") return Variant::Tiled;
   if (name == "fused") return Variant::Fused;
   if (name == "vectorized") return Variant::Vectorized;
-  throw std::invalid_argument("variant must be 'naive', 'tiled', 'fused' or 'vectorized', got '" +
-                              name + "'");
+  if (name == "async") return Variant::Async;
+  if (name == "warp") return Variant::Warp;
+  throw std::invalid_argument(
+      "variant must be 'naive', 'tiled', 'fused', 'vectorized', 'async' or 'warp', got '" + name +
+      "'");
 }
 
 template <typename T>

@@ -18,10 +18,18 @@
 
 namespace minilora::cuda {
 
-enum class Variant { Naive, Tiled, Fused, Vectorized };
+enum class Variant { Naive, Tiled, Fused, Vectorized, Async, Warp };
 
-// "naive", "tiled", "fused" or "vectorized"; std::invalid_argument for anything else.
+// "naive", "tiled", "fused", "vectorized", "async" or "warp"; std::invalid_argument for anything
+// else.
 Variant variant_named(const std::string& name);
+
+// The warp rung's tile configurations (lora_warp.cu), largest block tile first: their count, the
+// name of one, and the one a rows × cols product runs with (the environment variable
+// MINILORA_WARP_TILES when set, else the choice per shape; std::invalid_argument when it names none).
+int warp_tile_count();
+const char* warp_tile_name(int index);
+int warp_tiles_for(int rows, int cols);
 
 struct LoraShape {
   int64_t M, N, K, r;  // checked against the kernels' int indices before any use

@@ -15,6 +15,11 @@ lora_fused.cu); `variant` picks the rung, "fused" by default:
     "fused"  register-blocked tiles, the LoRA term in the same accumulator as x·Wᵀ
     "vectorized"  the fused kernel reading device memory 16 bytes per load where it can
                   (not yet measured on a GPU: checked on the CPU emulator only)
+    "async"  the fused blocking with tiles copied to shared memory by cp.async (sm_80+;
+             ordinary loads on sm_75), one barrier per step
+    "warp"   the async kernel with warp tiles, its tile sizes chosen per product from
+             `warp_tiles()` or pinned by the environment variable MINILORA_WARP_TILES
+             (async and warp: not yet measured on a GPU, checked on the CPU emulator only)
 
 Outputs are allocated with `cupy.empty`, whose memory may still hold an earlier, correct-looking
 result. A test that wants to see an element a kernel forgot to write passes its own NaN-filled
@@ -24,7 +29,8 @@ buffers as `out=`; they are checked like the inputs and written in place.
 from minilora import backend
 from minilora.kernels import checks
 
-VARIANTS = ("naive", "tiled", "fused", "vectorized")
+VARIANTS = ("naive", "tiled", "fused", "vectorized", "async", "warp")
+WARP_TILES_VARIABLE = "MINILORA_WARP_TILES"  # pins the warp rung's tile configuration
 DEFAULT_VARIANT = "fused"
 
 
@@ -77,6 +83,15 @@ def backward(dy, x, W, A, B, u, scaling, variant=DEFAULT_VARIANT, out=None):
                            workspace.data.ptr, workspace.size, M, N, K, r, scaling,
                            _current_stream())
     return dx, dA, dB
+
+
+def warp_tiles(rows=1, cols=1):
+    """``(names, chosen)``: the warp rung's tile configurations ("block/warp/thread" tile sizes,
+    largest block tile first) and the one it runs a rows × cols product with: the value of
+    $MINILORA_WARP_TILES when set (ValueError when it names none), else the choice per shape of
+    csrc/cuda/lora_warp.cu. Needs the compiled extension with CUDA, not a GPU."""
+    names, chosen = _cuda_library().lora_warp_tiles(rows, cols)
+    return tuple(names), chosen
 
 
 def status():
