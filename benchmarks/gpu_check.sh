@@ -5,16 +5,21 @@
 #   1. preflight               20 s   nvcc (PATH or /usr/local/cuda/bin; CMake is told via CUDACXX),
 #                                     compute-sanitizer (and whether it is allowed to run here),
 #                                     CuPy, driver and GPU; a missing tool is "skipped", not failed
-#   2. build                   90 s   pip install --no-build-isolation --no-deps -e ., for sm_90 only
+#   2. build                  100 s   pip install --no-build-isolation --no-deps -e ., for sm_90 only
+#                                     (lora_async.cu, 20 kernels, is the longest file to compile)
 #   3. kernels usable          10 s   minilora.kernels.cuda.status() must say the kernels can run
 #   4. pytest -m gpu           60 s   the GPU tests only (CI runs the rest, and the emulated kernels)
-#   5. sanitizer memcheck      40 s   compute-sanitizer over benchmarks/sanitize_kernels.py: small
-#   6. sanitizer racecheck     40 s   runs of every kernel (--quick: fewer, for the slower tools),
+#   5. sanitizer memcheck      40 s   compute-sanitizer over benchmarks/sanitize_kernels.py --quick:
+#                                     every rung on 4 small shapes, both dtypes, each warp tile config
+#   6. sanitizer racecheck     45 s   the same in float32 only (--float32), for the slower tools;
 #   7. sanitizer initcheck     30 s   CuPy's memory pool off (it hides a small out-of-bounds access)
-#   8. benchmark               60 s   N = K = 4096, r = 16, M = 128, 512, 8192; JSON after every shape
+#   8. benchmark               45 s   N = K = 4096, r = 16, M = 128, 512, 8192; the register-blocked
+#                                     rungs and the baselines (not naive, tiled); JSON after every shape
 #   9. summary                 10 s   kept in reserve
 #                             -----
 #                             360 s
+# (Estimates: no step has run on a GPU yet. The tile sweep, minilora bench --sweep, is not part of
+# this call; it is for a second one.)
 # Each step gets its limit or the time left, whichever is less; a step with no time left is skipped.
 # Logs, the benchmark's lora_bench.json / .md / .png and summary.md go to $OUT (or ./gpu_check_out);
 # summary.md is rewritten after every step and once more on exit (an EXIT trap, so also when the
@@ -41,7 +46,7 @@ START=$SECONDS
 export PYTHONUNBUFFERED=1
 export MINILORA_CUDA=1
 export MINILORA_CUDA_ARCHS="${MINILORA_CUDA_ARCHS:-90}"
-BENCH_ARGS="${BENCH_ARGS:---M 128,512,8192 --NK 4096x4096 --r 16 --quick}"
+BENCH_ARGS="${BENCH_ARGS:---M 128,512,8192 --NK 4096x4096 --r 16 --quick --methods fused,vectorized,async,warp,cupy,composed,base,peft}"
 
 SUMMARY=()
 FAILED=0
@@ -66,7 +71,8 @@ import json, sys
 from minilora import bench
 data = json.load(open(sys.argv[1]))
 print(data['meta']['device'], data['meta']['dtype'])
-print(bench.headline(data['results']))" "$OUT_DIR/lora_bench.json" 2>&1
+print(bench.headline(data['results']))
+print(bench.headline(data['results'], 'warp'))" "$OUT_DIR/lora_bench.json" 2>&1
         fi
         echo
         if [ "$FAILED" -eq 0 ]; then echo "gpu_check: no required step failed"; else echo "gpu_check: SOME CHECKS FAILED (see the logs in $OUT_DIR)"; fi
@@ -182,11 +188,12 @@ if [ "$DRY" != 1 ] && "$PYTHON" -c "import xdist" 2>/dev/null; then XDIST=(-n 8)
 step must "pytest -m gpu" tests.log 60 "$PYTHON" -m pytest -m gpu -q -rs -p no:cacheprovider "${XDIST[@]}"
 
 # ---- 5-7. compute-sanitizer -------------------------------------------------------------------------
-# memcheck over all of sanitize_kernels.py's shapes; the slower racecheck and initcheck over --quick.
+# memcheck over sanitize_kernels.py --quick; the slower racecheck and initcheck in float32 only.
 for tool in memcheck racecheck initcheck; do
-    limit=40 runs=()
+    limit=40 runs=(--quick)
+    [ "$tool" = racecheck ] && limit=45
     [ "$tool" = initcheck ] && limit=30
-    [ "$tool" != memcheck ] && runs=(--quick)
+    [ "$tool" != memcheck ] && runs=(--quick --float32)
     if [ "$DRY" = 1 ]; then
         step must "sanitizer $tool (dry run: list the runs)" sanitizer.log "$limit" \
             "$PYTHON" benchmarks/sanitize_kernels.py --list "${runs[@]}"
@@ -201,9 +208,9 @@ done
 # ---- 8. benchmark -----------------------------------------------------------------------------------
 # Its numbers are read, not asserted: a failure is reported, not fatal. It starts no new shape past
 # --budget-s and writes lora_bench.json after every shape, so a cut-off run keeps what it measured.
-bench_limit=60
+bench_limit=45
 [ "$(left)" -lt "$bench_limit" ] && bench_limit=$(left)
 # shellcheck disable=SC2086  # BENCH_ARGS is a list of options
-step report "benchmark" bench.log 60 "$PYTHON" benchmarks/bench_lora.py --out "$OUT_DIR" \
-    --budget-s $((bench_limit > 25 ? bench_limit - 25 : 1)) $BENCH_ARGS
+step report "benchmark" bench.log 45 "$PYTHON" benchmarks/bench_lora.py --out "$OUT_DIR" \
+    --budget-s $((bench_limit > 20 ? bench_limit - 20 : 1)) $BENCH_ARGS
 exit "$FAILED"
