@@ -9,7 +9,7 @@
 # 1. the forward and backward formulas, with shapes;
 # 2. the trick: one product over an *extended inner dimension*, [x, s·u]·[Wᵀ; Bᵀ], checked in NumPy;
 # 3. FLOPs and memory traffic: why fusing matters even though the LoRA term is cheap;
-# 4. the CUDA kernel ladder (naive, tiled, fused, vectorized) and what each rung buys;
+# 4. the CUDA kernel ladder (naive, tiled, fused, vectorized, async, warp) and what each rung buys;
 # 5. every backend available here checked against the reference;
 # 6. a small CPU timing table, and the recorded GPU benchmark (when there is one).
 #
@@ -190,6 +190,8 @@ for M_, N_, K_, r_ in shapes:
 # | tiled | `csrc/cuda/lora_tiled.cu` | a block of threads copies tiles of both operands into shared memory once and every thread reuses them |
 # | fused | `csrc/cuda/lora_fused.cu` | register blocking: each thread owns a small block of outputs, reuses every value it reads many times, and double-buffers the tiles |
 # | vectorized | `csrc/cuda/lora_fused.cu` | the fused kernel bringing its tiles from device memory 16 bytes (4 floats) per load where the operand allows, one element per load at its edges |
+# | async | `csrc/cuda/lora_async.cu` | the fused blocking with its tiles copied straight into shared memory by `cp.async` (sm_80 and later; ordinary loads on a T4), double-buffered with one barrier per step |
+# | warp | `csrc/cuda/lora_warp.cu` | the async kernel with block → warp → thread tiles: each warp owns an explicit 32 × 64 (or smaller) sub-tile, a third less shared-memory traffic per multiply-add; four tile configurations, one chosen per product (`minilora bench --sweep` times them all) |
 #
 # `csrc/cuda/lora_layer.cu` writes the forward and backward once, as the six products above,
 # for every rung; `csrc/cuda/matmul.cuh` holds the glued operands. On the CPU, `csrc/lora_cpu.cpp`
@@ -252,6 +254,13 @@ else:
 # should change little, a few percent at most. A load of 16 bytes needs a 16-byte aligned
 # address and a run of 4 elements inside one array, so a row length like K = 3 (rows not aligned)
 # or the seam between x and s·u falls back to single loads, and gains nothing there.
+#
+# The async and warp rungs are predictions too (compiled by nvcc, checked on the emulator, **not
+# measured**): `cp.async` frees the registers that held a tile in flight and lets the copy overlap
+# the multiply without the thread storing it itself; warp tiles cut the values a warp reads from
+# shared memory per multiply-add from 144 per 2,048 (a warp of the fused rung covers 16 rows × 128
+# columns) to 96 (a 32 × 64 warp tile). `benchmarks/results/NOTES-gpu-ladder.md` lists every
+# rung's predicted effect, waiting for a GPU to measure it.
 
 # %% [markdown]
 # ## 5. Every backend against the reference

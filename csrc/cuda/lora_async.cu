@@ -105,10 +105,12 @@ __device__ __forceinline__ void multiply_step(const T (&left)[Tl::step][kLeftPad
   }
 }
 
-// Two blocks per multiprocessor, as the fused rung asks: the registers then hold a 256-thread
-// block's 8 × 8 sums without starving the second block.
+// float: two blocks per multiprocessor, as the fused rung asks (at most 128 registers a thread,
+// which hold a thread's 8 × 8 sums). double: one, or a 256-thread block's 8 × 8 sums of doubles
+// would spill to local memory.
 template <typename T, Contiguous LC, Contiguous RC, typename Tl>
-__global__ void __launch_bounds__(Tl::threads, 2) async_matmul_kernel(Matmul<T, LC, RC> p, int chunk) {
+__global__ void __launch_bounds__(Tl::threads, sizeof(T) == 4 ? 2 : 1)
+    async_matmul_kernel(Matmul<T, LC, RC> p, int chunk) {
   constexpr int kVec = 16 / sizeof(T);
   // Rows padded by 16 bytes: aligned for the 16-byte reads, and the transposed stores spread over
   // the banks.
