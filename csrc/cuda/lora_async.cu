@@ -3,7 +3,7 @@
 //
 // In the fused and vectorized rungs the next tile travels device memory -> registers -> shared
 // memory: the thread issues the loads, multiplies, then stores what arrived into the other buffer.
-// That costs registers to hold the tile in flight (8 per operand per thread here) and a store per
+// That costs registers to hold the tile in flight (4 per operand per thread here) and a store per
 // element. cp.async copies device memory to shared memory directly: the thread starts the copy of
 // step + 1 into the idle buffer and goes on multiplying step; nothing of it passes through its
 // registers. One step of the loop:
@@ -14,8 +14,8 @@
 //     start the copies of step + 1 into the other     async_copy<...>, then async_copy_commit
 //     multiply tile `now`
 //
-// The one barrier does both jobs the fused rung's barrier and its ordering of loads and stores
-// did. Where cp.async cannot copy an element (the scaled second array of a glued operand, s·u or
+// The one barrier says both "tile `now` is complete" and "the other buffer is free", as in the
+// fused rung. Where cp.async cannot copy an element (the scaled second array of a glued operand, s·u or
 // s·v, which must be multiplied on the way; a zero past the operand's edge) the thread stores it
 // with an ordinary store, in the same place of the loop: the barrier orders those too.
 //
@@ -26,14 +26,17 @@
 // 8 bytes apart in no run, and each is one cp.async of its own size.
 //
 // On sm_75 (a T4) cp.async does not exist: async_copy.cuh compiles the same calls to ordinary
-// loads and stores, made at once, so this rung runs there with the vectorized rung's staging
-// through registers and no overlap.
+// loads and stores, made at once. The rung stays correct there, but each thread then waits for a
+// load before it stores it, so the copy no longer overlaps the multiply: on a T4 the vectorized
+// rung, which overlaps by staging through registers, is the one to use.
 //
 // The blocking is the fused rung's (block_tiles.cuh: AsyncTiles), and every thread adds the same
 // products in the same order, so its results are the fused rung's, bit for bit. The same kernel,
 // with its threads grouped into warps, is rung 6 (lora_warp.cu). Predicted effect (not measured on
-// a GPU): fewer registers per thread and no stall on the copy's arrival before the store, which
-// helps where the loads' latency is exposed (a thin grid at small M); little at large M.
+// a GPU): no registers tied up by the tile in flight (ptxas: the same 127 a thread as the fused
+// rung, the cap of two blocks per multiprocessor, but no spill where the fused rung's dx has one)
+// and no stall on the copy's arrival before the store, which helps where the loads' latency is
+// exposed (a thin grid at small M); little at large M.
 #include "async_copy.cuh"
 #include "block_tiles.cuh"
 #include "tile_pieces.cuh"
