@@ -37,7 +37,8 @@ using SkinnyProduct = std::integral_constant<Width, Width::Skinny>;
 
 // The kernel that computes a product: the naive rung runs every product on its one kernel, the
 // tiled rung on its own, the fused and vectorized rungs the wide ones on the fused kernel (with
-// scalar or 16-byte loads) and the skinny ones tiled.
+// scalar or 16-byte loads), the async and warp rungs on the kernel of lora_async.cu (with the
+// fused blocking or warp tiles), and the skinny ones tiled.
 enum class Kernel { Naive, Tiled, Fused, Async, Warp };
 
 Kernel kernel_for(Variant variant, Width width) {

@@ -28,9 +28,10 @@
 //       dB = scaling·dyᵀ·u (N, r).
 //
 // Shapes: x (M, K), W (N, K), A (r, K), B (N, r), bias (N,), dy (M, N); every array C-contiguous
-// (row-major) on the current device. variant is "naive", "tiled", "fused", "vectorized", "async" or "warp"; dtype
-// is "float32" or "float64". Every output element is written, never accumulated into. Kernels are queued on
-// `stream` and the call returns without waiting for them (the GIL is released meanwhile).
+// (row-major) on the current device. variant is "naive", "tiled", "fused", "vectorized", "async"
+// or "warp"; dtype is "float32" or "float64". Every output element is written, never accumulated
+// into. Kernels are queued on `stream` and the call returns without waiting for them (the GIL is
+// released meanwhile).
 //
 // Errors: an unknown variant or dtype, a size < 1, too small a workspace, a null address (0) for
 // any array but bias, an output or the workspace overlapping another array, or a product too large
