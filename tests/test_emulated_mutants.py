@@ -88,6 +88,9 @@ MUTANTS = {
         "end, right_tiles[1 - now]);", "async", FUSED_EDGES, None),
     "async: the scaled s·u copied from x's memory": (
         "lora_async.cu", "if (inside && inner < op.split) {", "if (inside) {", "async", FUSED_EDGES, None),
+    "async: a 16-byte cp.async from an unaligned address": (
+        "lora_async.cu", "inner < op.split &&\n          reinterpret_cast<uintptr_t>(src) % 16 == 0) {",
+        "inner < op.split) {", "async", FUSED_EDGES, "misaligned"),
     "warp: every warp computes the first warp's tile": (
         "lora_async.cu", "Tl::template place<kVec>(threadIdx.x);", "Tl::template place<kVec>(threadIdx.x % 32);",
         "warp", FUSED_EDGES, None),
