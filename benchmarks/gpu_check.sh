@@ -168,10 +168,10 @@ write_summary
 
 # ---- 2. build; 3. kernels usable ------------------------------------------------------------------
 if [ "$DRY" = 1 ]; then
-    step must "build (dry run: the existing build is loaded)" build.log 90 "$PYTHON" -c \
+    step must "build (dry run: the existing build is loaded)" build.log 100 "$PYTHON" -c \
         "import minilora._C as C; print('minilora._C built', 'with' if C.with_cuda else 'without', 'CUDA')"
 elif [ -n "$NVCC" ]; then
-    step must "build" build.log 90 "$PYTHON" -m pip install --no-build-isolation --no-deps -e .
+    step must "build" build.log 100 "$PYTHON" -m pip install --no-build-isolation --no-deps -e .
 else
     FAILED=1
     skip "build" "no nvcc: nothing below can mean anything"

@@ -437,6 +437,21 @@ def test_gpu_check_budget_in_its_header_adds_up_to_its_default():
     assert len(steps) == 9 and sum(steps) == total == default <= 360, (steps, total, default)
 
 
+def test_gpu_check_steps_run_with_the_limits_its_header_gives():
+    text = GPU_CHECK.read_text()
+    limits = dict(re.findall(r"^#\s+(\d)\. .*?\s(\d+) s ", text, re.MULTILINE))
+    expected = [(rf'step must "build" build\.log {limits["2"]} ', "build"),
+                (rf'step must "build \(dry run[^"]*" build\.log {limits["2"]} ', "dry-run build"),
+                (rf'step must "kernels usable" build\.log {limits["3"]} ', "kernels usable"),
+                (rf'step must "pytest -m gpu" tests\.log {limits["4"]} ', "pytest -m gpu"),
+                (rf"limit={limits['5']} runs", "memcheck"),
+                (rf'"\$tool" = racecheck \] && limit={limits["6"]}\n', "racecheck"),
+                (rf'"\$tool" = initcheck \] && limit={limits["7"]}\n', "initcheck"),
+                (rf'step report "benchmark" bench\.log {limits["8"]} ', "benchmark")]
+    for pattern, step in expected:
+        assert re.search(pattern, text), f"{step}: the script's limit is not the header's"
+
+
 @pytest.mark.skipif(shutil.which("bash") is None or shutil.which("timeout") is None,
                     reason="needs bash and coreutils' timeout")
 def test_gpu_check_dry_run_runs_every_step(tmp_path):
