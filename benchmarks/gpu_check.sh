@@ -2,26 +2,31 @@
 # One call on a GPU machine checks the CUDA path, within GPU_CHECK_SECONDS (default 360 s, an H200):
 #
 #   step                     at most  what
-#   1. preflight               20 s   nvcc (PATH or /usr/local/cuda/bin; CMake is told via CUDACXX),
+#   1. preflight               15 s   nvcc (PATH or /usr/local/cuda/bin; CMake is told via CUDACXX),
 #                                     compute-sanitizer (and whether it is allowed to run here),
 #                                     CuPy, driver and GPU; a missing tool is "skipped", not failed
-#   2. build                  100 s   pip install --no-build-isolation --no-deps -e ., for sm_90 only
-#                                     (lora_async.cu, 20 kernels, is the longest file to compile)
-#   3. kernels usable          10 s   minilora.kernels.cuda.status() must say the kernels can run
-#   4. pytest -m gpu           60 s   the GPU tests only (CI runs the rest, and the emulated kernels)
-#   5. sanitizer memcheck      40 s   compute-sanitizer over benchmarks/sanitize_kernels.py --quick:
-#                                     every rung on 4 small shapes, both dtypes, each warp tile config
+#   2. build                   90 s   pip install --no-build-isolation --no-deps -e ., for sm_90 only
+#   3. kernels usable           5 s   minilora.kernels.cuda.status() must say the kernels can run
+#   4. pytest -m gpu           70 s   the GPU tests only (CI runs the rest, and the emulated kernels);
+#                                     eight rungs, the tensor-core two in float32 only
+#   5. sanitizer memcheck      45 s   compute-sanitizer over benchmarks/sanitize_kernels.py --quick:
+#                                     every rung on 4 small shapes (float64 too, but for the
+#                                     tensor-core rungs), and each warp tile configuration
 #   6. sanitizer racecheck     45 s   the same in float32 only (--float32), for the slower tools;
 #   7. sanitizer initcheck     30 s   CuPy's memory pool off (it hides a small out-of-bounds access)
-#   8. benchmark               45 s   N = K = 4096, r = 16, M = 128, 512, 8192; the register-blocked
-#                                     rungs and the baselines (not naive, tiled); JSON after every shape
+#   8. benchmark               50 s   N = K = 4096, r = 16, M = 128, 512, 8192: float32 (the
+#                                     register-blocked and tensor-core rungs and the baselines, not
+#                                     naive, tiled; no new shape after 20 s), then the bf16 rung
+#                                     beside PEFT in bfloat16 into bf16/ (no new shape after 5 s);
+#                                     JSON after every shape
 #   9. summary                 10 s   kept in reserve
 #                             -----
 #                             360 s
 # (Estimates: no step has run on a GPU yet. The tile sweep, minilora bench --sweep, is not part of
 # this call; it is for a second one.)
 # Each step gets its limit or the time left, whichever is less; a step with no time left is skipped.
-# Logs, the benchmark's lora_bench.json / .md / .png and summary.md go to $OUT (or ./gpu_check_out);
+# Logs, the benchmark's lora_bench.json / .md / .png (and bf16/lora_bench.*) and summary.md go to
+# $OUT (or ./gpu_check_out);
 # summary.md is rewritten after every step and once more on exit (an EXIT trap, so also when the
 # script is stopped). Exits 1 if a required step failed.
 #
@@ -46,7 +51,8 @@ START=$SECONDS
 export PYTHONUNBUFFERED=1
 export MINILORA_CUDA=1
 export MINILORA_CUDA_ARCHS="${MINILORA_CUDA_ARCHS:-90}"
-BENCH_ARGS="${BENCH_ARGS:---M 128,512,8192 --NK 4096x4096 --r 16 --quick --methods fused,vectorized,async,warp,cupy,composed,base,peft}"
+BENCH_ARGS="${BENCH_ARGS:---M 128,512,8192 --NK 4096x4096 --r 16 --quick --methods fused,vectorized,async,warp,tf32x3,bf16,cupy,composed,base,peft}"
+BF16_BENCH_SECONDS=5  # the bfloat16 run starts no new shape after this (after the float32 run)
 
 SUMMARY=()
 FAILED=0
@@ -163,20 +169,20 @@ else
     found compute-sanitizer "" "not on PATH nor next to nvcc"
 fi
 found python "$("$PYTHON" --version 2>&1)" "$(command -v "$PYTHON")"
-SUMMARY+=("| preflight | ok | $((SECONDS - START)) | 20 | preflight.log |")
+SUMMARY+=("| preflight | ok | $((SECONDS - START)) | 15 | preflight.log |")
 write_summary
 
 # ---- 2. build; 3. kernels usable ------------------------------------------------------------------
 if [ "$DRY" = 1 ]; then
-    step must "build (dry run: the existing build is loaded)" build.log 100 "$PYTHON" -c \
+    step must "build (dry run: the existing build is loaded)" build.log 90 "$PYTHON" -c \
         "import minilora._C as C; print('minilora._C built', 'with' if C.with_cuda else 'without', 'CUDA')"
 elif [ -n "$NVCC" ]; then
-    step must "build" build.log 100 "$PYTHON" -m pip install --no-build-isolation --no-deps -e .
+    step must "build" build.log 90 "$PYTHON" -m pip install --no-build-isolation --no-deps -e .
 else
     FAILED=1
     skip "build" "no nvcc: nothing below can mean anything"
 fi
-step must "kernels usable" build.log 10 "$PYTHON" -c "
+step must "kernels usable" build.log 5 "$PYTHON" -c "
 from minilora.kernels import cuda
 usable, reason = cuda.status()
 print(reason)
@@ -185,12 +191,12 @@ raise SystemExit(0 if usable or '$DRY' == '1' else 1)"
 # ---- 4. the GPU tests -----------------------------------------------------------------------------
 XDIST=()
 if [ "$DRY" != 1 ] && "$PYTHON" -c "import xdist" 2>/dev/null; then XDIST=(-n 8); fi
-step must "pytest -m gpu" tests.log 60 "$PYTHON" -m pytest -m gpu -q -rs -p no:cacheprovider "${XDIST[@]}"
+step must "pytest -m gpu" tests.log 70 "$PYTHON" -m pytest -m gpu -q -rs -p no:cacheprovider "${XDIST[@]}"
 
 # ---- 5-7. compute-sanitizer -------------------------------------------------------------------------
 # memcheck over sanitize_kernels.py --quick; the slower racecheck and initcheck in float32 only.
 for tool in memcheck racecheck initcheck; do
-    limit=40 runs=(--quick)
+    limit=45 runs=(--quick)
     [ "$tool" = racecheck ] && limit=45
     [ "$tool" = initcheck ] && limit=30
     [ "$tool" != memcheck ] && runs=(--quick --float32)
@@ -208,9 +214,12 @@ done
 # ---- 8. benchmark -----------------------------------------------------------------------------------
 # Its numbers are read, not asserted: a failure is reported, not fatal. It starts no new shape past
 # --budget-s and writes lora_bench.json after every shape, so a cut-off run keeps what it measured.
-bench_limit=45
+bench_limit=50
 [ "$(left)" -lt "$bench_limit" ] && bench_limit=$(left)
+fp32_budget=$((bench_limit > 30 ? bench_limit - 30 : 1))
+# One step, two runs: float32 (every fp32 and tf32x3 rung and the baselines), then bfloat16.
 # shellcheck disable=SC2086  # BENCH_ARGS is a list of options
-step report "benchmark" bench.log 45 "$PYTHON" benchmarks/bench_lora.py --out "$OUT_DIR" \
-    --budget-s $((bench_limit > 20 ? bench_limit - 20 : 1)) $BENCH_ARGS
+step report "benchmark" bench.log 50 bash -c '"$1" benchmarks/bench_lora.py --out "$2" --budget-s "$3" ${@:5} &&
+    "$1" benchmarks/bench_lora.py --out "$2/bf16" --dtype bfloat16 --budget-s "$4" --no-plot ${@:5}' \
+    bench "$PYTHON" "$OUT_DIR" "$fp32_budget" "$BF16_BENCH_SECONDS" $BENCH_ARGS
 exit "$FAILED"

@@ -6,8 +6,8 @@ results: the program compute-sanitizer watches in benchmarks/gpu_check.sh.
 
 The shapes are not multiples of any tile and include the ones that make the kernels split a long
 inner dimension into partial sums, so every kernel (naive, tiled, fused, vectorized, async, warp
-with each of its tile configurations, and the second pass that adds partial sums) and every bounds
-check runs. Exits 1 if an output is wrong (NaN-poisoned outputs,
+with each of its tile configurations, the tensor-core tf32x3 and bf16 in float32 only, and the
+second pass that adds partial sums) and every bounds check runs. Exits 1 if an output is wrong (NaN-poisoned outputs,
 float64 NumPy reference, the rounding bound of minilora.kernels.accuracy), 0 otherwise; prints one
 line per run.
 
@@ -27,7 +27,7 @@ os.environ.setdefault("MINILORA_CUDA_SYNC", "1")
 
 from minilora import backend, tile_sweep  # noqa: E402
 from minilora.kernels import cuda as cuda_kernels  # noqa: E402
-from minilora.kernels import accuracy, reference  # noqa: E402
+from minilora.kernels import accuracy, bf16, reference  # noqa: E402
 
 # (M, N, K, r)
 SHAPES = [(1, 1, 1, 1), (3, 5, 7, 2), (17, 33, 19, 5), (130, 129, 131, 3), (8, 300, 1030, 4),
@@ -40,8 +40,12 @@ WARP_TILES_SHAPE = (130, 129, 131, 3)
 
 def check(variant, dtype, M, N, K, r, rng):
     cp = backend.xp_for("cuda")
-    host = {name: rng.standard_normal(shape).astype(dtype).astype(np.float64) for name, shape in
+    host = {name: rng.standard_normal(shape).astype(dtype) for name, shape in
             (("x", (M, K)), ("W", (N, K)), ("A", (r, K)), ("B", (N, r)), ("bias", (N,)), ("dy", (M, N)))}
+    operands = cuda_kernels.operands_of(variant)  # the bf16 rung: bf16 inputs, bf16 bounds
+    if operands == "bfloat16":
+        host.update({name: bf16.round_to_bfloat16(a) for name, a in host.items() if name != "bias"})
+    host = {name: a.astype(np.float64) for name, a in host.items()}
     dev = {name: cp.asarray(value.astype(dtype)) for name, value in host.items()}
     scaling = 1.5
 
@@ -58,8 +62,9 @@ def check(variant, dtype, M, N, K, r, rng):
     u_used = backend.to_numpy(u).astype(np.float64)  # the backward's error measured on its own input
     refs = (reference.lora_forward(h["x"], h["W"], h["A"], h["B"], scaling, h["bias"])[:1] +
             reference.lora_backward(h["dy"], h["x"], h["W"], h["A"], h["B"], u_used, scaling))
-    bounds = (accuracy.forward_bounds(h["x"], h["W"], h["A"], h["B"], scaling, h["bias"], dtype)[:1] +
-              accuracy.backward_bounds(h["dy"], h["x"], h["W"], h["A"], h["B"], u_used, scaling, dtype))
+    bounds = (accuracy.forward_bounds(h["x"], h["W"], h["A"], h["B"], scaling, h["bias"], dtype, operands)[:1] +
+              accuracy.backward_bounds(h["dy"], h["x"], h["W"], h["A"], h["B"], u_used, scaling, dtype,
+                                       operands))
     problems = [accuracy.check(name, backend.to_numpy(out), ref, bound) for name, out, ref, bound in
                 zip(("y", "dx", "dA", "dB"), (y,) + tuple(grads), refs, bounds)]
     problems = [p for p in problems if p]  # a NaN is never within bounds: an unwritten element fails
@@ -76,7 +81,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     dtypes = (np.float32,) if args.float32 else (np.float32, np.float64)
     runs = [(variant, dtype, shape) for variant in cuda_kernels.VARIANTS
-            for dtype in dtypes for shape in (QUICK_SHAPES if args.quick else SHAPES)]
+            for dtype in dtypes for shape in (QUICK_SHAPES if args.quick else SHAPES)
+            if variant not in cuda_kernels.FLOAT32_ONLY or dtype == np.float32]
     runs += [(tile_sweep.PREFIX + tiles, np.float32, WARP_TILES_SHAPE) for tiles in _warp_tiles()]
     if args.list:
         for variant, dtype, (M, N, K, r) in runs:
@@ -87,6 +93,11 @@ def main(argv=None):
     if not usable:
         print(f"sanitize_kernels: the CUDA kernels cannot run here: {reason}")
         return 1
+    for variant in cuda_kernels.VARIANTS:  # the tensor-core rungs need compute capability 8.0
+        usable, why = cuda_kernels.variant_status(variant)
+        if not usable:
+            print(f"sanitize_kernels: not {variant}: {why}")
+            runs = [run for run in runs if run[0] != variant]
     backend.xp_for("cuda").cuda.set_allocator(None)  # every array its own allocation (see above)
     rng = np.random.default_rng(0)
     results = [_pinned(variant, lambda v: check(v, dtype, *shape, rng)) for variant, dtype, shape in runs]

@@ -11,13 +11,19 @@ forward and the forward + backward (W frozen: dx, dA, dB) in two ways:
 Each run takes the next of several copies of the inputs (x, W, A, B, dy, u), together larger than
 twice the GPU's L2 cache, so no run finds its operands already cached by the previous one.
 
-Methods: the kernel ladder "naive", "tiled", "fused", "vectorized", "async", "warp"
+Methods: the kernel ladder "naive", "tiled", "fused", "vectorized", "async", "warp", "tf32x3", "bf16"
 (minilora.kernels.cuda), and with --sweep "warp:<tiles>" (minilora.tile_sweep); "cupy", the
 reference's products through CuPy (minilora.kernels.cupy_baseline); "composed", the same products
 as cuBLAS GEMMs that accumulate in place (y = x·Wᵀ, then y += s·u·Bᵀ with beta = 1); "base", the
 layer without LoRA (x·Wᵀ, and dy·W for the backward), the floor; "peft", PyTorch + PEFT, when both
 import. R_base = time ÷ base time; R_peft = time ÷ peft time; TFLOP/s counts the LoRA layer's
 multiply-adds twice (the base layer's for "base").
+
+--dtype bfloat16 times the bf16 rung beside PEFT in torch.bfloat16 (R_peft is the figure to read):
+the rung gets float32 arrays holding bf16 values (minilora/kernels/bf16.py says why and what that
+costs), PEFT gets the same values as bf16 tensors. CuPy has no bfloat16, so the cuBLAS baselines
+do not run then; and the bf16 rung is timed only then (with float32 its R_peft would compare bf16
+arithmetic with PEFT's float32). float64 leaves out the float32-only rungs (tf32x3, bf16).
 
 Results go to --out (default $OUT, else ./minilora_bench): lora_bench.json, lora_bench.md and
 lora_bench.png. Without a usable GPU it prints one line saying why and exits 0.
@@ -33,6 +39,7 @@ from pathlib import Path
 
 from minilora import backend, tile_sweep
 from minilora.io import atomic_write
+from minilora.kernels.bf16 import round_to_bfloat16
 from minilora.kernels.cuda import VARIANTS  # the kernel ladder, timed rung by rung
 from minilora.plot import save_png
 
@@ -40,6 +47,7 @@ FULL = {"M": (128, 512, 2048, 8192), "NK": ((1024, 1024), (4096, 4096), (11008, 
 QUICK = {"M": (128, 2048), "NK": ((1024, 1024), (4096, 4096)), "r": (16,)}
 BASELINES = ("cupy", "composed", "base")
 PASSES = ("forward", "forward+backward")
+BFLOAT16_METHODS = ("bf16", "peft")
 
 
 # ---- command line -----------------------------------------------------------------------------
@@ -56,7 +64,8 @@ def add_arguments(parser):
     parser.add_argument("--sweep", action="store_true",
                         help="time the warp rung with each tile configuration pinned (methods "
                              "warp:<tiles>), beside its own choice, fused and base (minilora.tile_sweep)")
-    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    parser.add_argument("--dtype", choices=("float32", "float64", "bfloat16"), default="float32",
+                        help="bfloat16: the bf16 rung beside PEFT in bfloat16 (no cuBLAS baselines)")
     parser.add_argument("--naive-max-gflop", type=float, default=20.0,
                         help="skip the naive kernel on shapes whose forward exceeds this many GFLOP")
     parser.add_argument("--budget-s", type=float, default=None,
@@ -90,7 +99,9 @@ def run(args):
               for M in (args.M or grid["M"])]
     out_dir = args.out or Path(os.environ.get("OUT") or "minilora_bench")
     methods = tile_sweep.sweep_methods(cuda_kernels.warp_tiles()[0]) if args.sweep else args.methods
+    methods, notes = methods_for(args.dtype, methods)
     bench = _GpuBench(args.dtype, methods, args.naive_max_gflop, quick=args.quick)
+    bench.notes += notes
     print(f"minilora bench on {bench.device_name}, {args.dtype}, {len(shapes)} shapes, "
           f"methods {', '.join(bench.methods)}{bench.peft_note}")
 
@@ -115,6 +126,24 @@ def run(args):
         print(f"skipped {len(skipped)} shapes over the --budget-s of {args.budget_s} s: {skipped}")
     print(f"results in {out_dir}/lora_bench.{{json,md{'' if args.no_plot else ',png'}}}")
     return 0
+
+
+def methods_for(dtype, methods):
+    """``(kept, notes)``: the methods that can be timed in `dtype` ("float32", "float64" or
+    "bfloat16"), in their order, and one note for each kind left out."""
+    from minilora.kernels.cuda import FLOAT32_ONLY
+
+    if dtype == "bfloat16":
+        left_out = [m for m in methods if m not in BFLOAT16_METHODS]
+        why = "not timed in bfloat16 (CuPy has no bfloat16; the fp32 rungs are timed in float32)"
+    elif dtype == "float64":
+        left_out = [m for m in methods if m in FLOAT32_ONLY]
+        why = "not timed in float64 (tensor-core rungs, float32 only)"
+    else:
+        left_out = [m for m in methods if m == "bf16"]
+        why = "timed with --dtype bfloat16, beside PEFT in bfloat16"
+    kept = tuple(m for m in methods if m not in left_out)
+    return kept, ([f"{', '.join(left_out)}: {why}"] if left_out else [])
 
 
 # ---- arithmetic on the numbers (pure functions) ------------------------------------------------
@@ -285,7 +314,8 @@ class _GpuBench:
 
     def __init__(self, dtype, methods, naive_max_gflop, quick):
         self.cp = backend.xp_for("cuda")
-        self.dtype = dtype
+        self.bfloat16 = dtype == "bfloat16"
+        self.dtype = "float32" if self.bfloat16 else dtype  # of the arrays: bf16 values in float32
         self.naive_max_flops = naive_max_gflop * 1e9
         self.target_s = 0.1 if quick else 0.2  # host-inclusive time to spend on each measurement
         self.max_runs = 20 if quick else 30
@@ -305,6 +335,12 @@ class _GpuBench:
         if unknown:
             raise ValueError(f"unknown methods {sorted(unknown)}; "
                              f"choose from {VARIANTS + BASELINES + ('peft',)}")
+        from minilora.kernels import cuda as cuda_kernels
+        for method in [m for m in self.methods if m in VARIANTS]:
+            usable, reason = cuda_kernels.variant_status(method)
+            if not usable:  # a tensor-core rung on a GPU without mma.sync for it
+                self.methods.remove(method)
+                self.notes.append(f"{method} not timed: {reason}")
 
     # -- inputs --
     def _input_sets(self, M, N, K, r):
@@ -317,7 +353,8 @@ class _GpuBench:
         sets = []
         for _ in range(copies):
             def draw(*shape):
-                return rng.standard_normal(shape, dtype=self.dtype)
+                values = rng.standard_normal(shape, dtype=self.dtype)
+                return round_to_bfloat16(values) if self.bfloat16 else values
             sets.append({"x": draw(M, K), "W": draw(N, K), "A": draw(r, K), "B": draw(N, r),
                          "dy": draw(M, N), "u": draw(M, r)})
         return sets
@@ -360,7 +397,7 @@ class _GpuBench:
             return (lambda i: _base_forward(self.cp, sets[i % n]),
                     lambda i: _base_forward_backward(self.cp, sets[i % n]))
         if method == "peft":
-            return _peft_callables(self.torch, self.peft, sets, scaling, self.stream)
+            return _peft_callables(self.torch, self.peft, sets, scaling, self.stream, self.bfloat16)
         raise ValueError(f"unknown method {method!r}")
 
     # -- one shape --
@@ -379,6 +416,8 @@ class _GpuBench:
                 fwd, fwd_bwd = self._callables(method, sets, scaling)
                 y = fwd(0)
                 y = y[0] if isinstance(y, tuple) else y
+                if self.bfloat16 and method == "peft":
+                    y = y.float()  # CuPy reads no bfloat16 tensor
                 error = None
                 if method != "base":
                     diff = self.cp.linalg.norm(self.cp.asarray(y, dtype=self.cp.float64) - reference_y)
@@ -473,8 +512,12 @@ def _import_peft():
     return (torch, peft) if torch.cuda.is_available() else (None, None)
 
 
-def _peft_callables(torch, peft, sets, scaling, stream):
-    """A PEFT LoRA linear per input set, on our arrays (shared through DLPack), on our stream."""
+def _peft_callables(torch, peft, sets, scaling, stream, bfloat16=False):
+    """A PEFT LoRA linear per input set, on our arrays (shared through DLPack, or copied to
+    torch.bfloat16 with bfloat16), on our stream."""
+    def convert(tensor):
+        return tensor.to(torch.bfloat16) if bfloat16 else tensor
+
     layers = []
     for s in sets:
         N, K = s["W"].shape
@@ -484,11 +527,11 @@ def _peft_callables(torch, peft, sets, scaling, stream):
         model = peft.get_peft_model(model, config).cuda()
         layer = model.base_model.model[0]
         with torch.no_grad():
-            layer.base_layer.weight.data = torch.from_dlpack(s["W"])
-            layer.lora_A["default"].weight.data = torch.from_dlpack(s["A"]).clone()
-            layer.lora_B["default"].weight.data = torch.from_dlpack(s["B"]).clone()
-        x = torch.from_dlpack(s["x"]).detach().requires_grad_(True)
-        layers.append((model, x, torch.from_dlpack(s["dy"])))
+            layer.base_layer.weight.data = convert(torch.from_dlpack(s["W"]))
+            layer.lora_A["default"].weight.data = convert(torch.from_dlpack(s["A"]).clone())
+            layer.lora_B["default"].weight.data = convert(torch.from_dlpack(s["B"]).clone())
+        x = convert(torch.from_dlpack(s["x"])).detach().requires_grad_(True)
+        layers.append((model, x, convert(torch.from_dlpack(s["dy"]))))
     torch_stream = torch.cuda.ExternalStream(stream.ptr)
     n = len(layers)
 

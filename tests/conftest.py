@@ -114,3 +114,15 @@ def pytest_terminal_summary(terminalreporter, config):
     if tables:
         terminalreporter.write_sep("-", "fuzz and tampering outcomes")
         terminalreporter.write(tables)
+
+
+@pytest.fixture(scope="session")
+def emulator():
+    """The CUDA kernel ladder on the CPU (minilora.kernels.emulated), built once from this checkout;
+    skipped with the reason where there is no C++ compiler or no source checkout."""
+    from minilora.kernels import emulated
+
+    try:
+        return emulated.load()
+    except emulated.EmulatorUnavailable as exc:
+        pytest.skip(str(exc))

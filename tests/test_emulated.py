@@ -2,12 +2,15 @@
 
 The emulator is compiled from this checkout's csrc/cuda/ and csrc/emulation/ with g++ (cached under
 build/emulation/), so these tests check the kernel sources as they are now, on a machine without a
-GPU: every rung ("naive", "tiled", "fused", "vectorized", "async", "warp"), forward and backward,
-float32 and float64, on shapes that are not multiples of any tile and on shapes that make the plan
-split an inner dimension (test_emulated_fast_rungs.py adds what is particular to async and warp,
-every tile configuration of warp among it). Each case runs twice, threads and blocks in index order and shuffled, and must be within accuracy's rounding
-bound of the float64 reference (minilora.kernels.accuracy) and bit-identical between the two
-orders. Outputs, workspace and shared memory start as NaN, so an element never written fails.
+GPU: every rung ("naive", "tiled", "fused", "vectorized", "async", "warp", and the tensor-core rungs
+"tf32x3" and "bf16", which take float32 only), forward and backward, float32 and float64, on shapes
+that are not multiples of any tile and on shapes that make the plan split an inner dimension
+(test_emulated_fast_rungs.py adds what is particular to async and warp, every tile configuration of
+warp among it). Each case runs twice, threads and blocks in index order and shuffled, and must be
+within accuracy's rounding bound of the float64 reference (minilora.kernels.accuracy; the bf16 rung
+on bfloat16 inputs, within the bfloat16 bound) and bit-identical between the two orders. Outputs,
+workspace and shared memory start as NaN, so an element never written fails. The tensor-core
+instructions themselves are checked against the PTX ISA in test_emulated_mma.py.
 
 Marked `emulated` (`pytest -m emulated` runs these and the mutants of test_emulated_mutants.py);
 skipped with the reason only where there is no C++ compiler or no source checkout.
@@ -23,14 +26,9 @@ from lora_shapes import SHAPES
 pytestmark = pytest.mark.emulated
 
 DTYPES = [np.float32, np.float64]
-
-
-@pytest.fixture(scope="session")
-def emulator():
-    try:
-        return emulated.load()
-    except emulated.EmulatorUnavailable as exc:
-        pytest.skip(str(exc))
+# Every rung in every dtype it takes (the tensor-core rungs compute in float32 only).
+CASES = [(variant, dtype) for variant in emulated.VARIANTS for dtype in DTYPES
+         if variant not in emulated.FLOAT32_ONLY or dtype == np.float32]
 
 
 def assert_correct(failures):
@@ -38,8 +36,7 @@ def assert_correct(failures):
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "M{}_N{}_K{}_r{}".format(*s))
-@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("variant", emulated.VARIANTS)
+@pytest.mark.parametrize("variant, dtype", CASES, ids=lambda c: c if isinstance(c, str) else np.dtype(c).name)
 def test_rung_matches_reference_in_both_orders(emulator, rng, variant, dtype, shape):
     seed = int(rng.integers(2**32))
     assert_correct(emulated.check_layer(emulator, variant, dtype, *shape, rng, seed=seed))
@@ -54,7 +51,7 @@ def test_forward_without_bias(emulator, rng, variant):
 def test_the_plans_split_where_the_cases_say(emulator):
     """The split shapes above really split (their workspace holds partial sums), and a large-M
     shape really does not, so the second pass and the unsplit path are both exercised."""
-    for variant in ("tiled", "fused", "vectorized", "async", "warp"):
+    for variant in ("tiled", "fused", "vectorized", "async", "warp", "tf32x3", "bf16"):
         assert emulator.workspace_size(variant, np.float32, 8, 40, 530, 4, backward=False) > 0
         assert emulator.workspace_size(variant, np.float32, 3, 9, 1030, 2, backward=False) > 0
         assert emulator.workspace_size(variant, np.float32, 530, 20, 24, 3, backward=True) > 530 * 3
@@ -130,3 +127,13 @@ def test_bad_arguments_are_refused_before_the_emulator_runs(emulator):
         emulator.forward(x, x, x, x, 1.0, variant="fast")
     with pytest.raises(TypeError, match=r"W has dtype float64 but x has float32"):
         emulator.forward(x, x.astype(np.float64), x[:1], x[:, :1].copy(), 1.0)
+
+
+@pytest.mark.parametrize("variant", emulated.FLOAT32_ONLY)
+def test_tensor_core_rungs_refuse_float64(emulator, variant):
+    """In Python first; and the host code of csrc/cuda refuses it too, before sizing anything."""
+    x = np.ones((3, 4))
+    with pytest.raises(TypeError, match=rf"variant '{variant}' runs on tensor cores and takes float32 arrays, got float64"):
+        emulator.forward(x, x, x[:1], x[:, :1].copy(), 1.0, variant=variant)
+    with pytest.raises(ValueError, match=rf"variant '{variant}' runs on tensor cores and takes float32 arrays, got float64"):
+        emulator.workspace_size(variant, np.float64, 3, 3, 4, 1, backward=True)

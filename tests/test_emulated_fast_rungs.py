@@ -10,7 +10,7 @@ what is particular to them.
   by MINILORA_WARP_TILES), the choice per shape is checked against the rule the file states, and
   the trace of who writes what shows each warp owning its own sub-tile.
 
-Marked `emulated`, like test_emulated.py.
+Marked `emulated`, like test_emulated.py (the `emulator` fixture is conftest.py's).
 """
 
 import numpy as np
@@ -25,14 +25,6 @@ pytestmark = pytest.mark.emulated
 # dimension with a glued seam that is not 16-byte aligned.
 CONFIG_SHAPES = [(129, 130, 19, 3), (8, 40, 530, 4)]
 WARP_TILES = ("128x128x8/32x64/8x8", "128x64x8/32x64/8x8", "64x128x8/32x64/8x8", "64x64x8/32x32/8x4")
-
-
-@pytest.fixture(scope="module")
-def emulator():
-    try:
-        return emulated.load()
-    except emulated.EmulatorUnavailable as exc:
-        pytest.skip(str(exc))
 
 
 def run_layer(emulator, variant, d, s):

@@ -22,6 +22,8 @@ EDGES = (17, 33, 19, 5)  # no size a multiple of a tile
 FUSED_EDGES = (130, 129, 19, 3)  # one row and one column past the fused float32 tile of 128
 ONE_STEP = (5, 7, 3, 2)  # K + r = 5: one tile step, no stale values; only the NaN poison of shared
                          # memory shows a tile element that is never written
+MMA_EDGES = (33, 40, 19, 5)  # tensor cores: rows past 32 (the second warp row), K + r = 24 (a half
+                             # tile step), r = 5 (one live 16 x 8 piece of u's columns)
 
 # id: (file, original text, mutated text, variant, shape, what a report must mention or None)
 MUTANTS = {
@@ -97,6 +99,31 @@ MUTANTS = {
     "fused: a block of more than 1024 threads": (
         "lora_fused.cu", "dim3(kThreads), p,", "dim3(kThreads * 8), p,", "fused", FUSED_EDGES,
         "outside CUDA's limits"),
+    "tf32x3: wrong fragment row of A": (
+        "lora_mma.cu", "left[w.row0 + mi * 16 + e.row][k0 + e.col]", "left[w.row0 + mi * 16 + e.row % 8][k0 + e.col]",
+        "tf32x3", MMA_EDGES, None),
+    "tf32x3: a residual product missing": (
+        "lora_mma.cu", "      mma_m16n8k8_tf32(small[mi][ni], a_lo[mi], b_hi[ni], small[mi][ni]);\n", "",
+        "tf32x3", MMA_EDGES, None),
+    "tf32x3: hi and lo swapped in a residual product (hi·lo twice, no lo·hi)": (
+        "lora_mma.cu", "mma_m16n8k8_tf32(small[mi][ni], a_lo[mi], b_hi[ni], small[mi][ni]);",
+        "mma_m16n8k8_tf32(small[mi][ni], a_hi[mi], b_lo[ni], small[mi][ni]);", "tf32x3", MMA_EDGES, None),
+    "tf32x3: the small products' accumulator never added": (
+        "lora_mma.cu", "? sum[mi][ni][i] + small[mi][ni][i]", "? sum[mi][ni][i]", "tf32x3", MMA_EDGES, None),
+    "tf32x3: wrong k-step (every other 8 inner indices skipped)": (
+        "lora_mma.cu", "k0 += kTf32Inner) {", "k0 += 2 * kTf32Inner) {", "tf32x3", MMA_EDGES, None),
+    "tf32x3: one lane skips the mma": (
+        "lora_mma.cu", "if (!w.live[mi][ni]) continue;", "if (!w.live[mi][ni] || lane == 31) continue;",
+        "tf32x3", MMA_EDGES, "warp divergence"),
+    "bf16: wrong fragment row of B": (
+        "lora_mma.cu", "right[col + high.col][k0 + high.row]", "right[col + high.col][k0 + low.row]", "bf16",
+        MMA_EDGES, None),
+    "bf16: A's two halves swapped in a register": (
+        "lora_mma.cu", "a[mi][j] = pack_bf16(left[row + low.row][k0 + low.col], left[row + high.row][k0 + high.col]);",
+        "a[mi][j] = pack_bf16(left[row + high.row][k0 + high.col], left[row + low.row][k0 + low.col]);", "bf16",
+        MMA_EDGES, None),
+    "bf16: tiles advance 8 inner indices for a 16-deep instruction": (
+        "lora_mma.cu", "inner0 += kMmaStep) {", "inner0 += kMmaStep / 2) {", "bf16", MMA_EDGES, None),
 }
 
 
@@ -120,7 +147,7 @@ def test_mutant_is_caught(mutant_builds, rng, name):
     emulator = emulated.load(replace=emulated.mutant(file, old, new))
     assert emulator.path == mutant_builds[name]
     failures = []
-    for dtype in (np.float32, np.float64):
+    for dtype in (np.float32,) if variant in emulated.FLOAT32_ONLY else (np.float32, np.float64):
         try:
             failures += emulated.check_layer(emulator, variant, dtype, *shape, rng, seed=5)
         except ValueError as exc:  # refused by the host code's own checks

@@ -1,9 +1,11 @@
 """The CUDA kernels (minilora.kernels.cuda) and the CuPy baseline against the float64 reference.
 
-Every rung of the kernel ladder ("naive", "tiled", "fused", "vectorized", "async", "warp") in float32
-and float64, forward and backward, on fresh random inputs (never zeros) and on shapes that are not
-multiples of any tile: every element within the rounding bound of minilora.kernels.accuracy (built from the sizes of the
-terms summed, so cancellation cannot fail a correct kernel; the emulated tests use the same bound).
+Every rung of the kernel ladder ("naive", "tiled", "fused", "vectorized", "async", "warp" in float32
+and float64; the tensor-core rungs "tf32x3" and "bf16" in float32, on GPUs of compute capability
+8.0 or newer), forward and backward, on fresh random inputs (never zeros) and on shapes that are
+not multiples of any tile: every element within the rounding bound of minilora.kernels.accuracy
+(built from the sizes of the terms summed, so cancellation cannot fail a correct kernel; the
+emulated tests use the same bound; the bf16 rung gets bfloat16 inputs and the bfloat16 bound).
 Outputs are NaN-poisoned buffers passed as `out=`, so an element a kernel forgot to write fails.
 
 GPU tests are marked `gpu` and skipped with the reason where the kernels cannot run. The tests
@@ -29,7 +31,7 @@ import minilora
 import minilora.kernels
 from minilora import backend
 from minilora.kernels import cuda as cuda_kernels
-from minilora.kernels import accuracy, cupy_baseline, reference
+from minilora.kernels import accuracy, bf16, cupy_baseline, reference
 
 from lora_shapes import GPU_SHAPES
 
@@ -39,6 +41,19 @@ CUPY_USABLE, CUPY_REASON = backend.cuda_status()
 needs_cupy = pytest.mark.skipif(not CUPY_USABLE, reason=CUPY_REASON or "")
 
 DTYPES = [np.float32, np.float64]
+CASES = [(variant, dtype) for variant in cuda_kernels.VARIANTS for dtype in DTYPES
+         if variant not in cuda_kernels.FLOAT32_ONLY or dtype == np.float32]
+
+
+def skip_unless_runs_here(variant):
+    """The tensor-core rungs need mma.sync on TF32 / bf16: compute capability 8.0 or newer."""
+    usable, reason = cuda_kernels.variant_status(variant)
+    if KERNELS_USABLE and not usable:
+        pytest.skip(reason)
+
+
+def dtype_for(variant):
+    return np.float32 if variant in cuda_kernels.FLOAT32_ONLY else np.float64
 
 
 
@@ -53,9 +68,10 @@ def poisoned(*shapes, dtype):
 class Problem:
     """Random float64 inputs of one LoRA layer, and their copies on the GPU in `dtype`."""
 
-    def __init__(self, rng, M, N, K, r, dtype, bias=True):
+    def __init__(self, rng, M, N, K, r, dtype, bias=True, operands=None):
         self.shape = (M, N, K, r)
         self.dtype = dtype
+        self.operands = operands  # "bfloat16" for the bf16 rung: inputs rounded to bf16 values
         self.scaling = float(rng.uniform(0.5, 4.0))
         # Inputs are rounded to `dtype` first, so the float64 reference sees exactly what the
         # kernel sees and the error measures the kernel's arithmetic alone.
@@ -68,6 +84,9 @@ class Problem:
         }
         if bias:
             host["bias"] = rng.standard_normal(N)
+        if operands == "bfloat16":
+            host.update({k: bf16.round_to_bfloat16(v.astype(np.float32)) for k, v in host.items()
+                         if k != "bias"})
         self.host = {k: v.astype(dtype).astype(np.float64) for k, v in host.items()}
         self.dev = {k: cupy().asarray(v.astype(dtype)) for k, v in self.host.items()}
 
@@ -84,13 +103,13 @@ class Problem:
     def forward_bounds(self):
         h = self.host
         return accuracy.forward_bounds(h["x"], h["W"], h["A"], h["B"], self.scaling, h.get("bias"),
-                                       self.dtype)
+                                       self.dtype, self.operands)
 
     def backward_bounds(self, u=None):
         h = self.host
         u = self.reference_forward()[1] if u is None else u
         return accuracy.backward_bounds(h["dy"], h["x"], h["W"], h["A"], h["B"], u, self.scaling,
-                                        self.dtype)
+                                        self.dtype, self.operands)
 
     def forward(self, variant):
         M, N, K, r = self.shape
@@ -126,7 +145,8 @@ def assert_backward(problem, grads, u=None):
 
 
 def check_variant(rng, variant, dtype, M, N, K, r, bias=True):
-    problem = Problem(rng, M, N, K, r, dtype, bias=bias)
+    skip_unless_runs_here(variant)
+    problem = Problem(rng, M, N, K, r, dtype, bias=bias, operands=cuda_kernels.operands_of(variant))
     assert_forward(problem, *problem.forward(variant))
     # The backward gets the u of the reference, rounded to dtype, so its error is its own.
     u_rounded = problem.reference_forward()[1].astype(dtype)
@@ -138,8 +158,7 @@ def check_variant(rng, variant, dtype, M, N, K, r, bias=True):
 @pytest.mark.gpu
 @needs_kernels
 @pytest.mark.parametrize("shape", GPU_SHAPES, ids=lambda s: "M{}_N{}_K{}_r{}".format(*s))
-@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("variant", cuda_kernels.VARIANTS)
+@pytest.mark.parametrize("variant, dtype", CASES, ids=lambda c: c if isinstance(c, str) else np.dtype(c).name)
 def test_variant_matches_reference(rng, variant, dtype, shape):
     check_variant(rng, variant, dtype, *shape)
 
@@ -148,17 +167,16 @@ def test_variant_matches_reference(rng, variant, dtype, shape):
 @needs_kernels
 @pytest.mark.parametrize("variant", cuda_kernels.VARIANTS)
 def test_forward_without_bias(rng, variant):
-    check_variant(rng, variant, np.float64, 33, 17, 21, 4, bias=False)
+    check_variant(rng, variant, dtype_for(variant), 33, 17, 21, 4, bias=False)
 
 
 @pytest.mark.gpu
 @needs_kernels
 @settings(max_examples=60)
 @given(M=st.integers(1, 70), N=st.integers(1, 70), K=st.integers(1, 70), r=st.integers(1, 40),
-       variant=st.sampled_from(cuda_kernels.VARIANTS), dtype=st.sampled_from(DTYPES),
-       bias=st.booleans(), seed=st.integers(0, 2**32 - 1))
-def test_random_shapes_match_reference(M, N, K, r, variant, dtype, bias, seed):
-    check_variant(np.random.default_rng(seed), variant, dtype, M, N, K, r, bias=bias)
+       case=st.sampled_from(CASES), bias=st.booleans(), seed=st.integers(0, 2**32 - 1))
+def test_random_shapes_match_reference(M, N, K, r, case, bias, seed):
+    check_variant(np.random.default_rng(seed), *case, M, N, K, r, bias=bias)
 
 
 @pytest.mark.gpu
@@ -166,6 +184,7 @@ def test_random_shapes_match_reference(M, N, K, r, variant, dtype, bias, seed):
 @pytest.mark.parametrize("variant", cuda_kernels.VARIANTS)
 def test_split_sums_are_deterministic(rng, variant):
     """Split products add their partial sums in a fixed order: two runs agree to the bit."""
+    skip_unless_runs_here(variant)
     problem = Problem(rng, 700, 20, 1030, 3, np.float32)
 
     def run():
@@ -288,13 +307,50 @@ def test_bad_variant_and_scaling_are_refused_on_gpu_arrays(arrays):
         cuda_kernels.forward(dev["x"], dev["W"], dev["A"], dev["B"], "2.0")
 
 
+@pytest.mark.gpu
+@needs_kernels
+@pytest.mark.parametrize("variant", cuda_kernels.FLOAT32_ONLY)
+def test_tensor_core_rungs_refuse_float64_and_gpus_without_mma(rng, variant):
+    """float64 is refused in Python; a GPU before compute capability 8.0 (a T4) by the host code,
+    with the reason, before any launch."""
+    d = Problem(rng, 6, 5, 4, 3, np.float64).dev
+    with pytest.raises(TypeError, match=rf"variant '{variant}' runs on tensor cores and takes float32 arrays"):
+        cuda_kernels.forward(d["x"], d["W"], d["A"], d["B"], 1.5, variant=variant)
+    if not cuda_kernels.variant_status(variant)[0]:
+        d = Problem(rng, 6, 5, 4, 3, np.float32).dev
+        with pytest.raises(ValueError, match=r"needs mma.sync on TF32 / bf16, compute capability 8.0 or newer"):
+            cuda_kernels.forward(d["x"], d["W"], d["A"], d["B"], 1.5, variant=variant)
+
+
+@pytest.mark.gpu
+@needs_kernels
+def test_bf16_rung_rounds_its_inputs_as_round_to_bfloat16_does(rng):
+    """The GPU's cvt.rn.bf16.f32 and minilora.kernels.bf16 agree: float32 inputs and their bf16
+    roundings give the same bits (the emulated test checks the emulator's conversion likewise)."""
+    skip_unless_runs_here("bf16")
+    raw = Problem(rng, 70, 33, 45, 4, np.float32)
+    d = raw.dev
+    rounded = {k: (v if k == "bias" else cupy().asarray(bf16.round_to_bfloat16(cupy().asnumpy(v))))
+               for k, v in d.items()}
+    u = cupy().asarray(rng.standard_normal((70, 4)).astype(np.float32))
+    results = []
+    for arrays in (d, rounded):
+        y, u_out = cuda_kernels.forward(arrays["x"], arrays["W"], arrays["A"], arrays["B"], raw.scaling,
+                                        arrays["bias"], variant="bf16")
+        results.append((y, u_out) + cuda_kernels.backward(arrays["dy"], arrays["x"], arrays["W"], arrays["A"],
+                                                          arrays["B"], u, raw.scaling, variant="bf16"))
+    for name, first, second in zip(("y", "u", "dx", "dA", "dB"), *results):
+        assert bool(cupy().array_equal(first, second)), name
+
+
 # ---- through minilora.kernels and F.lora_linear -----------------------------------------------
 @pytest.mark.gpu
 @needs_kernels
 @pytest.mark.parametrize("variant", cuda_kernels.VARIANTS)
 def test_dispatch_with_batch_dims_runs_the_chosen_variant(rng, variant):
     """minilora.kernels flattens leading dims of x and hands 2-D arrays to the kernels."""
-    problem = Problem(rng, 2 * 3 * 7, 19, 23, 4, np.float64)
+    skip_unless_runs_here(variant)
+    problem = Problem(rng, 2 * 3 * 7, 19, 23, 4, dtype_for(variant), operands=cuda_kernels.operands_of(variant))
     d = problem.dev
     x3 = d["x"].reshape(2, 3 * 7, 23)
     y, u = minilora.kernels.lora_forward(x3, d["W"], d["A"], d["B"], problem.scaling, d["bias"],
@@ -333,7 +389,8 @@ def test_numpy_arrays_are_refused_with_a_clear_error(rng):
 
 def test_unknown_variant_is_refused_before_anything_else(rng):
     x = rng.standard_normal((3, 4))
-    with pytest.raises(ValueError, match=r"variant must be one of \('naive', 'tiled', 'fused', 'vectorized', 'async', 'warp'\), got 'fast'"):
+    with pytest.raises(ValueError, match=r"variant must be one of \('naive', 'tiled', 'fused', 'vectorized', "
+                                         r"'async', 'warp', 'tf32x3', 'bf16'\), got 'fast'"):
         cuda_kernels.forward(x, x, x, x, 1.0, variant="fast")
 
 
@@ -361,7 +418,8 @@ def test_workspace_size_follows_the_split_plan():
     # Small M: u (128 × 16, summed over 4096) is split, so is y; the scratch holds whole copies.
     size = _C.lora_workspace_size("fused", "float32", 128, 4096, 4096, 16, False)
     assert size > 0 and size % (128 * 4096) == 0
-    with pytest.raises(ValueError, match=r"variant must be 'naive', 'tiled', 'fused', 'vectorized', 'async' or 'warp'"):
+    with pytest.raises(ValueError, match=r"variant must be 'naive', 'tiled', 'fused', 'vectorized', 'async', "
+                                         r"'warp', 'tf32x3' or 'bf16'"):
         _C.lora_workspace_size("fast", "float32", 1, 1, 1, 1, False)
     with pytest.raises(ValueError, match=r"M = 0, expected 1 <= M"):
         _C.lora_workspace_size("fused", "float32", 0, 1, 1, 1, False)

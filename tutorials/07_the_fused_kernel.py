@@ -9,7 +9,8 @@
 # 1. the forward and backward formulas, with shapes;
 # 2. the trick: one product over an *extended inner dimension*, [x, s·u]·[Wᵀ; Bᵀ], checked in NumPy;
 # 3. FLOPs and memory traffic: why fusing matters even though the LoRA term is cheap;
-# 4. the CUDA kernel ladder (naive, tiled, fused, vectorized, async, warp) and what each rung buys;
+# 4. the CUDA kernel ladder (naive, tiled, fused, vectorized, async, warp, and the tensor-core rungs
+#    tf32x3 and bf16) and what each rung buys;
 # 5. every backend available here checked against the reference;
 # 6. a small CPU timing table, and the recorded GPU benchmark (when there is one).
 #
@@ -192,6 +193,8 @@ for M_, N_, K_, r_ in shapes:
 # | vectorized | `csrc/cuda/lora_fused.cu` | the fused kernel bringing its tiles from device memory 16 bytes (4 floats) per load where the operand allows, one element per load at its edges |
 # | async | `csrc/cuda/lora_async.cu` | the fused blocking with its tiles copied straight into shared memory by `cp.async` (sm_80 and later; ordinary loads on a T4), double-buffered with one barrier per step |
 # | warp | `csrc/cuda/lora_warp.cu` | the async kernel with block → warp → thread tiles: each warp owns an explicit 32 × 64 (or smaller) sub-tile, a third less shared-memory traffic per multiply-add; four tile configurations, one chosen per product (`minilora bench --sweep` times them all) |
+# | tf32x3 | `csrc/cuda/lora_mma.cu` | tensor cores (`mma.sync`, a 16 × 8 × 8 product per warp-instruction): each float32 operand split into a TF32 high part and a TF32 residual, three products for float32 accuracy |
+# | bf16 | `csrc/cuda/lora_mma.cu` | tensor cores on operands rounded to bfloat16, float32 accumulators: one 16 × 8 × 16 product per instruction, bfloat16 accuracy |
 #
 # `csrc/cuda/lora_layer.cu` writes the forward and backward once, as the six products above,
 # for every rung; `csrc/cuda/matmul.cuh` holds the glued operands. On the CPU, `csrc/lora_cpu.cpp`
@@ -261,6 +264,17 @@ else:
 # shared memory per multiply-add from 144 per 2,048 (a warp of the fused rung covers 16 rows × 128
 # columns) to 96 (a 32 × 64 warp tile). `benchmarks/results/NOTES-gpu-ladder.md` lists every
 # rung's predicted effect, waiting for a GPU to measure it.
+#
+# The last two rungs hand the multiply-adds to tensor cores: one `mma.sync` instruction makes a
+# warp of 32 threads compute a whole 16 × 8 block of C over 8 (TF32) or 16 (bf16) inner indices,
+# each lane holding a few elements of each operand in registers at positions the PTX ISA fixes
+# (`csrc/cuda/mma.cuh`). TF32 keeps 10 of float32's 23 mantissa bits, so one TF32 product is only
+# good to about 1e-3; `tf32x3` splits each operand as x = hi + lo (hi = TF32 of x, lo = TF32 of
+# the rest) and adds hi·hi + hi·lo + lo·hi, which is float32-accurate, in three tensor-core
+# products where plain fp32 would need one slow one. `bf16` rounds every operand to bfloat16 and
+# makes one product: bfloat16 accuracy, the fastest arithmetic. Both are predictions, **not yet
+# measured on any GPU** (benchmarks/results/NOTES-tensor-cores.md): on the emulator, the warp's
+# lanes meet at each `mma.sync` like threads at a barrier, and the last one computes the block.
 
 # %% [markdown]
 # ## 5. Every backend against the reference
@@ -292,7 +306,10 @@ check_shapes = [((1,), 3, 5, 1), ((7,), 33, 17, 3), ((2, 5), 40, 24, 4)]   # (le
 runs = [(name, None) for name in backends if name != "cuda"]
 if "cuda" in backends:
     from minilora.kernels import cuda as cuda_kernels
-    runs += [("cuda", variant) for variant in cuda_kernels.VARIANTS]
+    # The bf16 rung is held to bfloat16 bounds, not these (tests/test_emulated.py checks it); the
+    # tensor-core rungs need compute capability 8.0 and take float32 only.
+    runs += [("cuda", variant) for variant in cuda_kernels.VARIANTS
+             if variant != "bf16" and cuda_kernels.variant_status(variant)[0]]
 
 
 def worst_fraction_of_bound(out, ref, bound):
@@ -317,6 +334,8 @@ for lead, K_, N_, r_ in check_shapes:
         bounds = (accuracy.forward_bounds(x2, W_, A_, B_, s, None, dtype) +
                   accuracy.backward_bounds(dy2, x2, W_, A_, B_, u_in, s, dtype))
         for name, variant in runs:
+            if variant is not None and variant in cuda_kernels.FLOAT32_ONLY and dtype != "float32":
+                continue
             device = "cuda" if name in ("cuda", "cupy") else "cpu"
             arrays = {k: backend.to_device(a.astype(dtype), device) for k, a in inputs64.items()}
             u_arg = backend.to_device(u_in.reshape(lead + (r_,)), device)

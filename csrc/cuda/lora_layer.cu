@@ -14,7 +14,9 @@
 // register-blocked kernel and the skinny ones on the tiled kernel, split along their long inner
 // dimension when the output alone would leave the GPU idle; the vectorized rung is the fused rung
 // with the register-blocked kernel reading device memory 16 bytes at a time; the async and warp
-// rungs run the wide ones on the kernel of lora_async.cu (cp.async; and warp tiles).
+// rungs run the wide ones on the kernel of lora_async.cu (cp.async; and warp tiles). The
+// tensor-core rungs (tf32x3, bf16; float32 only) run all six products on the mma.sync kernel, so
+// that each is one precision throughout.
 #include <algorithm>
 #include <cstdio>
 #include <initializer_list>
@@ -38,11 +40,25 @@ using SkinnyProduct = std::integral_constant<Width, Width::Skinny>;
 // The kernel that computes a product: the naive rung runs every product on its one kernel, the
 // tiled rung on its own, the fused and vectorized rungs the wide ones on the fused kernel (with
 // scalar or 16-byte loads), the async and warp rungs on the kernel of lora_async.cu (with the
-// fused blocking or warp tiles), and the skinny ones tiled.
-enum class Kernel { Naive, Tiled, Fused, Async, Warp };
+// fused blocking or warp tiles), and the skinny ones tiled; the tensor-core rungs every product on
+// theirs.
+enum class Kernel { Naive, Tiled, Fused, Async, Warp, TensorCores };
+
+bool on_tensor_cores(Variant variant) {
+  return variant == Variant::Tf32x3 || variant == Variant::Bf16;
+}
+
+TensorCores cores_for(Variant variant) {
+  return variant == Variant::Bf16 ? TensorCores::Bf16 : TensorCores::Tf32x3;
+}
+
+std::string tensor_core_variant(Variant variant) {
+  return std::string("variant '") + (variant == Variant::Bf16 ? "bf16" : "tf32x3") + "'";
+}
 
 Kernel kernel_for(Variant variant, Width width) {
   if (variant == Variant::Naive) return Kernel::Naive;
+  if (on_tensor_cores(variant)) return Kernel::TensorCores;
   const bool fused = variant == Variant::Fused || variant == Variant::Vectorized;
   if (fused && width == Width::Wide) return Kernel::Fused;
   if (variant == Variant::Async && width == Width::Wide) return Kernel::Async;
@@ -60,6 +76,7 @@ SplitPlan plan(Kernel kernel, int rows, int cols, int inner) {
   if (kernel == Kernel::Fused) return fused_plan<T>(rows, cols, inner);
   if (kernel == Kernel::Async) return async_plan<T>(rows, cols, inner);
   if (kernel == Kernel::Warp) return warp_plan(rows, cols, inner);
+  if (kernel == Kernel::TensorCores) return mma_plan(rows, cols, inner);
   return tiled_plan(rows, cols, inner);
 }
 
@@ -82,6 +99,8 @@ void check_grid_for(Variant variant, Width width, const Matmul<T, LC, RC>& p, co
     check_grid(async_grid<T>(p.rows, p.cols, split), "async_matmul_kernel", product);
   } else if (kernel == Kernel::Warp) {
     check_grid(warp_grid(p.rows, p.cols, split), warp_kernel_name(p.rows, p.cols), product);
+  } else if (kernel == Kernel::TensorCores) {
+    check_grid(mma_grid(p.rows, p.cols, split), mma_kernel_name(cores_for(variant)), product);
   } else {
     check_grid(tiled_grid(p.rows, p.cols, split), "tiled_matmul_kernel", product);
   }
@@ -96,6 +115,12 @@ void run(Variant variant, const Matmul<T, LC, RC>& p, T* scratch, cudaStream_t s
   if (kernel == Kernel::Naive) {
     naive_matmul(p, stream, product);
     return;
+  }
+  if constexpr (std::is_same_v<T, float>) {  // float64 is refused before (check_precision)
+    if (kernel == Kernel::TensorCores) {
+      mma_matmul(p, split, scratch, stream, product, cores_for(variant));
+      return;
+    }
   }
   if constexpr (width == Width::Wide) {
     if (kernel == Kernel::Fused) {
@@ -273,6 +298,34 @@ void check_arrays(const LoraShape& s, const BackwardArrays<T>& a, const T* works
                {"workspace", workspace, workspace_size}});
 }
 
+// The tensor-core rungs compute in float32: a float64 layer is refused, before anything is sized.
+template <typename T>
+void check_precision(Variant variant) {
+  if (on_tensor_cores(variant) && !std::is_same_v<T, float>) {
+    throw std::invalid_argument(tensor_core_variant(variant) +
+                                " runs on tensor cores and takes float32 arrays, got float64");
+  }
+}
+
+// mma.sync on TF32 and bf16 operands exists from compute capability 8.0 (A100) on; a T4 (7.5)
+// has none, and its build of the kernel would only trap. Refused here, with the reason.
+void check_tensor_cores(Variant variant) {
+  if (!on_tensor_cores(variant)) return;
+  int device = 0, major = 0, minor = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess) {
+    return;  // no usable GPU: check_no_pending_error reports the runtime's error
+  }
+  if (major < 8) {
+    throw std::invalid_argument(tensor_core_variant(variant) +
+                                " needs mma.sync on TF32 / bf16, compute capability 8.0 or newer; "
+                                "GPU " + std::to_string(device) + " has " + std::to_string(major) +
+                                "." + std::to_string(minor) +
+                                " (the fp32 rungs 'fused' and 'vectorized' run there)");
+  }
+}
+
 // An error left by an earlier CUDA call (or no usable driver) is reported as such, not against
 // our first kernel.
 void check_no_pending_error(const char* pass) {
@@ -294,14 +347,18 @@ Variant variant_named(const std::string& name) {
   if (name == "vectorized") return Variant::Vectorized;
   if (name == "async") return Variant::Async;
   if (name == "warp") return Variant::Warp;
+  if (name == "tf32x3") return Variant::Tf32x3;
+  if (name == "bf16") return Variant::Bf16;
   throw std::invalid_argument(
-      "variant must be 'naive', 'tiled', 'fused', 'vectorized', 'async' or 'warp', got '" + name +
+      "variant must be 'naive', 'tiled', 'fused', 'vectorized', 'async', 'warp', 'tf32x3' or "
+      "'bf16', got '" + name +
       "'");
 }
 
 template <typename T>
 int64_t forward_workspace(Variant variant, const LoraShape& shape) {
   check_shape(shape);
+  check_precision<T>(variant);
   int64_t scratch = 0;
   for_each_product(forward_products<T>(shape, {}, T(1)), [&](auto width, const auto& p, const char*) {
     scratch = std::max(scratch, scratch_for(variant, width, p));
@@ -312,6 +369,7 @@ int64_t forward_workspace(Variant variant, const LoraShape& shape) {
 template <typename T>
 int64_t backward_workspace(Variant variant, const LoraShape& shape) {
   check_shape(shape);
+  check_precision<T>(variant);
   int64_t scratch = 0;
   for_each_product(backward_products<T>(shape, {}, T(1), nullptr),
                    [&](auto width, const auto& p, const char*) {
@@ -327,6 +385,7 @@ void check_pass(Variant variant, const char* pass, const Products& products) {
   for_each_product(products, [&](auto width, const auto& p, const char* product) {
     check_grid_for(variant, width, p, product);
   });
+  check_tensor_cores(variant);
   check_no_pending_error(pass);
 }
 

@@ -18,10 +18,11 @@
 
 namespace minilora::cuda {
 
-enum class Variant { Naive, Tiled, Fused, Vectorized, Async, Warp };
+enum class Variant { Naive, Tiled, Fused, Vectorized, Async, Warp, Tf32x3, Bf16 };
 
-// "naive", "tiled", "fused", "vectorized", "async" or "warp"; std::invalid_argument for anything
-// else.
+// "naive", "tiled", "fused", "vectorized", "async", "warp", "tf32x3" or "bf16";
+// std::invalid_argument for anything else. tf32x3 and bf16 run on tensor cores (float32 only,
+// compute capability 8.0 or newer).
 Variant variant_named(const std::string& name);
 
 // The warp rung's tile configurations (lora_warp.cu), largest block tile first: their count, the

@@ -12,8 +12,8 @@
 // pieces, for more blocks than the output alone gives; then a second pass adds up the pieces'
 // partial sums: SplitPlan below.) An Operand is such a glued matrix, never built in memory:
 // element (outer, inner) comes from the first array while inner < split and from the second
-// (times a scale) after it. The kernels (lora_naive.cu, lora_tiled.cu, lora_fused.cu) know
-// nothing about LoRA; lora_layer.cu describes the six products with Operands.
+// (times a scale) after it. The kernels (lora_naive.cu, lora_tiled.cu, lora_fused.cu, lora_mma.cu)
+// know nothing about LoRA; lora_layer.cu describes the six products with Operands.
 //
 // Indexing: C is rows × cols, row-major. The left operand L is read as L(row, i), the right one as
 // R(col, i), with i along the inner (summed) dimension. "outer" below means row for L, col for R.
@@ -143,7 +143,8 @@ void launch_split(void (*kernel)(Matmul<T, LC, RC>, int), const char* kernel_nam
   sum_splits(scratch, plan.splits, p.rows, p.cols, p.alpha, p.bias, p.out, stream, product);
 }
 
-// The rungs of the ladder, each in its own file (fused and vectorized share lora_fused.cu). `scratch` holds the partial sums of a split
+// The rungs of the ladder, each in its own file (fused and vectorized share lora_fused.cu, tf32x3
+// and bf16 lora_mma.cu). `scratch` holds the partial sums of a split
 // product (split_scratch elements); the naive rung never splits. Each rung's *_grid is the grid its
 // launcher uses, so that a caller can check a whole sequence of products before launching any.
 template <typename T, Contiguous LC, Contiguous RC>
@@ -185,5 +186,14 @@ dim3 warp_grid(int rows, int cols, const SplitPlan& plan);
 template <typename T, Contiguous LC, Contiguous RC>
 void warp_matmul(const Matmul<T, LC, RC>& p, const SplitPlan& plan, T* scratch,
                  cudaStream_t stream, const char* product);
+
+// The tensor-core rungs (lora_mma.cu, float32 only): mma.sync on 3xTF32 or on bf16 operands.
+enum class TensorCores { Tf32x3, Bf16 };
+SplitPlan mma_plan(int rows, int cols, int inner);
+dim3 mma_grid(int rows, int cols, const SplitPlan& plan);
+const char* mma_kernel_name(TensorCores cores);
+template <Contiguous LC, Contiguous RC>
+void mma_matmul(const Matmul<float, LC, RC>& p, const SplitPlan& plan, float* scratch,
+                cudaStream_t stream, const char* product, TensorCores cores);
 
 }  // namespace minilora::cuda

@@ -28,14 +28,15 @@
 //       dB = scaling·dyᵀ·u (N, r).
 //
 // Shapes: x (M, K), W (N, K), A (r, K), B (N, r), bias (N,), dy (M, N); every array C-contiguous
-// (row-major) on the current device. variant is "naive", "tiled", "fused", "vectorized", "async"
-// or "warp"; dtype is "float32" or "float64". Every output element is written, never accumulated
-// into. Kernels are queued on `stream` and the call returns without waiting for them (the GIL is
-// released meanwhile).
+// (row-major) on the current device. variant is "naive", "tiled", "fused", "vectorized", "async",
+// "warp", "tf32x3" or "bf16" (the last two: float32 only, compute capability 8.0 or newer); dtype
+// is "float32" or "float64". Every output element is written, never accumulated into. Kernels are
+// queued on `stream` and the call returns without waiting for them (the GIL is released meanwhile).
 //
 // Errors: an unknown variant or dtype, a size < 1, too small a workspace, a null address (0) for
-// any array but bias, an output or the workspace overlapping another array, or a product too large
-// for one grid raise ValueError before any kernel is launched; a failed launch raises RuntimeError
+// any array but bias, an output or the workspace overlapping another array, a product too large
+// for one grid, or a tensor-core rung on float64 or on a GPU before compute capability 8.0 raise
+// ValueError before any kernel is launched; a failed launch raises RuntimeError
 // naming the kernel and the product it was computing. With the
 // environment variable MINILORA_CUDA_SYNC=1 every launch is followed by a stream synchronize, so an
 // error raised while a kernel runs (an illegal address, say) is also reported against that kernel.

@@ -15,6 +15,8 @@
 //                                                          kernel)(args): every block, every thread
 //   float4, double2, min, max, atomicAdd                   plain C++ equivalents
 //   cudaGetLastError & co.                                 the emulator's own error state
+//   mma.sync, cvt to TF32 / bf16 (csrc/cuda/mma.cuh)       warp collectives (warp.h), and a device
+//                                                          of compute capability 8.0 that has them
 #pragma once
 
 #include <cstdint>
@@ -103,6 +105,9 @@ cudaError_t cudaPeekAtLastError();
 cudaError_t cudaStreamSynchronize(cudaStream_t stream);  // launches run to the end: the last error
 const char* cudaGetErrorName(cudaError_t error);
 const char* cudaGetErrorString(cudaError_t error);  // what went wrong, with block and thread
+enum cudaDeviceAttr { cudaDevAttrComputeCapabilityMajor = 75, cudaDevAttrComputeCapabilityMinor = 76 };
+cudaError_t cudaGetDevice(int* device);  // device 0, compute capability 8.0 (warp.cpp)
+cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attribute, int device);
 
 // ---- launches -----------------------------------------------------------------------------------
 namespace minilora::emulation {

@@ -26,6 +26,7 @@
 
 #include "emulation.h"
 #include "scheduler.h"
+#include "warp.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/common_interface_defs.h>
@@ -92,7 +93,7 @@ void poison_shared_memory() {
 }
 
 struct Fiber {
-  enum class State { Ready, AtBarrier, Done };
+  enum class State { Ready, AtBarrier, AtWarp, Done };  // AtWarp: in a warp collective (warp.h)
   ucontext_t context;
   unsigned char* stack = nullptr;  // kStackBytes, with an inaccessible page below it
   uint3 index;
@@ -205,11 +206,38 @@ bool run_block(dim3 block, uint3 block_index, const Body& body) {
   std::iota(order.begin(), order.end(), 0);
   for (int t = 0; t < threads; ++t) start_fiber(fibers[size_t(t)], unravel(t, block));
   const int64_t block_number = linear(block_index, gridDim);
+  reset_warps();
+  uint64_t completed = collectives_completed();
   for (;;) {
     maybe_shuffle(order);
     for (int t : order) {
       resume(fibers[size_t(t)]);
       trace.record(block_number, t);
+    }
+    // Lanes waiting at a warp collective (mma.sync) run again, pass after pass, until each
+    // reaches a barrier or returns. A pass in which no collective completes and no lane gets past
+    // one means that some lanes wait for others of their warp that are elsewhere (returned, or at
+    // __syncthreads()): they would wait for ever.
+    for (size_t before = 0;;) {
+      std::vector<int> waiting;
+      for (int t : order) {
+        if (fibers[size_t(t)].state == Fiber::State::AtWarp) waiting.push_back(t);
+      }
+      if (waiting.empty()) break;
+      if (waiting.size() == before && collectives_completed() == completed) {
+        fail(cudaErrorLaunchFailure,
+             "warp divergence in block " + str(block_index) + ": lanes of warp " +
+                 std::to_string(incomplete_warp()) + " wait at mma.sync while others of the "
+                 "warp returned or wait at __syncthreads()");
+        return false;
+      }
+      before = waiting.size();
+      completed = collectives_completed();
+      maybe_shuffle(waiting);
+      for (int t : waiting) {
+        resume(fibers[size_t(t)]);
+        trace.record(block_number, t);
+      }
     }
     int done = 0;
     for (int t = 0; t < threads; ++t) done += fibers[size_t(t)].state == Fiber::State::Done;
@@ -231,6 +259,11 @@ bool run_blocks(dim3 grid, dim3 block, const std::vector<int64_t>& order, const 
     if (!run_block(block, unravel(b, grid), body)) return false;
   }
   return true;
+}
+
+void wait_at_warp() {
+  current->state = Fiber::State::AtWarp;
+  switch_to_scheduler(false);
 }
 
 void sync_threads() {

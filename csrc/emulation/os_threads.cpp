@@ -13,6 +13,7 @@
 
 #include "emulation.h"
 #include "scheduler.h"
+#include "warp.h"
 
 namespace minilora::emulation {
 namespace {
@@ -78,6 +79,7 @@ thread_local Barrier* block_barrier = nullptr;
 // block in `order`, and all of them meet between two blocks.
 bool run_blocks(dim3 grid, dim3 block, const std::vector<int64_t>& order, const Body& body) {
   const int threads = int(uint64_t(block.x) * block.y * block.z);
+  reset_warps();
   Barrier barrier(threads), between_blocks(threads);
   bool diverged = false;
   uint3 diverged_block{};

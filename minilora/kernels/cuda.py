@@ -8,30 +8,41 @@ with CuPy, and queues the kernels on CuPy's current stream through the compiled 
 ordinary CuPy arrays, ordered on the stream like the result of any CuPy operation.
 
 The kernels come as a ladder a student can read in order (csrc/cuda/lora_naive.cu, lora_tiled.cu,
-lora_fused.cu); `variant` picks the rung, "fused" by default:
+lora_fused.cu, lora_mma.cu); `variant` picks the rung, "fused" by default:
 
     "naive"  one thread per output element
     "tiled"  16 × 16 shared-memory tiles
     "fused"  register-blocked tiles, the LoRA term in the same accumulator as x·Wᵀ
     "vectorized"  the fused kernel reading device memory 16 bytes per load where it can
-                  (not yet measured on a GPU: checked on the CPU emulator only)
-    "async"  the fused blocking with tiles copied to shared memory by cp.async (sm_80+;
-             ordinary loads on sm_75), one barrier per step
-    "warp"   the async kernel with warp tiles, its tile sizes chosen per product from
-             `warp_tiles()` or pinned by the environment variable MINILORA_WARP_TILES
-             (async and warp: not yet measured on a GPU, checked on the CPU emulator only)
+    "async"       the fused blocking with tiles copied to shared memory by cp.async (sm_80+;
+                  ordinary loads on sm_75), one barrier per step
+    "warp"        the async kernel with warp tiles, its tile sizes chosen per product from
+                  `warp_tiles()` or pinned by the environment variable MINILORA_WARP_TILES
+    "tf32x3"      tensor cores (mma.sync): each float32 operand split into a TF32 high part and a
+                  TF32 residual, three products per product, float32 accuracy
+    "bf16"        tensor cores on operands rounded to bfloat16 (to nearest even) as the kernel
+                  reads them, float32 accumulators and outputs: bf16 accuracy, not float32's
+
+"vectorized", "async", "warp", "tf32x3" and "bf16" are not yet measured on a GPU: checked on the
+CPU emulator only. The two tensor-core rungs take float32 arrays only and need compute capability
+8.0 or newer (mma.sync on TF32 / bf16; a T4 is 7.5): elsewhere the call raises ValueError with the
+reason. The bf16 rung keeps float32 arrays because NumPy and CuPy have no bfloat16 dtype: the
+inputs are rounded in the kernel, so it moves the bytes of a float32 layer (minilora/kernels/bf16.py).
 
 Outputs are allocated with `cupy.empty`, whose memory may still hold an earlier, correct-looking
 result. A test that wants to see an element a kernel forgot to write passes its own NaN-filled
 buffers as `out=`; they are checked like the inputs and written in place.
 """
 
+import numpy as np
+
 from minilora import backend
 from minilora.kernels import checks
 
-VARIANTS = ("naive", "tiled", "fused", "vectorized", "async", "warp")
+VARIANTS = ("naive", "tiled", "fused", "vectorized", "async", "warp", "tf32x3", "bf16")
 WARP_TILES_VARIABLE = "MINILORA_WARP_TILES"  # pins the warp rung's tile configuration
 DEFAULT_VARIANT = "fused"
+FLOAT32_ONLY = ("tf32x3", "bf16")  # the tensor-core rungs
 
 
 def forward(x, W, A, B, scaling, bias=None, variant=DEFAULT_VARIANT, out=None):
@@ -44,6 +55,7 @@ def forward(x, W, A, B, scaling, bias=None, variant=DEFAULT_VARIANT, out=None):
     _check_variant(variant)
     named = {"x": x, "W": W, "A": A, "B": B} | ({} if bias is None else {"bias": bias})
     dtype = _check_arrays(named)
+    check_variant_dtype(variant, dtype)
     checks.expect_2d("x", x, "(M, K)")
     M, K, N, r = checks.lora_sizes(x, W, A, B, bias)
     scaling = checks.check_scaling(scaling, dtype)
@@ -68,6 +80,7 @@ def backward(dy, x, W, A, B, u, scaling, variant=DEFAULT_VARIANT, out=None):
     """
     _check_variant(variant)
     dtype = _check_arrays({"dy": dy, "x": x, "W": W, "A": A, "B": B, "u": u})
+    check_variant_dtype(variant, dtype)
     checks.expect_2d("x", x, "(M, K)")
     M, K, N, r = checks.lora_sizes(x, W, A, B)
     checks.check_backward_shapes(dy, x, u, N, r)
@@ -112,6 +125,20 @@ def status():
 _status = None  # (the extension module it was found for, (usable, reason))
 
 
+def variant_status(variant):
+    """``(usable, reason)`` for one rung on the current GPU: as `status()`, and for the tensor-core
+    rungs also compute capability 8.0 or newer (mma.sync on TF32 / bf16; a T4 is 7.5)."""
+    _check_variant(variant)
+    usable, reason = status()
+    if not usable or variant not in FLOAT32_ONLY:
+        return usable, reason
+    capability = backend.xp_for("cuda").cuda.Device().compute_capability  # e.g. "75"
+    if int(capability) < 80:
+        return False, (f"variant {variant!r} needs mma.sync on TF32 / bf16, compute capability 8.0 "
+                       f"or newer; this GPU has {capability[:-1]}.{capability[-1]}")
+    return True, reason
+
+
 def _find_status():
     try:
         lib = _cuda_library()
@@ -152,6 +179,19 @@ def _current_stream():
 def _check_variant(variant):
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+
+
+def operands_of(variant):
+    """The precision a rung reads its operands in, as minilora.kernels.accuracy's bounds take it:
+    "bfloat16" for "bf16", None (the arrays' own dtype) for every other rung."""
+    return "bfloat16" if variant == "bf16" else None
+
+
+def check_variant_dtype(variant, dtype):
+    """TypeError when a float32-only rung (FLOAT32_ONLY) gets arrays of another dtype."""
+    if variant in FLOAT32_ONLY and dtype != np.float32:
+        raise TypeError(f"variant {variant!r} runs on tensor cores and takes float32 arrays, got "
+                        f"{np.dtype(dtype).name}")
 
 
 def _check_arrays(named):

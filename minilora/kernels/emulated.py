@@ -10,7 +10,10 @@ checked on a machine without a GPU, with the host code of csrc/cuda/lora_layer.c
     y, u = emulator.forward(x, W, A, B, scaling, bias, variant="tiled")
     dx, dA, dB = emulator.backward(dy, x, W, A, B, u, scaling, variant="tiled", shuffle=7)
 
-Arrays are NumPy arrays (float32 or float64). Every output and the workspace start as NaN, with as
+`emulator.mma(...)` and `emulator.round(...)` run one tensor-core instruction of csrc/cuda/mma.cuh
+(mma.sync as a warp collective, the TF32 / bf16 conversions) on values given from Python.
+
+Arrays are NumPy arrays (float32 or float64; the tensor-core rungs "tf32x3" and "bf16" float32). Every output and the workspace start as NaN, with as
 many NaN guard elements on each side of every array as it has: an element a kernel forgets to write
 stays NaN, a read past an array's end brings NaN in, and a write past it (or into an input) raises
 EmulationError. (A write further off than that lands in other memory and may crash the process, as
@@ -40,7 +43,9 @@ from pathlib import Path
 import numpy as np
 
 from minilora.kernels import accuracy, checks, reference
-from minilora.kernels.cuda import VARIANTS  # the rungs of the ladder, the same on the emulator
+from minilora.kernels.bf16 import round_to_bfloat16
+# The rungs of the ladder, the same on the emulator.
+from minilora.kernels.cuda import FLOAT32_ONLY, VARIANTS, check_variant_dtype, operands_of
 REPO = Path(__file__).resolve().parents[2]
 CSRC = REPO / "csrc"
 BUILD = Path(os.environ.get("MINILORA_EMULATION_BUILD") or REPO / "build" / "emulation")
@@ -235,6 +240,9 @@ class Emulator:
         lib.minilora_emulated_warp_tiles.argtypes = [ctypes.c_int, *msg]
         lib.minilora_emulated_warp_tiles_for.argtypes = [ctypes.c_int, ctypes.c_int,
                                                          ctypes.POINTER(ctypes.c_int), *msg]
+        lib.minilora_emulated_mma.argtypes = [ctypes.c_int, ctypes.c_int, p, p, p, p, ctypes.c_int,
+                                              ctypes.c_int, *msg]
+        lib.minilora_emulated_round.argtypes = [ctypes.c_int, p, p, i64]
         self._lib = lib
         # The scheduler's state (order, trace, last error) is global, and ctypes lets other Python
         # threads run during a call: one call, with its settings, at a time.
@@ -261,6 +269,36 @@ class Emulator:
         index = ctypes.c_int()
         self._call(self._lib.minilora_emulated_warp_tiles_for, rows, cols, ctypes.byref(index))
         return self.warp_tiles()[index.value]
+
+    def mma(self, instruction, a, b, c, threads=32, absent=None, absent_at_barrier=False):
+        """One warp-wide mma.sync of csrc/cuda/mma.cuh: instruction "tf32" (m16n8k8) or "bf16"
+        (m16n8k16), every lane's registers given: a (32, 4) and b (32, 2) uint32, c (32, 4) float32.
+        Returns d (32, 4) float32, lane by lane. `threads` < 32 leaves the warp incomplete; lane
+        `absent` returns (or, absent_at_barrier, waits at __syncthreads()) instead: EmulationError."""
+        if instruction not in ("tf32", "bf16"):
+            raise ValueError(f"instruction must be 'tf32' or 'bf16', got {instruction!r}")
+        a, b = (np.ascontiguousarray(v, dtype=np.uint32) for v in (a, b))
+        c = np.ascontiguousarray(c, dtype=np.float32)
+        for name, v, shape in (("a", a, (32, 4)), ("b", b, (32, 2)), ("c", c, (32, 4))):
+            checks.expect_shape(name, v, shape)
+        d = np.full((32, 4), np.nan, dtype=np.float32)
+        with self._one_at_a_time:
+            self._schedule(None)
+            self._call(self._lib.minilora_emulated_mma, int(instruction == "bf16"), threads,
+                       a.ctypes.data, b.ctypes.data, c.ctypes.data, d.ctypes.data,
+                       -1 if absent is None else absent, int(absent_at_barrier))
+        return d
+
+    def round(self, to, values):
+        """The bits (uint32) of mma.cuh's to_tf32 (to="tf32") or to_bf16 (to="bf16") of each float32
+        value."""
+        if to not in ("tf32", "bf16"):
+            raise ValueError(f"to must be 'tf32' or 'bf16', got {to!r}")
+        values = np.ascontiguousarray(values, dtype=np.float32)
+        out = np.empty(values.shape, dtype=np.uint32)
+        self._lib.minilora_emulated_round(int(to == "bf16"), values.ctypes.data, out.ctypes.data,
+                                          values.size)
+        return out
 
     def workspace_size(self, variant, dtype, M, N, K, r, backward):
         """Elements of scratch the forward (backward=False) or backward needs, from the kernels' plan."""
@@ -345,6 +383,7 @@ def _check(variant, named, scaling, bias=None):
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     dtype, _ = checks.check_arrays(named, device="cpu")
+    check_variant_dtype(variant, dtype)
     checks.expect_2d("x", named["x"], "(M, K)")
     M, K, N, r = checks.lora_sizes(named["x"], named["W"], named["A"], named["B"], bias)
     return dtype, M, K, N, r, checks.check_scaling(scaling)
@@ -355,28 +394,34 @@ def _is_float64(dtype):
 
 
 # ---- checking one layer -------------------------------------------------------------------------------
-def random_layer(rng, M, N, K, r, dtype, bias=True):
+def random_layer(rng, M, N, K, r, dtype, bias=True, operands=None):
     """{name: float64 array} of a random LoRA layer whose values are exact in `dtype` (so the float64
-    reference sees what the kernels see), and a scaling."""
+    reference sees what the kernels see), and a scaling. operands="bfloat16": x, W, A, B and dy are
+    bfloat16 values (float32 dtype), for the bf16 rung; the bias stays float32 (it is added in
+    float32)."""
     shapes = {"x": (M, K), "W": (N, K), "A": (r, K), "B": (N, r), "dy": (M, N)}
     if bias:
         shapes["bias"] = (N,)
-    arrays = {name: rng.standard_normal(shape).astype(dtype).astype(np.float64)
-              for name, shape in shapes.items()}
-    return arrays, float(np.float32(rng.uniform(0.5, 4.0)))
+    arrays = {name: rng.standard_normal(shape).astype(dtype) for name, shape in shapes.items()}
+    if operands == "bfloat16":
+        arrays.update({name: round_to_bfloat16(a) for name, a in arrays.items() if name != "bias"})
+    return ({name: a.astype(np.float64) for name, a in arrays.items()},
+            float(np.float32(rng.uniform(0.5, 4.0))))
 
 
 def check_layer(emulator, variant, dtype, M, N, K, r, rng, seed=0, bias=True):
     """Run the forward and backward of a random layer twice, threads and blocks in index order and
     shuffled with `seed`. Returns what is wrong, one line each: an EmulationError, an output outside
     accuracy's bounds of the float64 reference, or results that differ between the two orders (the
-    kernels are deterministic). [] when all is well."""
-    h, s = random_layer(rng, M, N, K, r, dtype, bias)
+    kernels are deterministic). [] when all is well. The bf16 rung gets bfloat16 inputs and is
+    held to the bfloat16 bounds (accuracy's operands="bfloat16")."""
+    operands = operands_of(variant)
+    h, s = random_layer(rng, M, N, K, r, dtype, bias, operands)
     y_ref, u_ref = reference.lora_forward(h["x"], h["W"], h["A"], h["B"], s, h.get("bias"))
     u_in = u_ref.astype(dtype)  # the backward gets the reference's u, so its error is its own
     refs = reference.lora_backward(h["dy"], h["x"], h["W"], h["A"], h["B"], u_in.astype(np.float64), s)
-    bounds = (accuracy.forward_bounds(h["x"], h["W"], h["A"], h["B"], s, h.get("bias"), dtype) +
-              accuracy.backward_bounds(h["dy"], h["x"], h["W"], h["A"], h["B"], u_in, s, dtype))
+    bounds = (accuracy.forward_bounds(h["x"], h["W"], h["A"], h["B"], s, h.get("bias"), dtype, operands) +
+              accuracy.backward_bounds(h["dy"], h["x"], h["W"], h["A"], h["B"], u_in, s, dtype, operands))
     d = {name: a.astype(dtype) for name, a in h.items()}
     names = ("y", "u", "dx", "dA", "dB")
     failures, runs = [], []
@@ -432,17 +477,17 @@ def main(argv=None):
     emulator = load(args.sanitize)
     print(f"emulator: {emulator.path} ({'OS threads' if emulator.os_threads else 'fibers'})")
     rng = np.random.default_rng(args.seed)
-    failed = 0
+    failed = total = 0
     for variant in args.variants.split(","):
-        for dtype in (np.float32, np.float64):
+        for dtype in (np.float32,) if variant in FLOAT32_ONLY else (np.float32, np.float64):
             for shape in SANITIZER_SHAPES:
+                total += 1
                 failures = check_layer(emulator, variant, dtype, *shape, rng, seed=args.seed + 1)
                 failed += bool(failures)
                 print(f"{variant:>5} {np.dtype(dtype).name} M, N, K, r = {shape}: "
                       f"{'ok' if not failures else 'FAILED'}", flush=True)
                 for line in failures:
                     print(f"    {line}")
-    total = len(args.variants.split(",")) * 2 * len(SANITIZER_SHAPES)
     print(f"{total - failed} of {total} cases correct")
     return 1 if failed else 0
 
