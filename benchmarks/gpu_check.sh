@@ -7,18 +7,24 @@
 #                                     CuPy, driver and GPU; a missing tool is "skipped", not failed
 #   2. build                   90 s   pip install --no-build-isolation --no-deps -e ., for sm_90 only
 #   3. kernels usable           5 s   minilora.kernels.cuda.status() must say the kernels can run
-#   4. pytest -m gpu           60 s   the GPU tests only (CI runs the rest, and the emulated kernels);
-#                                     six rungs, the tensor-core two in float32 only, and nf4
-#   5. sanitizer memcheck      45 s   compute-sanitizer over benchmarks/sanitize_kernels.py: small
-#   6. sanitizer racecheck     45 s   runs of every kernel (--quick: fewer, for the slower tools),
-#   7. sanitizer initcheck     35 s   CuPy's memory pool off (it hides a small out-of-bounds access);
-#                                     the nf4 rung (W in NF4) on the --quick shapes in all three
-#   8. benchmark               55 s   N = K = 4096, r = 16, M = 128, 512, 8192: float32 (no new shape
-#                                     after 25 s), then the bf16 rung beside PEFT in bfloat16 into
-#                                     bf16/ (no new shape after 5 s); JSON after every shape
+#   4. pytest -m gpu           70 s   the GPU tests only (CI runs the rest, and the emulated kernels);
+#                                     eight rungs, the tensor-core two in float32 only, and nf4
+#   5. sanitizer memcheck      45 s   compute-sanitizer over benchmarks/sanitize_kernels.py --quick:
+#                                     every rung on 4 small shapes (float64 too, but for the
+#                                     tensor-core rungs), each warp tile configuration
+#                                     and the nf4 rung (W in NF4)
+#   6. sanitizer racecheck     45 s   the same in float32 only (--float32), for the slower tools;
+#   7. sanitizer initcheck     30 s   CuPy's memory pool off (it hides a small out-of-bounds access)
+#   8. benchmark               50 s   N = K = 4096, r = 16, M = 128, 512, 8192: float32 (the
+#                                     register-blocked and tensor-core rungs and the baselines, not
+#                                     naive, tiled; no new shape after 20 s), then the bf16 rung
+#                                     beside PEFT in bfloat16 into bf16/ (no new shape after 5 s);
+#                                     JSON after every shape
 #   9. summary                 10 s   kept in reserve
 #                             -----
 #                             360 s
+# (Estimates: no step has run on a GPU yet. The tile sweep, minilora bench --sweep, is not part of
+# this call; it is for a second one.)
 # Each step gets its limit or the time left, whichever is less; a step with no time left is skipped.
 # Logs, the benchmark's lora_bench.json / .md / .png (and bf16/lora_bench.*) and summary.md go to
 # $OUT (or ./gpu_check_out);
@@ -46,7 +52,7 @@ START=$SECONDS
 export PYTHONUNBUFFERED=1
 export MINILORA_CUDA=1
 export MINILORA_CUDA_ARCHS="${MINILORA_CUDA_ARCHS:-90}"
-BENCH_ARGS="${BENCH_ARGS:---M 128,512,8192 --NK 4096x4096 --r 16 --quick}"
+BENCH_ARGS="${BENCH_ARGS:---M 128,512,8192 --NK 4096x4096 --r 16 --quick --methods fused,vectorized,async,warp,tf32x3,bf16,cupy,composed,base,peft}"
 BF16_BENCH_SECONDS=5  # the bfloat16 run starts no new shape after this (after the float32 run)
 
 SUMMARY=()
@@ -72,7 +78,8 @@ import json, sys
 from minilora import bench
 data = json.load(open(sys.argv[1]))
 print(data['meta']['device'], data['meta']['dtype'])
-print(bench.headline(data['results']))" "$OUT_DIR/lora_bench.json" 2>&1
+print(bench.headline(data['results']))
+print(bench.headline(data['results'], 'warp'))" "$OUT_DIR/lora_bench.json" 2>&1
         fi
         echo
         if [ "$FAILED" -eq 0 ]; then echo "gpu_check: no required step failed"; else echo "gpu_check: SOME CHECKS FAILED (see the logs in $OUT_DIR)"; fi
@@ -185,14 +192,15 @@ raise SystemExit(0 if usable or '$DRY' == '1' else 1)"
 # ---- 4. the GPU tests -----------------------------------------------------------------------------
 XDIST=()
 if [ "$DRY" != 1 ] && "$PYTHON" -c "import xdist" 2>/dev/null; then XDIST=(-n 8); fi
-step must "pytest -m gpu" tests.log 60 "$PYTHON" -m pytest -m gpu -q -rs -p no:cacheprovider "${XDIST[@]}"
+step must "pytest -m gpu" tests.log 70 "$PYTHON" -m pytest -m gpu -q -rs -p no:cacheprovider "${XDIST[@]}"
 
 # ---- 5-7. compute-sanitizer -------------------------------------------------------------------------
-# memcheck over all of sanitize_kernels.py's shapes; the slower racecheck and initcheck over --quick.
+# memcheck over sanitize_kernels.py --quick; the slower racecheck and initcheck in float32 only.
 for tool in memcheck racecheck initcheck; do
-    limit=45 runs=()
-    [ "$tool" = initcheck ] && limit=35
-    [ "$tool" != memcheck ] && runs=(--quick)
+    limit=45 runs=(--quick)
+    [ "$tool" = racecheck ] && limit=45
+    [ "$tool" = initcheck ] && limit=30
+    [ "$tool" != memcheck ] && runs=(--quick --float32)
     if [ "$DRY" = 1 ]; then
         step must "sanitizer $tool (dry run: list the runs)" sanitizer.log "$limit" \
             "$PYTHON" benchmarks/sanitize_kernels.py --list "${runs[@]}"
@@ -207,12 +215,12 @@ done
 # ---- 8. benchmark -----------------------------------------------------------------------------------
 # Its numbers are read, not asserted: a failure is reported, not fatal. It starts no new shape past
 # --budget-s and writes lora_bench.json after every shape, so a cut-off run keeps what it measured.
-bench_limit=55
+bench_limit=50
 [ "$(left)" -lt "$bench_limit" ] && bench_limit=$(left)
 fp32_budget=$((bench_limit > 30 ? bench_limit - 30 : 1))
 # One step, two runs: float32 (every fp32 and tf32x3 rung and the baselines), then bfloat16.
 # shellcheck disable=SC2086  # BENCH_ARGS is a list of options
-step report "benchmark" bench.log 55 bash -c '"$1" benchmarks/bench_lora.py --out "$2" --budget-s "$3" ${@:5} &&
+step report "benchmark" bench.log 50 bash -c '"$1" benchmarks/bench_lora.py --out "$2" --budget-s "$3" ${@:5} &&
     "$1" benchmarks/bench_lora.py --out "$2/bf16" --dtype bfloat16 --budget-s "$4" --no-plot ${@:5}' \
     bench "$PYTHON" "$OUT_DIR" "$fp32_budget" "$BF16_BENCH_SECONDS" $BENCH_ARGS
 exit "$FAILED"

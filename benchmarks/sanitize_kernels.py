@@ -2,13 +2,14 @@
 results: the program compute-sanitizer watches in benchmarks/gpu_check.sh.
 
     compute-sanitizer --tool memcheck --error-exitcode 1 python3 benchmarks/sanitize_kernels.py
-    compute-sanitizer --tool racecheck --error-exitcode 1 python3 benchmarks/sanitize_kernels.py --quick
+    compute-sanitizer --tool racecheck --error-exitcode 1 python3 benchmarks/sanitize_kernels.py --quick --float32
 
 The shapes are not multiples of any tile and include the ones that make the kernels split a long
-inner dimension into partial sums, so every kernel (naive, tiled, fused, vectorized, the tensor-core
-tf32x3 and bf16 in float32 only, and the second pass that adds partial sums) and every bounds check
-runs; the nf4 rung (W in NF4, whose tile loader reads the packed bytes and absmaxes) on the --quick
-shapes, with blocks of 7 weights. Exits 1 if an output is wrong (NaN-poisoned outputs,
+inner dimension into partial sums, so every kernel (naive, tiled, fused, vectorized, async, warp
+with each of its tile configurations, the tensor-core tf32x3 and bf16 in float32 only, and the
+second pass that adds partial sums) and every bounds check runs; the nf4 rung (W in NF4, whose tile
+loader reads the packed bytes and absmaxes) on the --quick shapes, with blocks of 7 weights. Exits 1
+if an output is wrong (NaN-poisoned outputs,
 float64 NumPy reference, the rounding bound of minilora.kernels.accuracy), 0 otherwise; prints one
 line per run.
 
@@ -26,15 +27,18 @@ import numpy as np
 # Every launch waits for its kernel, so an error is reported against the kernel that caused it.
 os.environ.setdefault("MINILORA_CUDA_SYNC", "1")
 
-from minilora import backend  # noqa: E402
+from minilora import backend, tile_sweep  # noqa: E402
 from minilora.kernels import cuda as cuda_kernels  # noqa: E402
 from minilora.kernels import accuracy, bf16, nf4, nf4_check, reference  # noqa: E402
 
 # (M, N, K, r)
 SHAPES = [(1, 1, 1, 1), (3, 5, 7, 2), (17, 33, 19, 5), (130, 129, 131, 3), (8, 300, 1030, 4),
           (600, 20, 40, 3)]
-# --quick, for the slower tools (racecheck, initcheck): tile edges of every rung, and a split.
-QUICK_SHAPES = [(3, 5, 7, 2), (130, 129, 131, 3), (8, 300, 1030, 4)]
+# --quick: tile edges of every rung, a split of u and y, and a split of dA and dB.
+QUICK_SHAPES = [(3, 5, 7, 2), (130, 129, 131, 3), (8, 300, 1030, 4), (600, 20, 40, 3)]
+# The warp rung picks its smallest tiles on every shape above; this one runs with each of its
+# configurations pinned (MINILORA_WARP_TILES), in float32.
+WARP_TILES_SHAPE = (130, 129, 131, 3)
 
 def check(variant, dtype, M, N, K, r, rng):
     cp = backend.xp_for("cuda")
@@ -96,11 +100,14 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--list", action="store_true", help="print the runs and exit (no GPU needed)")
     parser.add_argument("--quick", action="store_true", help=f"only the shapes {QUICK_SHAPES}")
+    parser.add_argument("--float32", action="store_true", help="float32 only (for the slowest tools)")
     args = parser.parse_args(argv)
+    dtypes = (np.float32,) if args.float32 else (np.float32, np.float64)
     runs = [(variant, dtype, shape) for variant in cuda_kernels.VARIANTS
-            for dtype in (np.float32, np.float64) for shape in (QUICK_SHAPES if args.quick else SHAPES)
+            for dtype in dtypes for shape in (QUICK_SHAPES if args.quick else SHAPES)
             if variant not in cuda_kernels.FLOAT32_ONLY or dtype == np.float32]
-    runs += [(nf4.VARIANT, dtype, shape) for dtype in (np.float32, np.float64) for shape in QUICK_SHAPES]
+    runs += [(tile_sweep.PREFIX + tiles, np.float32, WARP_TILES_SHAPE) for tiles in _warp_tiles()]
+    runs += [(nf4.VARIANT, dtype, shape) for dtype in dtypes for shape in QUICK_SHAPES]
     if args.list:
         for variant, dtype, (M, N, K, r) in runs:
             print(f"{variant:>10} {np.dtype(dtype).name} M={M} N={N} K={K} r={r}")
@@ -117,10 +124,25 @@ def main(argv=None):
             runs = [run for run in runs if run[0] != variant]
     backend.xp_for("cuda").cuda.set_allocator(None)  # every array its own allocation (see above)
     rng = np.random.default_rng(0)
-    results = [check_nf4(dtype, *shape, rng) if variant == nf4.VARIANT else check(variant, dtype, *shape, rng)
+    results = [check_nf4(dtype, *shape, rng) if variant == nf4.VARIANT
+               else _pinned(variant, lambda v: check(v, dtype, *shape, rng))
                for variant, dtype, shape in runs]
     print(f"sanitize_kernels: {sum(results)} of {len(results)} runs correct")
     return 0 if all(results) else 1
+
+
+def _warp_tiles():
+    """The warp rung's configurations, from minilora._C (none where it was built without CUDA)."""
+    try:
+        return cuda_kernels.warp_tiles()[0]
+    except RuntimeError:
+        return ()
+
+
+def _pinned(variant, run):
+    """run(variant), or for "warp:<tiles>" run("warp") with those tiles pinned."""
+    tiles = tile_sweep.pinned_tiles(variant)
+    return run(variant) if tiles is None else tile_sweep.with_tiles(tiles, lambda _: run("warp"))(0)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,8 @@ forward and the forward + backward (W frozen: dx, dA, dB) in two ways:
 Each run takes the next of several copies of the inputs (x, W, A, B, dy, u), together larger than
 twice the GPU's L2 cache, so no run finds its operands already cached by the previous one.
 
-Methods: the kernel ladder "naive", "tiled", "fused", "vectorized", "tf32x3", "bf16"
-(minilora.kernels.cuda); "cupy", the
+Methods: the kernel ladder "naive", "tiled", "fused", "vectorized", "async", "warp", "tf32x3", "bf16"
+(minilora.kernels.cuda), and with --sweep "warp:<tiles>" (minilora.tile_sweep); "cupy", the
 reference's products through CuPy (minilora.kernels.cupy_baseline); "composed", the same products
 as cuBLAS GEMMs that accumulate in place (y = x·Wᵀ, then y += s·u·Bᵀ with beta = 1); "base", the
 layer without LoRA (x·Wᵀ, and dy·W for the backward), the floor; "peft", PyTorch + PEFT, when both
@@ -37,7 +37,7 @@ import statistics
 import time
 from pathlib import Path
 
-from minilora import backend
+from minilora import backend, tile_sweep
 from minilora.io import atomic_write
 from minilora.kernels.bf16 import round_to_bfloat16
 from minilora.kernels.cuda import VARIANTS  # the kernel ladder, timed rung by rung
@@ -61,6 +61,9 @@ def add_arguments(parser):
     parser.add_argument("--r", type=_int_list, help="ranks, e.g. 8,16 (default 8,16,64)")
     parser.add_argument("--methods", type=_name_list, default=VARIANTS + BASELINES + ("peft",),
                         help="methods to time (default: all; peft only when torch and peft import)")
+    parser.add_argument("--sweep", action="store_true",
+                        help="time the warp rung with each tile configuration pinned (methods "
+                             "warp:<tiles>), beside its own choice, fused and base (minilora.tile_sweep)")
     parser.add_argument("--dtype", choices=("float32", "float64", "bfloat16"), default="float32",
                         help="bfloat16: the bf16 rung beside PEFT in bfloat16 (no cuBLAS baselines)")
     parser.add_argument("--naive-max-gflop", type=float, default=20.0,
@@ -95,7 +98,8 @@ def run(args):
     shapes = [(M, N, K, r) for (N, K) in (args.NK or grid["NK"]) for r in (args.r or grid["r"])
               for M in (args.M or grid["M"])]
     out_dir = args.out or Path(os.environ.get("OUT") or "minilora_bench")
-    methods, notes = methods_for(args.dtype, args.methods)
+    methods = tile_sweep.sweep_methods(cuda_kernels.warp_tiles()[0]) if args.sweep else args.methods
+    methods, notes = methods_for(args.dtype, methods)
     bench = _GpuBench(args.dtype, methods, args.naive_max_gflop, quick=args.quick)
     bench.notes += notes
     print(f"minilora bench on {bench.device_name}, {args.dtype}, {len(shapes)} shapes, "
@@ -116,6 +120,8 @@ def run(args):
     rows = summarize(records)
     write_results(out_dir, rows, meta, plot=not args.no_plot)
     print(pivot_table(rows, "device"))
+    if args.sweep:
+        print(tile_sweep.sweep_table(rows))
     if skipped:
         print(f"skipped {len(skipped)} shapes over the --budget-s of {args.budget_s} s: {skipped}")
     print(f"results in {out_dir}/lora_bench.{{json,md{'' if args.no_plot else ',png'}}}")
@@ -239,6 +245,8 @@ def markdown_report(rows, meta):
               pivot_table(rows, "host"), ""]
     if any(row["r_peft"] is not None for row in rows):
         parts += [pivot_table(rows, "peft"), ""]
+    if any(tile_sweep.pinned_tiles(row["method"]) for row in rows):
+        parts += [tile_sweep.sweep_table(rows), ""]
     parts += [f"- {note}" for note in meta.get("notes", [])]
     if meta.get("skipped_shapes"):
         parts.append(f"- shapes not timed (time budget): {meta['skipped_shapes']}")
@@ -322,7 +330,8 @@ class _GpuBench:
         self.peft_note = ("" if "peft" not in methods or self.peft
                           else " (peft skipped: torch or peft not importable)")
         self.methods = [m for m in methods if m != "peft" or self.peft]
-        unknown = set(self.methods) - set(VARIANTS + BASELINES + ("peft",))
+        unknown = ({m for m in self.methods if not tile_sweep.pinned_tiles(m)} -
+                   set(VARIANTS + BASELINES + ("peft",)))
         if unknown:
             raise ValueError(f"unknown methods {sorted(unknown)}; "
                              f"choose from {VARIANTS + BASELINES + ('peft',)}")
@@ -357,6 +366,9 @@ class _GpuBench:
         from minilora.kernels import cupy_baseline
 
         n = len(sets)
+        tiles = tile_sweep.pinned_tiles(method)
+        if tiles:  # the warp rung with its tile configuration pinned
+            return tuple(tile_sweep.with_tiles(tiles, fn) for fn in self._callables("warp", sets, scaling))
         if method in VARIANTS:
             def fwd(i):
                 s = sets[i % n]

@@ -2,14 +2,15 @@
 
 The emulator is compiled from this checkout's csrc/cuda/ and csrc/emulation/ with g++ (cached under
 build/emulation/), so these tests check the kernel sources as they are now, on a machine without a
-GPU: every rung ("naive", "tiled", "fused", "vectorized", and the tensor-core rungs "tf32x3" and
-"bf16", which take float32 only), forward and backward, float32 and float64, on shapes that are not
-multiples of any tile and on shapes that make the plan split an inner dimension. Each case
-runs twice, threads and blocks in index order and shuffled, and must be within accuracy's rounding
-bound of the float64 reference (minilora.kernels.accuracy; the bf16 rung on bfloat16 inputs, within
-the bfloat16 bound) and bit-identical between the two orders. Outputs, workspace and shared memory
-start as NaN, so an element never written fails. The tensor-core instructions themselves are
-checked against the PTX ISA in test_emulated_mma.py.
+GPU: every rung ("naive", "tiled", "fused", "vectorized", "async", "warp", and the tensor-core rungs
+"tf32x3" and "bf16", which take float32 only), forward and backward, float32 and float64, on shapes
+that are not multiples of any tile and on shapes that make the plan split an inner dimension
+(test_emulated_fast_rungs.py adds what is particular to async and warp, every tile configuration of
+warp among it). Each case runs twice, threads and blocks in index order and shuffled, and must be
+within accuracy's rounding bound of the float64 reference (minilora.kernels.accuracy; the bf16 rung
+on bfloat16 inputs, within the bfloat16 bound) and bit-identical between the two orders. Outputs,
+workspace and shared memory start as NaN, so an element never written fails. The tensor-core
+instructions themselves are checked against the PTX ISA in test_emulated_mma.py.
 
 Marked `emulated` (`pytest -m emulated` runs these and the mutants of test_emulated_mutants.py);
 skipped with the reason only where there is no C++ compiler or no source checkout.
@@ -50,7 +51,7 @@ def test_forward_without_bias(emulator, rng, variant):
 def test_the_plans_split_where_the_cases_say(emulator):
     """The split shapes above really split (their workspace holds partial sums), and a large-M
     shape really does not, so the second pass and the unsplit path are both exercised."""
-    for variant in ("tiled", "fused", "vectorized", "tf32x3", "bf16"):
+    for variant in ("tiled", "fused", "vectorized", "async", "warp", "tf32x3", "bf16"):
         assert emulator.workspace_size(variant, np.float32, 8, 40, 530, 4, backward=False) > 0
         assert emulator.workspace_size(variant, np.float32, 3, 9, 1030, 2, backward=False) > 0
         assert emulator.workspace_size(variant, np.float32, 530, 20, 24, 3, backward=True) > 530 * 3

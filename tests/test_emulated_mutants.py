@@ -80,6 +80,23 @@ MUTANTS = {
     "vectorized: the second array's scale not applied": (
         "lora_fused.cu", "for (int j = 0; j < kWidth; ++j) dst[j] *= op.second_scale;", "", "vectorized",
         FUSED_EDGES, None),
+    "async: no wait for the copies": (
+        "lora_async.cu", "    async_copy_wait<0>();  // this thread's", "    //", "async", FUSED_EDGES, None),
+    "async: the wait leaves the newest group in flight": (
+        "lora_async.cu", "async_copy_wait<0>();", "async_copy_wait<1>();", "async", FUSED_EDGES, None),
+    "async: no barrier after the wait": (
+        "lora_async.cu", "    __syncthreads();       // everyone's have", "    //", "async", FUSED_EDGES, None),
+    "async: the next tile's copies never committed": (
+        "lora_async.cu", "end, right_tiles[1 - now]);\n      async_copy_commit();",
+        "end, right_tiles[1 - now]);", "async", FUSED_EDGES, None),
+    "async: the scaled s·u copied from x's memory": (
+        "lora_async.cu", "if (inside && inner < op.split) {", "if (inside) {", "async", FUSED_EDGES, None),
+    "async: a 16-byte cp.async from an unaligned address": (
+        "lora_async.cu", "inner < op.split &&\n          reinterpret_cast<uintptr_t>(src) % 16 == 0) {",
+        "inner < op.split) {", "async", FUSED_EDGES, "misaligned"),
+    "warp: every warp computes the first warp's tile": (
+        "lora_async.cu", "Tl::template place<kVec>(threadIdx.x);", "Tl::template place<kVec>(threadIdx.x % 32);",
+        "warp", FUSED_EDGES, None),
     "fused: a block of more than 1024 threads": (
         "lora_fused.cu", "dim3(kThreads), p,", "dim3(kThreads * 8), p,", "fused", FUSED_EDGES,
         "outside CUDA's limits"),

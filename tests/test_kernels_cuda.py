@@ -1,12 +1,11 @@
 """The CUDA kernels (minilora.kernels.cuda) and the CuPy baseline against the float64 reference.
 
-Every rung of the kernel ladder ("naive", "tiled", "fused", "vectorized" in float32 and float64; the
-tensor-core rungs "tf32x3" and "bf16" in float32, on GPUs of compute capability 8.0 or newer),
-forward and backward, on fresh random inputs (never zeros) and on shapes that are not multiples of any
-tile:
-every element within the rounding bound of minilora.kernels.accuracy (built from the sizes of the
-terms summed, so cancellation cannot fail a correct kernel; the emulated tests use the same bound;
-the bf16 rung gets bfloat16 inputs and the bfloat16 bound).
+Every rung of the kernel ladder ("naive", "tiled", "fused", "vectorized", "async", "warp" in float32
+and float64; the tensor-core rungs "tf32x3" and "bf16" in float32, on GPUs of compute capability
+8.0 or newer), forward and backward, on fresh random inputs (never zeros) and on shapes that are
+not multiples of any tile: every element within the rounding bound of minilora.kernels.accuracy
+(built from the sizes of the terms summed, so cancellation cannot fail a correct kernel; the
+emulated tests use the same bound; the bf16 rung gets bfloat16 inputs and the bfloat16 bound).
 Outputs are NaN-poisoned buffers passed as `out=`, so an element a kernel forgot to write fails.
 
 GPU tests are marked `gpu` and skipped with the reason where the kernels cannot run. The tests
@@ -391,7 +390,7 @@ def test_numpy_arrays_are_refused_with_a_clear_error(rng):
 def test_unknown_variant_is_refused_before_anything_else(rng):
     x = rng.standard_normal((3, 4))
     with pytest.raises(ValueError, match=r"variant must be one of \('naive', 'tiled', 'fused', 'vectorized', "
-                                         r"'tf32x3', 'bf16'\), got 'fast'"):
+                                         r"'async', 'warp', 'tf32x3', 'bf16'\), got 'fast'"):
         cuda_kernels.forward(x, x, x, x, 1.0, variant="fast")
 
 
@@ -419,8 +418,8 @@ def test_workspace_size_follows_the_split_plan():
     # Small M: u (128 × 16, summed over 4096) is split, so is y; the scratch holds whole copies.
     size = _C.lora_workspace_size("fused", "float32", 128, 4096, 4096, 16, False)
     assert size > 0 and size % (128 * 4096) == 0
-    with pytest.raises(ValueError, match=r"variant must be 'naive', 'tiled', 'fused', 'vectorized', 'tf32x3', "
-                                         r"'bf16' or 'nf4'"):
+    with pytest.raises(ValueError, match=r"variant must be 'naive', 'tiled', 'fused', 'vectorized', 'async', "
+                                         r"'warp', 'tf32x3', 'bf16' or 'nf4'"):
         _C.lora_workspace_size("fast", "float32", 1, 1, 1, 1, False)
     with pytest.raises(ValueError, match=r"M = 0, expected 1 <= M"):
         _C.lora_workspace_size("fused", "float32", 0, 1, 1, 1, False)
@@ -494,6 +493,21 @@ def test_gpu_check_budget_in_its_header_adds_up_to_its_default():
     total = int(re.search(r"^#\s+(\d+) s$", text, re.MULTILINE).group(1))
     default = int(re.search(r"GPU_CHECK_SECONDS:-(\d+)", text).group(1))
     assert len(steps) == 9 and sum(steps) == total == default <= 360, (steps, total, default)
+
+
+def test_gpu_check_steps_run_with_the_limits_its_header_gives():
+    text = GPU_CHECK.read_text()
+    limits = dict(re.findall(r"^#\s+(\d)\. .*?\s(\d+) s ", text, re.MULTILINE))
+    expected = [(rf'step must "build" build\.log {limits["2"]} ', "build"),
+                (rf'step must "build \(dry run[^"]*" build\.log {limits["2"]} ', "dry-run build"),
+                (rf'step must "kernels usable" build\.log {limits["3"]} ', "kernels usable"),
+                (rf'step must "pytest -m gpu" tests\.log {limits["4"]} ', "pytest -m gpu"),
+                (rf"limit={limits['5']} runs", "memcheck"),
+                (rf'"\$tool" = racecheck \] && limit={limits["6"]}\n', "racecheck"),
+                (rf'"\$tool" = initcheck \] && limit={limits["7"]}\n', "initcheck"),
+                (rf'step report "benchmark" bench\.log {limits["8"]} ', "benchmark")]
+    for pattern, step in expected:
+        assert re.search(pattern, text), f"{step}: the script's limit is not the header's"
 
 
 @pytest.mark.skipif(shutil.which("bash") is None or shutil.which("timeout") is None,

@@ -9,8 +9,8 @@
 # 1. the forward and backward formulas, with shapes;
 # 2. the trick: one product over an *extended inner dimension*, [x, s·u]·[Wᵀ; Bᵀ], checked in NumPy;
 # 3. FLOPs and memory traffic: why fusing matters even though the LoRA term is cheap;
-# 4. the CUDA kernel ladder (naive, tiled, fused, vectorized, and the tensor-core rungs tf32x3 and
-#    bf16) and what each rung buys;
+# 4. the CUDA kernel ladder (naive, tiled, fused, vectorized, async, warp, and the tensor-core rungs
+#    tf32x3 and bf16) and what each rung buys;
 # 5. every backend available here checked against the reference;
 # 6. a small CPU timing table, and the recorded GPU benchmark (when there is one).
 #
@@ -191,6 +191,8 @@ for M_, N_, K_, r_ in shapes:
 # | tiled | `csrc/cuda/lora_tiled.cu` | a block of threads copies tiles of both operands into shared memory once and every thread reuses them |
 # | fused | `csrc/cuda/lora_fused.cu` | register blocking: each thread owns a small block of outputs, reuses every value it reads many times, and double-buffers the tiles |
 # | vectorized | `csrc/cuda/lora_fused.cu` | the fused kernel bringing its tiles from device memory 16 bytes (4 floats) per load where the operand allows, one element per load at its edges |
+# | async | `csrc/cuda/lora_async.cu` | the fused blocking with its tiles copied straight into shared memory by `cp.async` (sm_80 and later; ordinary loads on a T4), double-buffered with one barrier per step |
+# | warp | `csrc/cuda/lora_warp.cu` | the async kernel with block → warp → thread tiles: each warp owns an explicit 32 × 64 (or smaller) sub-tile, a third less shared-memory traffic per multiply-add; four tile configurations, one chosen per product (`minilora bench --sweep` times them all) |
 # | tf32x3 | `csrc/cuda/lora_mma.cu` | tensor cores (`mma.sync`, a 16 × 8 × 8 product per warp-instruction): each float32 operand split into a TF32 high part and a TF32 residual, three products for float32 accuracy |
 # | bf16 | `csrc/cuda/lora_mma.cu` | tensor cores on operands rounded to bfloat16, float32 accumulators: one 16 × 8 × 16 product per instruction, bfloat16 accuracy |
 #
@@ -255,6 +257,13 @@ else:
 # should change little, a few percent at most. A load of 16 bytes needs a 16-byte aligned
 # address and a run of 4 elements inside one array, so a row length like K = 3 (rows not aligned)
 # or the seam between x and s·u falls back to single loads, and gains nothing there.
+#
+# The async and warp rungs are predictions too (compiled by nvcc, checked on the emulator, **not
+# measured**): `cp.async` frees the registers that held a tile in flight and lets the copy overlap
+# the multiply without the thread storing it itself; warp tiles cut the values a warp reads from
+# shared memory per multiply-add from 144 per 2,048 (a warp of the fused rung covers 16 rows × 128
+# columns) to 96 (a 32 × 64 warp tile). `benchmarks/results/NOTES-gpu-ladder.md` lists every
+# rung's predicted effect, waiting for a GPU to measure it.
 #
 # The last two rungs hand the multiply-adds to tensor cores: one `mma.sync` instruction makes a
 # warp of 32 threads compute a whole 16 × 8 block of C over 8 (TF32) or 16 (bf16) inner indices,
@@ -454,8 +463,8 @@ for path, data in recorded:
 # the kernels' real indexing, bounds, barriers and split sums: `pytest -m emulated` checks every
 # rung this way on every test run.
 #
-# Here it runs the tiled and the fused rung on one small layer and records, for every element of
-# y, which thread of which block wrote it.
+# Here it runs the tiled, the fused and the warp rung on one small layer and records, for every
+# element of y, which thread of which block wrote it.
 
 # %%
 from minilora.kernels import accuracy, emulated
@@ -466,14 +475,18 @@ except emulated.EmulatorUnavailable as exc:
     emulator = None
     print(f"The emulator cannot be built here, so this section is skipped: {exc}")
 
+from minilora import tile_sweep
+
 traces = {}
 if emulator is not None:
     emu_rng = np.random.default_rng(7)
-    for variant, (M_, N_) in (("tiled", (40, 36)), ("fused", (128, 128))):
+    for variant, (M_, N_) in (("tiled", (40, 36)), ("fused", (128, 128)), ("warp", (128, 128))):
         layer, s_ = emulated.random_layer(emu_rng, M_, N_, 24, 4, np.float32)
         a32 = {key: value.astype(np.float32) for key, value in layer.items()}
-        y, _, block, thread = emulator.forward_traced(a32["x"], a32["W"], a32["A"], a32["B"], s_,
-                                                      a32["bias"], variant)
+        # The warp rung with its largest tiles pinned (its own rule picks smaller ones for so small a
+        # y); the other rungs do not look at them.
+        y, _, block, thread = tile_sweep.with_tiles("128x128x8/32x64/8x8", lambda _: emulator.forward_traced(
+            a32["x"], a32["W"], a32["A"], a32["B"], s_, a32["bias"], variant))(0)
         y_ref, _ = reference.lora_forward(layer["x"], layer["W"], layer["A"], layer["B"], s_, layer["bias"])
         bound, _ = accuracy.forward_bounds(layer["x"], layer["W"], layer["A"], layer["B"], s_,
                                            layer["bias"], np.float32)
@@ -489,13 +502,17 @@ if emulator is not None:
 # the same gradient, and the tiles at the right and bottom edge are cut short (those threads
 # compute but do not store). In the fused rung one block of 256 threads owns the whole 128 × 128
 # tile and each thread an 8 × 8 block of it, in two runs of 4 rows 64 apart and two runs of 4
-# columns 64 apart (that is what lets it read its values with 16-byte loads): the right panel
-# marks the 64 outputs of threads 0, 1 and 16.
+# columns 64 apart (that is what lets it read its values with 16-byte loads): the middle panel
+# marks the 64 outputs of threads 0, 1 and 16. Threads 0 to 31 are one warp, so a warp of the
+# fused rung owns 16 rows spread over the whole width of the tile. The warp rung groups its
+# threads by warp instead: the right panel colours each output by the warp that wrote it, and each
+# of the 8 warps owns one 32 × 64 rectangle, whose 32 + 64 rows and columns are all a warp reads
+# from shared memory at each step (144 for the fused rung's warps).
 
 # %%
 if traces:
-    fig = Figure(figsize=(10, 4.6))
-    left, right = fig.subplots(1, 2)
+    fig = Figure(figsize=(15, 4.6))
+    left, right, third = fig.subplots(1, 3)
     block, thread = traces["tiled"]
     image = left.imshow(thread, cmap="viridis", interpolation="nearest")
     left.set(title="tiled: thread index (0..255) in its block", xlabel="column n of y", ylabel="row m of y")
@@ -518,6 +535,12 @@ if traces:
     for t in colours:
         rows_, cols_ = np.nonzero(thread == t)
         print(f"fused thread {t:>2}: rows {sorted(set(rows_.tolist()))}, columns {sorted(set(cols_.tolist()))}")
+
+    _, thread = traces["warp"]
+    image = third.imshow(thread // 32, cmap=ListedColormap([f"C{w}" for w in range(8)]), vmin=-0.5,
+                         vmax=7.5, interpolation="nearest")
+    third.set(title="warp: which warp (0..7) wrote it", xlabel="column n of y", ylabel="row m of y")
+    fig.colorbar(image, ax=third, shrink=0.8, ticks=range(8))
     show(fig, "07_emulated_threads")
 
 # %% [markdown]

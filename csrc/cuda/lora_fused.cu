@@ -38,6 +38,7 @@
 // Bounds: any rows, cols, inner >= 1. Elements of L or R outside the operand are stored in shared
 // memory as zero; outputs outside C are computed but not stored.
 #include "matmul.cuh"
+#include "tile_pieces.cuh"
 
 namespace minilora::cuda {
 
@@ -86,41 +87,11 @@ SplitPlan fused_plan(int rows, int cols, int inner) {
   return plan_splits(rows, cols, inner, Fused<T>::rows, Fused<T>::cols, kStep);
 }
 
-// Each thread copies `kOuterTile · kStep / kThreads` elements of a (kOuterTile × kStep) piece of an
-// operand, in runs of kWidth elements consecutive along the operand's contiguous index (kWidth = 1
-// in the fused rung). Element e of this thread sits at (outer, inner) in the piece; consecutive
-// threads take consecutive runs, so a warp reads whole cache lines.
-struct Spot {
-  int outer, inner;
-};
-
+// Where element e of this thread's share of a tile copy lies (tile_pieces.cuh), for this rung's
+// 256 threads and steps of kStep.
 template <int kOuterTile, Contiguous C, int kWidth>
 __device__ __forceinline__ Spot spot(int e) {
-  const int index = (e / kWidth) * kThreads + threadIdx.x;  // which run of the piece
-  const int along = e % kWidth;                             // which element of the run
-  if (C == Contiguous::Inner) {
-    constexpr int runs_per_row = kStep / kWidth;
-    return {index / runs_per_row, (index % runs_per_row) * kWidth + along};
-  }
-  constexpr int runs_per_column = kOuterTile / kWidth;
-  return {(index % runs_per_column) * kWidth + along, index / runs_per_column};
-}
-
-template <typename T>
-struct Vector16;  // 16 bytes of T, read by one instruction
-template <>
-struct Vector16<float> {
-  using type = float4;
-};
-template <>
-struct Vector16<double> {
-  using type = double2;
-};
-
-template <typename T>
-__device__ __forceinline__ void copy16(T* dst, const T* src) {
-  using V = typename Vector16<T>::type;
-  *reinterpret_cast<V*>(dst) = *reinterpret_cast<const V*>(src);
+  return piece_spot<kThreads, kStep, kOuterTile, C, kWidth>(e);
 }
 
 // The run of 16 bytes of op starting at (outer, inner), into dst with one load, when the run lies

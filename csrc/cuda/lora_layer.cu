@@ -13,10 +13,11 @@
 // its one kernel; the tiled rung with its kernel; the fused rung runs the wide ones on the
 // register-blocked kernel and the skinny ones on the tiled kernel, split along their long inner
 // dimension when the output alone would leave the GPU idle; the vectorized rung is the fused rung
-// with the register-blocked kernel reading device memory 16 bytes at a time; the nf4 rung runs the
-// wide ones, which read W, on the kernel that dequantizes W's tiles (lora_nf4.cu), the rest tiled.
-// The tensor-core rungs (tf32x3, bf16; float32 only) run all six products on the mma.sync kernel,
-// so that each is one precision throughout.
+// with the register-blocked kernel reading device memory 16 bytes at a time; the async and warp
+// rungs run the wide ones on the kernel of lora_async.cu (cp.async; and warp tiles); the nf4 rung
+// runs the wide ones, which read W, on the kernel that dequantizes W's tiles (lora_nf4.cu), the
+// rest tiled. The tensor-core rungs (tf32x3, bf16; float32 only) run all six products on the
+// mma.sync kernel, so that each is one precision throughout.
 #include <algorithm>
 #include <cstdio>
 #include <initializer_list>
@@ -40,9 +41,10 @@ using SkinnyProduct = std::integral_constant<Width, Width::Skinny>;
 
 // The kernel that computes a product: the naive rung runs every product on its one kernel, the
 // tiled rung on its own, the fused and vectorized rungs the wide ones on the fused kernel (with
-// scalar or 16-byte loads) and the skinny ones tiled; the nf4 rung likewise, with its own kernel;
-// the tensor-core rungs every product on theirs.
-enum class Kernel { Naive, Tiled, Fused, Nf4, TensorCores };
+// scalar or 16-byte loads), the async and warp rungs on the kernel of lora_async.cu (with the
+// fused blocking or warp tiles), the nf4 rung on its own kernel, and the skinny ones tiled; the
+// tensor-core rungs every product on theirs.
+enum class Kernel { Naive, Tiled, Fused, Async, Warp, Nf4, TensorCores };
 
 bool on_tensor_cores(Variant variant) {
   return variant == Variant::Tf32x3 || variant == Variant::Bf16;
@@ -62,6 +64,8 @@ Kernel kernel_for(Variant variant, Width width) {
   if (variant == Variant::Nf4) return width == Width::Wide ? Kernel::Nf4 : Kernel::Tiled;
   const bool fused = variant == Variant::Fused || variant == Variant::Vectorized;
   if (fused && width == Width::Wide) return Kernel::Fused;
+  if (variant == Variant::Async && width == Width::Wide) return Kernel::Async;
+  if (variant == Variant::Warp && width == Width::Wide) return Kernel::Warp;
   return Kernel::Tiled;
 }
 
@@ -73,6 +77,8 @@ template <typename T>
 SplitPlan plan(Kernel kernel, int rows, int cols, int inner) {
   if (kernel == Kernel::Naive) return {1, inner};
   if (kernel == Kernel::Fused) return fused_plan<T>(rows, cols, inner);
+  if (kernel == Kernel::Async) return async_plan<T>(rows, cols, inner);
+  if (kernel == Kernel::Warp) return warp_plan(rows, cols, inner);
   if (kernel == Kernel::TensorCores) return mma_plan(rows, cols, inner);
   return tiled_plan(rows, cols, inner);
 }
@@ -92,6 +98,10 @@ void check_grid_for(Variant variant, Width width, const Matmul<T, LC, RC>& p, co
     check_grid(naive_grid(p.rows, p.cols), "naive_matmul_kernel", product);
   } else if (kernel == Kernel::Fused) {
     check_grid(fused_grid<T>(p.rows, p.cols, split), fused_kernel_name(loads_for(variant)), product);
+  } else if (kernel == Kernel::Async) {
+    check_grid(async_grid<T>(p.rows, p.cols, split), "async_matmul_kernel", product);
+  } else if (kernel == Kernel::Warp) {
+    check_grid(warp_grid(p.rows, p.cols, split), warp_kernel_name(p.rows, p.cols), product);
   } else if (kernel == Kernel::TensorCores) {
     check_grid(mma_grid(p.rows, p.cols, split), mma_kernel_name(cores_for(variant)), product);
   } else {
@@ -123,6 +133,14 @@ void run(Variant variant, const Matmul<T, LC, RC>& p, const Nf4Weights* W_nf4, T
     }
     if (kernel == Kernel::Fused) {
       fused_matmul(p, split, scratch, stream, product, loads_for(variant));
+      return;
+    }
+    if (kernel == Kernel::Async) {
+      async_matmul(p, split, scratch, stream, product);
+      return;
+    }
+    if (kernel == Kernel::Warp) {
+      warp_matmul(p, split, scratch, stream, product);
       return;
     }
   }
@@ -369,12 +387,14 @@ Variant variant_named(const std::string& name) {
   if (name == "tiled") return Variant::Tiled;
   if (name == "fused") return Variant::Fused;
   if (name == "vectorized") return Variant::Vectorized;
+  if (name == "async") return Variant::Async;
+  if (name == "warp") return Variant::Warp;
   if (name == "tf32x3") return Variant::Tf32x3;
   if (name == "bf16") return Variant::Bf16;
   if (name == "nf4") return Variant::Nf4;
   throw std::invalid_argument(
-      "variant must be 'naive', 'tiled', 'fused', 'vectorized', 'tf32x3', 'bf16' or 'nf4', got '" +
-      name + "'");
+      "variant must be 'naive', 'tiled', 'fused', 'vectorized', 'async', 'warp', 'tf32x3', 'bf16' "
+      "or 'nf4', got '" + name + "'");
 }
 
 template <typename T>

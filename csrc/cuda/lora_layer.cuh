@@ -18,12 +18,20 @@
 
 namespace minilora::cuda {
 
-enum class Variant { Naive, Tiled, Fused, Vectorized, Tf32x3, Bf16, Nf4 };
+enum class Variant { Naive, Tiled, Fused, Vectorized, Async, Warp, Tf32x3, Bf16, Nf4 };
 
-// "naive", "tiled", "fused", "vectorized", "tf32x3", "bf16" or "nf4"; std::invalid_argument for
-// anything else. tf32x3 and bf16 run on tensor cores (float32 only, compute capability 8.0 or
-// newer). "nf4" is the rung for W stored in NF4 (lora_nf4.cuh): it needs W_nf4 below, the others W.
+// "naive", "tiled", "fused", "vectorized", "async", "warp", "tf32x3", "bf16" or "nf4";
+// std::invalid_argument for anything else. tf32x3 and bf16 run on tensor cores (float32 only,
+// compute capability 8.0 or newer). "nf4" is the rung for W stored in NF4 (lora_nf4.cuh): it needs
+// W_nf4 below, the others W.
 Variant variant_named(const std::string& name);
+
+// The warp rung's tile configurations (lora_warp.cu), largest block tile first: their count, the
+// name of one, and the one a rows × cols product runs with (the environment variable
+// MINILORA_WARP_TILES when set, else the choice per shape; std::invalid_argument when it names none).
+int warp_tile_count();
+const char* warp_tile_name(int index);
+int warp_tiles_for(int rows, int cols);
 
 struct LoraShape {
   int64_t M, N, K, r;  // checked against the kernels' int indices before any use

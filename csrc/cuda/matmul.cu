@@ -9,9 +9,6 @@
 
 namespace minilora::cuda {
 
-// About two blocks for each multiprocessor of a large GPU (an H100 has 132): below that, a product
-// leaves most of the GPU idle and is worth splitting.
-constexpr int kTargetBlocks = 256;
 // Each split sums at least this many inner indices, so the partial sums stay a small extra cost.
 constexpr int kMinSplitInner = 256;
 constexpr int kMaxSplits = 64;

@@ -95,6 +95,10 @@ struct SplitPlan {
   int chunk;
 };
 
+// About two blocks for each multiprocessor of a large GPU (an H100 has 132): below that, a product
+// leaves most of the GPU idle and is worth splitting.
+constexpr int kTargetBlocks = 256;
+
 // Cut the inner dimension only when the output alone has too few tiles to fill the GPU (a small
 // u = x·Aᵀ, or dA = s·vᵀ·x with its long sum over M). The plan depends on the shapes alone, so
 // Python can size the scratch buffer before the launch and results do not depend on the GPU model.
@@ -165,6 +169,24 @@ const char* fused_kernel_name(Loads loads);
 template <typename T, Contiguous LC, Contiguous RC>
 void fused_matmul(const Matmul<T, LC, RC>& p, const SplitPlan& plan, T* scratch,
                   cudaStream_t stream, const char* product, Loads loads);
+
+// The async rung: the fused blocking, tiles copied by cp.async (lora_async.cu).
+template <typename T>
+SplitPlan async_plan(int rows, int cols, int inner);
+template <typename T>
+dim3 async_grid(int rows, int cols, const SplitPlan& plan);
+template <typename T, Contiguous LC, Contiguous RC>
+void async_matmul(const Matmul<T, LC, RC>& p, const SplitPlan& plan, T* scratch,
+                  cudaStream_t stream, const char* product);
+
+// The warp rung: the async kernel with warp tiles, one configuration per product chosen by
+// warp_tiles_for (lora_layer.cuh, lora_warp.cu).
+const char* warp_kernel_name(int rows, int cols);
+SplitPlan warp_plan(int rows, int cols, int inner);
+dim3 warp_grid(int rows, int cols, const SplitPlan& plan);
+template <typename T, Contiguous LC, Contiguous RC>
+void warp_matmul(const Matmul<T, LC, RC>& p, const SplitPlan& plan, T* scratch,
+                 cudaStream_t stream, const char* product);
 
 // The tensor-core rungs (lora_mma.cu, float32 only): mma.sync on 3xTF32 or on bf16 operands.
 enum class TensorCores { Tf32x3, Bf16 };

@@ -5,6 +5,9 @@
 #include <stdexcept>
 #include <string>
 #include <tuple>
+#include <vector>
+
+#include <pybind11/stl.h>  // std::vector to a list
 
 #include "lora_layer.cuh"
 #include "register_cuda.h"
@@ -69,6 +72,19 @@ void register_cuda(py::module_& m) {
       },
       "(device_count, error_message): what the CUDA runtime linked into minilora._C sees.\n"
       "Never raises: without a driver or a GPU it returns (0, the runtime's reason).");
+
+  m.def(
+      "lora_warp_tiles",
+      [](int rows, int cols) -> std::tuple<std::vector<std::string>, std::string> {
+        std::vector<std::string> names;
+        for (int i = 0; i < minilora::cuda::warp_tile_count(); ++i) {
+          names.emplace_back(minilora::cuda::warp_tile_name(i));
+        }
+        return {names, names[size_t(minilora::cuda::warp_tiles_for(rows, cols))]};
+      },
+      "(names, chosen): the warp rung's tile configurations, largest block tile first, and the\n"
+      "one it runs a rows x cols product with (MINILORA_WARP_TILES, else the choice per shape).",
+      py::arg("rows") = 1, py::arg("cols") = 1);
 
   m.def(
       "lora_workspace_size",

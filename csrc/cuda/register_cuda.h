@@ -13,6 +13,11 @@
 //       `variant` needs: partial sums of products split along their inner dimension, and in the
 //       backward v = dy·B (M, r). May be 0.
 //
+//   lora_warp_tiles(rows=1, cols=1) -> (names, chosen)
+//       The warp rung's tile configurations, largest block tile first, and the one it runs a
+//       rows × cols product with: $MINILORA_WARP_TILES when set (ValueError if it names none),
+//       else the choice per shape (lora_warp.cu).
+//
 //   lora_forward_cuda(variant, dtype, x, W, A, B, bias, y, u, workspace, workspace_size,
 //                     M, N, K, r, scaling, stream)
 //       u = x·Aᵀ (M, r), y = x·Wᵀ + scaling·u·Bᵀ (+ bias) (M, N). bias = 0 means no bias.
@@ -31,11 +36,11 @@
 //       code (the 16 float32 levels) instead of W (csrc/cuda/lora_nf4.cuh).
 //
 // Shapes: x (M, K), W (N, K), A (r, K), B (N, r), bias (N,), dy (M, N); every array C-contiguous
-// (row-major) on the current device. variant is "naive", "tiled", "fused", "vectorized", "tf32x3"
-// or "bf16" (the last two: float32 only, compute capability 8.0 or newer; "nf4" only in
-// lora_workspace_size, for the nf4 entry points); dtype is "float32" or "float64". Every output
-// element is written, never accumulated into. Kernels are queued on
-// `stream` and the call returns without waiting for them (the GIL is released meanwhile).
+// (row-major) on the current device. variant is "naive", "tiled", "fused", "vectorized", "async",
+// "warp", "tf32x3" or "bf16" (the last two: float32 only, compute capability 8.0 or newer; "nf4"
+// only in lora_workspace_size, for the nf4 entry points); dtype is "float32" or "float64". Every
+// output element is written, never accumulated into. Kernels are queued on `stream` and the call
+// returns without waiting for them (the GIL is released meanwhile).
 //
 // Errors: an unknown variant or dtype, a size < 1, too small a workspace, a null address (0) for
 // any array but bias, an output or the workspace overlapping another array, a product too large

@@ -165,3 +165,20 @@ MINILORA_EXPORT int minilora_emulated_backward_nf4(int float64, const void* dy, 
       },
       message, message_bytes);
 }
+
+// The warp rung's tile configurations: the name of configuration `index` into `name` when index is
+// one (returns their count), and the one it runs a rows × cols product with (MINILORA_WARP_TILES,
+// else the choice per shape) into *index.
+MINILORA_EXPORT int minilora_emulated_warp_tiles(int index, char* name, size_t name_bytes) {
+  namespace mc = minilora::cuda;
+  if (index >= 0 && index < mc::warp_tile_count()) {
+    std::snprintf(name, name_bytes, "%s", mc::warp_tile_name(index));
+  }
+  return mc::warp_tile_count();
+}
+
+MINILORA_EXPORT int minilora_emulated_warp_tiles_for(int rows, int cols, int* index, char* message,
+                                                     size_t message_bytes) {
+  return guarded([&] { *index = minilora::cuda::warp_tiles_for(rows, cols); }, message,
+                 message_bytes);
+}

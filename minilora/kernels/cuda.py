@@ -14,16 +14,20 @@ lora_fused.cu, lora_mma.cu); `variant` picks the rung, "fused" by default:
     "tiled"  16 × 16 shared-memory tiles
     "fused"  register-blocked tiles, the LoRA term in the same accumulator as x·Wᵀ
     "vectorized"  the fused kernel reading device memory 16 bytes per load where it can
+    "async"       the fused blocking with tiles copied to shared memory by cp.async (sm_80+;
+                  ordinary loads on sm_75), one barrier per step
+    "warp"        the async kernel with warp tiles, its tile sizes chosen per product from
+                  `warp_tiles()` or pinned by the environment variable MINILORA_WARP_TILES
     "tf32x3"      tensor cores (mma.sync): each float32 operand split into a TF32 high part and a
                   TF32 residual, three products per product, float32 accuracy
     "bf16"        tensor cores on operands rounded to bfloat16 (to nearest even) as the kernel
                   reads them, float32 accumulators and outputs: bf16 accuracy, not float32's
 
-"vectorized", "tf32x3" and "bf16" are not yet measured on a GPU: checked on the CPU emulator only.
-The two tensor-core rungs take float32 arrays only and need compute capability 8.0 or newer
-(mma.sync on TF32 / bf16; a T4 is 7.5): elsewhere the call raises ValueError with the reason.
-The bf16 rung keeps float32 arrays because NumPy and CuPy have no bfloat16 dtype: the inputs are
-rounded in the kernel, so it moves the bytes of a float32 layer (minilora/kernels/bf16.py).
+"vectorized", "async", "warp", "tf32x3" and "bf16" are not yet measured on a GPU: checked on the
+CPU emulator only. The two tensor-core rungs take float32 arrays only and need compute capability
+8.0 or newer (mma.sync on TF32 / bf16; a T4 is 7.5): elsewhere the call raises ValueError with the
+reason. The bf16 rung keeps float32 arrays because NumPy and CuPy have no bfloat16 dtype: the
+inputs are rounded in the kernel, so it moves the bytes of a float32 layer (minilora/kernels/bf16.py).
 
 There is one more rung, for W stored in NF4 (an NF4Tensor, QLoRA's 4-bit base), which `forward` and
 `backward` take with variant "nf4" (csrc/cuda/lora_nf4.cu, also checked on the emulator only):
@@ -43,7 +47,8 @@ from minilora import backend
 from minilora.kernels import checks, nf4
 from minilora.quant.nf4 import NF4Tensor
 
-VARIANTS = ("naive", "tiled", "fused", "vectorized", "tf32x3", "bf16")
+VARIANTS = ("naive", "tiled", "fused", "vectorized", "async", "warp", "tf32x3", "bf16")
+WARP_TILES_VARIABLE = "MINILORA_WARP_TILES"  # pins the warp rung's tile configuration
 DEFAULT_VARIANT = "fused"
 FLOAT32_ONLY = ("tf32x3", "bf16")  # the tensor-core rungs
 
@@ -119,6 +124,15 @@ def backward(dy, x, W, A, B, u, scaling, variant=DEFAULT_VARIANT, out=None):
                                workspace.data.ptr, workspace.size, M, N, K, r, scaling,
                                _current_stream())
     return dx, dA, dB
+
+
+def warp_tiles(rows=1, cols=1):
+    """``(names, chosen)``: the warp rung's tile configurations ("block/warp/thread" tile sizes,
+    largest block tile first) and the one it runs a rows × cols product with: the value of
+    $MINILORA_WARP_TILES when set (ValueError when it names none), else the choice per shape of
+    csrc/cuda/lora_warp.cu. Needs the compiled extension with CUDA, not a GPU."""
+    names, chosen = _cuda_library().lora_warp_tiles(rows, cols)
+    return tuple(names), chosen
 
 
 def status():

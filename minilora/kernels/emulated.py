@@ -237,6 +237,9 @@ class Emulator:
         lib.minilora_emulation_schedule.argtypes = [ctypes.c_int, ctypes.c_uint64]
         lib.minilora_emulation_trace.argtypes = [p, i64, i64, p, p]
         lib.minilora_emulation_launches.restype = i64
+        lib.minilora_emulated_warp_tiles.argtypes = [ctypes.c_int, *msg]
+        lib.minilora_emulated_warp_tiles_for.argtypes = [ctypes.c_int, ctypes.c_int,
+                                                         ctypes.POINTER(ctypes.c_int), *msg]
         lib.minilora_emulated_mma.argtypes = [ctypes.c_int, ctypes.c_int, p, p, p, p, ctypes.c_int,
                                               ctypes.c_int, *msg]
         lib.minilora_emulated_round.argtypes = [ctypes.c_int, p, p, i64]
@@ -249,6 +252,23 @@ class Emulator:
     def launches(self):
         """Kernels launched so far by this build (a refused launch does not count)."""
         return int(self._lib.minilora_emulation_launches())
+
+    def warp_tiles(self):
+        """The names of the warp rung's tile configurations, largest block tile first."""
+        name = ctypes.create_string_buffer(64)
+        count = self._lib.minilora_emulated_warp_tiles(-1, name, len(name))
+        names = []
+        for index in range(count):
+            self._lib.minilora_emulated_warp_tiles(index, name, len(name))
+            names.append(name.value.decode())
+        return tuple(names)
+
+    def warp_tiles_for(self, rows, cols):
+        """The configuration the warp rung runs a rows × cols product with: $MINILORA_WARP_TILES
+        when set, else the choice per shape (csrc/cuda/lora_warp.cu)."""
+        index = ctypes.c_int()
+        self._call(self._lib.minilora_emulated_warp_tiles_for, rows, cols, ctypes.byref(index))
+        return self.warp_tiles()[index.value]
 
     def mma(self, instruction, a, b, c, threads=32, absent=None, absent_at_barrier=False):
         """One warp-wide mma.sync of csrc/cuda/mma.cuh: instruction "tf32" (m16n8k8) or "bf16"
