@@ -53,6 +53,9 @@ rng = np.random.default_rng(0)
 # bracket and one scale per output column finishes the job. In the backward n is a constant
 # ("detached"), as the paper suggests to save memory and as PEFT does; tests/test_dora_peft.py checks
 # that minilora's outputs and gradients equal PEFT's use_dora layer in float64.
+#
+# Lab 7 (`minilora lab start dora my_labs`) has you write this layer's backward: dx, dA, dB and dm,
+# with the norm detached.
 
 # %%
 linear = Linear(12, 6, dtype="float64")
