@@ -649,6 +649,9 @@ def test_grade_checks_every_file_apart_and_writes_a_record_per_part(tmp_path, ca
 def test_grade_exits_0_when_every_file_passes_and_1_for_a_missing_path(tmp_path, capsys):
     assert cli.main(["lab", "grade", "softmax", str(SOLUTIONS / "lab2_softmax.py"), "--seed", "1"]) == 0
     assert capsys.readouterr().out.startswith("PASS  ")
+    assert cli.main(["lab", "grade", "softmax", str(LABS_FOLDER / "lab2_softmax.py"), "--seed", "1"]) == 1
+    assert capsys.readouterr().out.splitlines()[0].endswith(
+        "0 of 1 parts passed; softmax_backward: not written yet: fill in the TODO in lab2_softmax.py:softmax_backward")
     assert cli.main(["lab", "grade", "softmax", str(tmp_path / "nobody")]) == 1
     assert "no such file or folder" in capsys.readouterr().err
     assert cli.main(["lab", "grade", "softmax", str(tmp_path)]) == 1
