@@ -29,7 +29,7 @@ from matplotlib.figure import Figure
 
 import minilora
 from minilora.demo import load_or_pretrain_base
-from minilora.finetune_variants import Variant, compare, format_table, summarize
+from minilora.finetune_variants import Variant, compare, format_table, summarize, with_steps
 from minilora.lora import LoRALinear, apply_lora, lora_plus_param_groups
 from minilora.lora.finetune import QUICK, ExperimentConfig
 from minilora.nn import Linear
@@ -150,8 +150,7 @@ show(fig, "10_pissa_singular_values")
 
 # %%
 steps = config.lora_training.steps if FAST else 400
-budget = dataclasses.replace(config, lora_training=dataclasses.replace(
-    config.lora_training, steps=steps, warmup_steps=min(config.lora_training.warmup_steps, steps // 10)))
+budget = with_steps(config, steps)
 seeds = (0,) if FAST else (0, 1, 2)
 variants = [Variant("LoRA", config.lora),
             Variant("DoRA", dataclasses.replace(config.lora, use_dora=True)),
