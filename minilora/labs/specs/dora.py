@@ -16,7 +16,7 @@ and B with n held where it was, which is exactly what a detached backward comput
 student's function does not receive n: computing it (the axis, the scaling) is part of the lab.
 
 The inputs make every mistake below large: m / n is drawn per row in [0.4, 0.7] or [1.3, 2] (so
-leaving out m, n or both changes every column by a different factor), s·B·A is as large as W
+leaving out m, n or both changes every column by a different factor), s·B·A is at least as large as W
 (so a norm without s, or of W alone, is far off), and one case has a square W, as attention's
 projections do, where a norm over the wrong axis keeps its shape; elsewhere that mistake raises,
 and the error's hint names it.
