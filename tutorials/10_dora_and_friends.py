@@ -182,8 +182,9 @@ show(fig, "10_variants_on_the_coded_task")
 
 # %% [markdown]
 # **One full run, recorded here** (this text is not computed: the cell above prints your run). On
-# 2 December 2026, on a 2-core development VM shared with other work (load average 3 to 9 during
-# the run, the tutorial under `nice -n 10`), `python tutorials/10_dora_and_friends.py` printed:
+# 2 December 2026, on a 2-core development VM shared with other work (1-minute load average 2.5
+# to 22 during the run, the tutorial under `nice -n 10`), `python tutorials/10_dora_and_friends.py`
+# printed:
 #
 # | variant | trainable | coded addition, mean ± std | seeds 0, 1, 2 | base under the adapter |
 # |---|---|---|---|---|
