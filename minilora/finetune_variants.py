@@ -76,6 +76,14 @@ def base_weight_bytes(model):
     return total
 
 
+def with_steps(config, steps):
+    """`config` (an ExperimentConfig) with its LoRA training cut to `steps` (warmup at most a tenth):
+    one smaller budget for every variant."""
+    training = config.lora_training
+    return dataclasses.replace(config, lora_training=dataclasses.replace(
+        training, steps=steps, warmup_steps=min(training.warmup_steps, steps // 10)))
+
+
 def compare(base, variants, config, seeds, backend="numpy", quiet=True):
     """finetune_variant for every variant and seed: a list of their dicts."""
     return [finetune_variant(base, variant, config, seed, backend, quiet) for variant in variants

@@ -130,13 +130,18 @@ def planted(name, function, mistake):
 
 @pytest.mark.parametrize("name, function, mistake", list(spec_mistakes()))
 def test_every_typical_mistake_fails_on_every_seed_with_its_hint(name, function, mistake):
+    # A mistake that gives the right shapes only for some cases (DoRA's norm over the wrong axis, on a
+    # square W) raises ValueError on the others, as a student's code would: there the lab's error_hints
+    # must give the same hint. On some case of every seed it must be caught by its values.
     functions = planted(name, function, mistake)
     for seed in SEEDS:
         result = labs.check_functions(name, functions, seed=seed)
         assert not result.ok, f"seed {seed}: the mistake passed:\n{result.report()}"
+        wrong = f"{mistake.gradient} is wrong"
+        assert any(wrong in line.message for line in result.failures), result.report()
         for line in result.failures:
             assert line.subject.startswith(function.name), result.report()
-            assert f"{mistake.gradient} is wrong" in line.message, result.report()
+            assert wrong in line.message or f"{function.name} raised ValueError" in line.message, result.report()
             assert any(mistake.hint in hint for hint in line.hints), result.report()
 
 
@@ -270,6 +275,52 @@ def ce_grad_ignored(grad, logits, targets, ignore_index):
     return solution("cross_entropy")["cross_entropy_backward"](np.ones_like(grad), logits, targets, ignore_index)
 
 
+def _dora_parts(x, W, A, B, m, scaling, axis=1):
+    N, K = W.shape
+    V = W + scaling * (B @ A)
+    n = np.linalg.norm(V, axis=axis)
+    return x.reshape(-1, K), V, n, m / n
+
+
+def dora_norm_over_columns(dy, x, W, A, B, m, scaling):
+    x2, V, n, scale = _dora_parts(x, W, A, B, m, scaling, axis=0)
+    g = dy.reshape(-1, W.shape[0]) * scale
+    dV = g.T @ x2
+    return (g @ V).reshape(x.shape), scaling * B.T @ dV, scaling * dV @ A.T, (g / m * (x2 @ V.T)).sum(axis=0)
+
+
+def dora_through_the_norm(dy, x, W, A, B, m, scaling):
+    # The full derivative of (m / ‖V‖) ⊙ x·Vᵀ with respect to V, row by row.
+    x2, V, n, scale = _dora_parts(x, W, A, B, m, scaling)
+    dy2 = dy.reshape(-1, W.shape[0])
+    z = x2 @ V.T
+    dV = (dy2 * scale).T @ x2 - ((dy2 * z).sum(axis=0) * m / n ** 3)[:, None] * V
+    return ((dy2 * scale) @ V).reshape(x.shape), scaling * B.T @ dV, scaling * dV @ A.T, (dy2 * z).sum(axis=0) / n
+
+
+def dora_dA_transposed(dy, x, W, A, B, m, scaling):
+    dx, _, dB, dm = solution("dora")["dora_backward"](dy, x, W, A, B, m, scaling)
+    x2, _, _, scale = _dora_parts(x, W, A, B, m, scaling)
+    return dx, scaling * x2.T @ ((dy.reshape(-1, W.shape[0]) * scale) @ B), dB, dm
+
+
+def dora_as_lora(dy, x, W, A, B, m, scaling):
+    _, _, _, dm = solution("dora")["dora_backward"](dy, x, W, A, B, m, scaling)
+    return (*solution("lora")["lora_backward"](dy, x, W, A, B, scaling), dm)
+
+
+def dora_dm_over_one_axis(dy, x, W, A, B, m, scaling):
+    dx, dA, dB, _ = solution("dora")["dora_backward"](dy, x, W, A, B, m, scaling)
+    V = W + scaling * (B @ A)
+    return dx, dA, dB, (dy * (x @ V.T)).sum(axis=0) / np.linalg.norm(V, axis=1)
+
+
+def dora_dm_of_y(dy, x, W, A, B, m, scaling):
+    dx, dA, dB, _ = solution("dora")["dora_backward"](dy, x, W, A, B, m, scaling)
+    x2, V, n, scale = _dora_parts(x, W, A, B, m, scaling)
+    return dx, dA, dB, (dy.reshape(-1, W.shape[0]) * (x2 @ V.T) * scale).sum(axis=0)
+
+
 # (lab, function name, the student's function, words every failure's message has (or one of several),
 #  words a hint has)
 STUDENT_MISTAKES = [
@@ -295,6 +346,12 @@ STUDENT_MISTAKES = [
     ("cross_entropy", "cross_entropy_backward", ce_onehot_by_indexing, ("raised IndexError", "grad_logits is wrong"),
      "ignore_index"),
     ("cross_entropy", "cross_entropy_backward", ce_grad_ignored, "grad_logits is wrong", "not used"),
+    ("dora", "dora_backward", dora_norm_over_columns, ("raised ValueError", "is wrong"), "over the input axis"),
+    ("dora", "dora_backward", dora_through_the_norm, ("dA is wrong", "dB is wrong"), "is detached"),
+    ("dora", "dora_backward", dora_dA_transposed, "dA has shape", "last two axes swapped"),
+    ("dora", "dora_backward", dora_as_lora, "is wrong", "plain LoRA's"),
+    ("dora", "dora_backward", dora_dm_over_one_axis, "dm has shape", "summed over every one of them"),
+    ("dora", "dora_backward", dora_dm_of_y, "dm is wrong", "without m"),
 ]
 
 
@@ -592,6 +649,9 @@ def test_grade_checks_every_file_apart_and_writes_a_record_per_part(tmp_path, ca
 def test_grade_exits_0_when_every_file_passes_and_1_for_a_missing_path(tmp_path, capsys):
     assert cli.main(["lab", "grade", "softmax", str(SOLUTIONS / "lab2_softmax.py"), "--seed", "1"]) == 0
     assert capsys.readouterr().out.startswith("PASS  ")
+    assert cli.main(["lab", "grade", "softmax", str(LABS_FOLDER / "lab2_softmax.py"), "--seed", "1"]) == 1
+    assert capsys.readouterr().out.splitlines()[0].endswith(
+        "0 of 1 parts passed; softmax_backward: not written yet: fill in the TODO in lab2_softmax.py:softmax_backward")
     assert cli.main(["lab", "grade", "softmax", str(tmp_path / "nobody")]) == 1
     assert "no such file or folder" in capsys.readouterr().err
     assert cli.main(["lab", "grade", "softmax", str(tmp_path)]) == 1

@@ -7,11 +7,14 @@ import json
 
 import numpy as np
 import pytest
+
+import minilora
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from gpt2_files import SMALL, randomly_trained, write_gpt2_checkpoint
-from minilora.lora import LoRAConfig, load_peft_adapter, save_peft_adapter
+from minilora.lora import LoRAConfig, apply_lora, load_peft_adapter, save_peft_adapter
+from minilora.lora.inject import get_module
 from minilora.nn import GPT, GPTConfig
 
 C, L = SMALL["n_embd"], SMALL["n_layer"]
@@ -137,7 +140,9 @@ def test_modules_to_save_of_a_third_of_c_attn_is_an_error(tmp_path, rng, gpt2):
     LoRAConfig(r=1, alpha=3, target_modules="all-linear", rank_pattern={"v_proj": 2}, alpha_pattern={"q_proj": 7},
                bias="lora_only"),
     LoRAConfig(r=2, target_modules=("v_proj", "o_proj"), use_rslora=True, bias="all", modules_to_save=("ln_f",)),
-], ids=["qkv", "patterns_lora_only", "rslora_all_saved"])
+    LoRAConfig(r=2, alpha=3, target_modules=("q_proj", "v_proj", "fc_in"), rank_pattern={"v_proj": 1},
+               use_dora=True, bias="lora_only"),
+], ids=["qkv", "patterns_lora_only", "rslora_all_saved", "dora_q_v_fc_in"])
 def test_save_then_load_gives_the_same_model(tmp_path, rng, gpt2, layout, config):
     base = copy.deepcopy(gpt2)
     model = randomly_trained(gpt2, rng, config)
@@ -182,9 +187,9 @@ def test_regex_rank_and_alpha_patterns(tmp_path, rng):
     np.testing.assert_array_equal(model.h[1].attn.q_proj.lora_A.numpy(), read_tensor(d, "h.1.attn.q_proj.lora_A"))
 
 
-def read_tensor(directory, name):
+def read_tensor(directory, name, suffix=".weight"):
     with safe_open(str(directory / "adapter_model.safetensors"), framework="np") as f:
-        return f.get_tensor(P + name + ".weight").astype(np.float64)
+        return f.get_tensor(P + name + suffix).astype(np.float64)
 
 
 def test_regex_target_modules_and_layers_to_transform(tmp_path, rng, gpt2):
@@ -261,7 +266,7 @@ def test_a_wrong_rank_is_an_error(tmp_path, rng):
 
 
 @pytest.mark.parametrize("field, value, says", [
-    ("use_dora", True, "DoRA"),
+    ("use_dora", True, "h.0.attn.q_proj: no lora_magnitude_vector (use_dora is true)"),
     ("lora_bias", True, "a bias on lora_B"),
     ("init_lora_weights", "pissa", "init_lora_weights='pissa' cannot be expressed"),
     ("peft_type", "IA3", "peft_type is 'IA3'"),
@@ -273,12 +278,18 @@ def test_a_field_minilora_cannot_express_is_an_error(tmp_path, rng, field, value
     assert says in error_for(tmp_path, rng, **{field: value})
 
 
-def test_dora_and_embedding_tensors_are_named(tmp_path, rng):
+def test_embedding_tensors_and_dora_magnitudes_that_do_not_fit_are_named(tmp_path, rng):
     tensors = lora_tensors(rng, [f"h.{i}.attn.q_proj" for i in range(L)], 2)
-    tensors[f"{P}h.0.attn.q_proj.lora_magnitude_vector"] = np.ones(C)
     tensors[f"{P}wte.lora_embedding_A"] = np.ones((2, 17))
-    message = error_for(tmp_path, rng, tensors)
-    assert "a DoRA magnitude cannot be expressed" in message and "LoRA on an Embedding" in message
+    assert "LoRA on an Embedding" in error_for(tmp_path, rng, tensors)
+    del tensors[f"{P}wte.lora_embedding_A"]
+    tensors[f"{P}h.0.attn.q_proj.lora_magnitude_vector"] = np.ones(C)
+    assert "h.0.attn.q_proj.lora_magnitude_vector: a DoRA magnitude, but the config has use_dora false" \
+        in error_for(tmp_path, rng, tensors)
+    tensors[f"{P}h.1.attn.q_proj.lora_magnitude_vector"] = np.ones(C + 1)
+    message = error_for(tmp_path, rng, tensors, use_dora=True)
+    assert f"h.1.attn.q_proj.lora_magnitude_vector has shape ({C + 1},), the config (r=2) and the model need ({C},)" \
+        in message and "h.0.attn.q_proj" not in message
 
 
 def test_loading_twice_and_unknown_layouts(tmp_path, rng):
@@ -315,3 +326,132 @@ def test_modules_to_save_that_do_not_fit(tmp_path, rng, gpt2):
     assert "transformer.h.0.attn.c_attn: a fused layer saved whole cannot be split back into h.0.attn.q_proj" in message
     assert f"transformer.ln_f.weight: the file has ({C + 1},), the model has ({C},)" in message
     assert "transformer.h.0.nowhere: the model has no such module" in message
+
+
+# ---- DoRA: the magnitude under PEFT's name, and the c_attn fusion exact -------------------------------------
+def dora_weight(W, A, B, scaling, m):
+    """PEFT's DoRA weight, written out: m ⊙ (W + s·B·A) / ‖W + s·B·A‖, the norm per output row."""
+    V = W + scaling * B @ A
+    return V * (m / np.linalg.norm(V, axis=1))[:, None]
+
+
+def layer_weight(layer):
+    """W' (out, in) that a layer computes, read off its outputs on the identity: y(I) - b."""
+    eye = np.eye(layer.in_features)
+    return (layer(minilora.tensor(eye)).numpy() - layer.bias.numpy()).T
+
+
+def test_dora_magnitudes_are_written_under_peft_s_name(tmp_path, rng):
+    model = randomly_trained(tiny_gpt(), rng, LoRAConfig(r=2, target_modules=("q_proj", "fc_in"), use_dora=True))
+    save_peft_adapter(model, tmp_path)
+    config, tensors, _ = read(tmp_path)
+    assert config["use_dora"] is True
+    magnitudes = {k: v.shape for k, v in tensors.items() if "magnitude" in k}
+    assert magnitudes == {**{f"{P}h.{i}.attn.q_proj.lora_magnitude_vector": (C,) for i in range(L)},
+                          **{f"{P}h.{i}.mlp.fc_in.lora_magnitude_vector": (4 * C,) for i in range(L)}}
+    np.testing.assert_array_equal(tensors[f"{P}h.1.mlp.fc_in.lora_magnitude_vector"],
+                                  model.h[1].mlp.fc_in.lora_magnitude.numpy())
+    # What PEFT computes from the file is the layer minilora trained.
+    q = model.h[0].attn.q_proj
+    name = f"{P}h.0.attn.q_proj"
+    np.testing.assert_allclose(dora_weight(q.base.weight.numpy(), tensors[f"{name}.lora_A.weight"],
+                                           tensors[f"{name}.lora_B.weight"], config["lora_alpha"] / config["r"],
+                                           tensors[f"{name}.lora_magnitude_vector"]),
+                               layer_weight(q), rtol=1e-12, atol=1e-12)
+
+
+def test_dora_on_q_and_v_becomes_one_exact_c_attn_adapter(tmp_path, rng, gpt2):
+    """Every row of c_attn's W + s·B·A is a row of q's, k's or v's own, so its per-row norm is theirs:
+    PEFT's DoRA on c_attn computes minilora's q, k and v exactly; k's magnitude is ‖W_k‖ (no change)."""
+    model = randomly_trained(gpt2, rng, LoRAConfig(r=2, alpha=5, target_modules=("q_proj", "v_proj"),
+                                                   rank_pattern={"v_proj": 3}, use_dora=True))
+    save_peft_adapter(model, tmp_path)
+    config, tensors, _ = read(tmp_path)
+    attn, c_attn = model.h[1].attn, f"{P}transformer.h.1.attn.c_attn"
+    assert tensors[f"{c_attn}.lora_magnitude_vector"].shape == (3 * C,) and config["use_dora"] is True
+    W = np.concatenate([attn.q_proj.base.weight.numpy(), attn.k_proj.weight.numpy(), attn.v_proj.base.weight.numpy()])
+    alpha = config["alpha_pattern"].get(r"transformer\.h\.1\.attn\.c_attn", config["lora_alpha"])
+    peft = dora_weight(W, tensors[f"{c_attn}.lora_A.weight"], tensors[f"{c_attn}.lora_B.weight"], alpha / 5,
+                       tensors[f"{c_attn}.lora_magnitude_vector"])
+    np.testing.assert_allclose(peft[:C], layer_weight(attn.q_proj), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(peft[C:2 * C], attn.k_proj.weight.numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(peft[2 * C:], layer_weight(attn.v_proj), rtol=1e-12, atol=1e-12)
+
+
+def dora_files(directory, rng, names, out_f, **fields):
+    """A DoRA adapter as PEFT writes one: A, B and a magnitude for each module, random as if trained."""
+    tensors = lora_tensors(rng, names, 2, out_f=out_f)
+    for name in names:
+        tensors[f"{P}{name}.lora_magnitude_vector"] = rng.uniform(0.5, 2, out_f)
+    return peft_files(directory, tensors, use_dora=True, **fields)
+
+
+def merged_by_hand(model, directory, layers):
+    """A copy of `model` with PEFT's DoRA weights from the file in `directory` written into `layers`
+    ({PEFT module: [minilora Linears, in the order of its output]})."""
+    with open(directory / "adapter_config.json") as f:
+        config = json.load(f)
+    assert not config["rank_pattern"] and not config["alpha_pattern"]
+    merged = copy.deepcopy(model)
+    for name, parts in layers.items():
+        linears = [get_module(merged, p) for p in parts]
+        W = np.concatenate([linear.weight.numpy() for linear in linears])
+        new = dora_weight(W, read_tensor(directory, f"{name}.lora_A"), read_tensor(directory, f"{name}.lora_B"),
+                          config["lora_alpha"] / config["r"],
+                          read_tensor(directory, f"{name}.lora_magnitude_vector", suffix=""))
+        for p, linear in enumerate(linears):
+            linear.weight.data[...] = new[p * linear.out_features:(p + 1) * linear.out_features]
+    return merged
+
+
+def qkv(i):
+    return [f"h.{i}.attn.{p}" for p in ("q_proj", "k_proj", "v_proj")]
+
+
+def test_a_dora_adapter_peft_wrote_loads_exactly(tmp_path, rng, gpt2):
+    names = [f"h.{i}.attn.q_proj" for i in range(L)]
+    d = dora_files(tmp_path / "twin", rng, names, C)
+    base = tiny_gpt()
+    model = load_peft_adapter(copy.deepcopy(base), d)
+    assert model.h[0].attn.q_proj.lora_magnitude is not None
+    idx = rng.integers(0, 17, (2, 8))
+    np.testing.assert_allclose(logits(model, idx), logits(merged_by_hand(base, d, {n: [n] for n in names}), idx),
+                               rtol=1e-10, atol=1e-10)
+
+    c_attn = "transformer.h.0.attn.c_attn"  # PEFT trained k's rows too: q, k and v each get an adapter
+    d = dora_files(tmp_path / "gpt2", rng, [c_attn], 3 * C, target_modules=["c_attn"], layers_to_transform=[0],
+                   fan_in_fan_out=True)
+    model = load_peft_adapter(copy.deepcopy(gpt2), d)
+    assert model.h[0].attn.k_proj.lora_magnitude is not None and type(model.h[1].attn.k_proj).__name__ == "Linear"
+    idx = rng.integers(0, SMALL["vocab_size"], (1, SMALL["n_positions"]))
+    np.testing.assert_allclose(logits(model, idx), logits(merged_by_hand(gpt2, d, {c_attn: qkv(0)}), idx),
+                               rtol=1e-10, atol=1e-10)
+
+
+def test_a_changed_magnitude_of_k_gives_k_an_adapter_and_stays_exact(tmp_path, rng, gpt2):
+    """save_peft_adapter gives k (no adapter) the magnitude ‖W_k‖; if it changed in PEFT, the
+    record of the parts no longer describes c_attn, and k gets an adapter of its own."""
+    model = randomly_trained(copy.deepcopy(gpt2), rng, LoRAConfig(r=2, target_modules=("q_proj", "v_proj"),
+                                                                  use_dora=True))
+    save_peft_adapter(model, tmp_path / "ours")
+    assert type(load_peft_adapter(copy.deepcopy(gpt2), tmp_path / "ours").h[0].attn.k_proj).__name__ == "Linear"
+    _, tensors, header = read(tmp_path / "ours")
+    key = f"{P}transformer.h.0.attn.c_attn.lora_magnitude_vector"
+    tensors[key] = tensors[key].copy()
+    tensors[key][C:2 * C] *= rng.uniform(0.5, 2, C)
+    edited = tmp_path / "edited"
+    edited.mkdir()
+    (edited / "adapter_config.json").write_text((tmp_path / "ours" / "adapter_config.json").read_text())
+    save_file(tensors, str(edited / "adapter_model.safetensors"), metadata=header)
+    loaded = load_peft_adapter(copy.deepcopy(gpt2), edited)
+    assert loaded.h[0].attn.k_proj.r == 4 and type(loaded.h[1].attn.k_proj).__name__ == "Linear"
+    expected = merged_by_hand(gpt2, edited, {f"transformer.h.{i}.attn.c_attn": qkv(i) for i in range(L)})
+    idx = rng.integers(0, SMALL["vocab_size"], (1, SMALL["n_positions"]))
+    np.testing.assert_allclose(logits(loaded, idx), logits(expected, idx), rtol=1e-10, atol=1e-10)
+
+
+def test_a_pissa_adapter_is_refused_for_peft(tmp_path, rng):
+    model = apply_lora(tiny_gpt(), LoRAConfig(r=2, init="pissa"))
+    with pytest.raises(ValueError, match="started with PiSSA, which replaced the frozen W by its residual"):
+        save_peft_adapter(model, tmp_path)
+    assert not (tmp_path / "adapter_config.json").exists()

@@ -6,6 +6,7 @@ installed; they are never dependencies of minilora, so these tests skip with tha
         module names: minilora.nn.torch_twin, itself checked here against minilora's GPT) and on
         GPT2LMHeadModel through its fused c_attn;
     (c) an adapter that PEFT trained and saved -> load_peft_adapter.
+Each of (b) and (c) also with DoRA (use_dora, the magnitude as PEFT's lora_magnitude_vector).
 Each test prints the largest absolute difference of the logits (run with -s to see them).
 """
 
@@ -79,30 +80,35 @@ def test_the_twin_computes_what_minilora_computes(rng):
 
 
 # ---- (b) -----------------------------------------------------------------------------------------------
-def test_b_peft_loads_our_adapter_on_a_twin(tmp_path, rng):
+@pytest.mark.parametrize("use_dora", [False, True], ids=["lora", "dora"])
+def test_b_peft_loads_our_adapter_on_a_twin(tmp_path, rng, use_dora):
     base = GPT(CONFIG)
     model = randomly_trained(copy.deepcopy(base), rng, LoRAConfig(r=3, alpha=6, target_modules=("q_proj", "v_proj", "fc_in"),
                                                             rank_pattern={"h.1.attn.v_proj": 2}, bias="lora_only",
-                                                            modules_to_save=("lm_head",)))
+                                                            modules_to_save=("lm_head",), use_dora=use_dora))
     save_peft_adapter(model, tmp_path / "adapter")
     peft_model = PeftModel.from_pretrained(torch_twin(base), str(tmp_path / "adapter")).eval()
+    assert peft_model.peft_config["default"].use_dora is use_dora
     idx = random_tokens(rng)
-    compare("(b) save_peft_adapter -> PeftModel on the twin", model(idx)[0].numpy(), torch_logits(peft_model, idx))
+    compare(f"(b) save_peft_adapter -> PeftModel on the twin{', DoRA' if use_dora else ''}", model(idx)[0].numpy(),
+            torch_logits(peft_model, idx))
 
 
 @pytest.mark.parametrize("config", [
     LoRAConfig(r=2, alpha=4, target_modules=("q_proj", "v_proj", "fc_in"), rank_pattern={"v_proj": 3},
                bias="lora_only"),
     LoRAConfig(r=2, target_modules=("k_proj",), bias="all", modules_to_save=("ln_f", "h.0.mlp.fc_in")),
-], ids=["q_v_fc_in_lora_only", "k_all_biases_saved_conv1d"])
+    LoRAConfig(r=2, alpha=3, target_modules=("q_proj", "v_proj", "fc_out"), rank_pattern={"v_proj": 1},
+               use_dora=True, bias="lora_only"),
+], ids=["q_v_fc_in_lora_only", "k_all_biases_saved_conv1d", "dora_q_v_fc_out"])
 def test_b_peft_loads_our_adapter_on_gpt2_via_c_attn(hf_gpt2, tmp_path, rng, config):
     hf, folder = hf_gpt2
     model = randomly_trained(GPT.from_pretrained(folder), rng, config)
     save_peft_adapter(model, tmp_path / "adapter")
     peft_model = PeftModel.from_pretrained(hf, str(tmp_path / "adapter")).eval()
     idx = random_tokens(rng)
-    compare("(b) save_peft_adapter -> PeftModel on GPT2LMHeadModel (c_attn)", model(idx)[0].numpy(),
-            torch_logits(peft_model, idx))
+    compare(f"(b) save_peft_adapter -> PeftModel on GPT2LMHeadModel (c_attn){', DoRA' if config.use_dora else ''}",
+            model(idx)[0].numpy(), torch_logits(peft_model, idx))
 
 
 # ---- (c) -----------------------------------------------------------------------------------------------
@@ -138,4 +144,23 @@ def test_c_we_load_a_c_attn_adapter_peft_saved_from_gpt2(hf_gpt2, tmp_path, rng)
     assert ours.h[0].attn.k_proj.r == 4
     idx = random_tokens(rng)
     compare("(c) PEFT (GPT2LMHeadModel, c_attn) -> load_peft_adapter", ours(idx)[0].numpy(),
+            torch_logits(peft_model, idx))
+
+
+def test_c_we_load_dora_adapters_peft_saved(hf_gpt2, tmp_path, rng):
+    torch.manual_seed(3)
+    base = GPT(CONFIG)
+    peft_model = peft_trained(torch_twin(base), LoraConfig(r=2, lora_alpha=5, target_modules=["q_proj", "fc_in"],
+                                                        use_dora=True, bias="lora_only"), tmp_path / "twin")
+    ours = load_peft_adapter(base, tmp_path / "twin")
+    assert ours.h[0].mlp.fc_in.lora_magnitude.shape == (4 * CONFIG.n_embd,)
+    idx = random_tokens(rng)
+    compare("(c) PEFT (twin, DoRA) -> load_peft_adapter", ours(idx)[0].numpy(), torch_logits(peft_model, idx))
+
+    hf, folder = hf_gpt2
+    peft_model = peft_trained(hf, LoraConfig(r=2, lora_alpha=4, target_modules=["c_attn", "c_proj"], use_dora=True),
+                              tmp_path / "gpt2")
+    ours = load_peft_adapter(GPT.from_pretrained(folder), tmp_path / "gpt2")
+    assert ours.h[1].attn.k_proj.lora_magnitude is not None and ours.h[1].mlp.fc_out.lora_magnitude is not None
+    compare("(c) PEFT (GPT2LMHeadModel, c_attn, DoRA) -> load_peft_adapter", ours(idx)[0].numpy(),
             torch_logits(peft_model, idx))

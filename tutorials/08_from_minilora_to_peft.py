@@ -187,8 +187,10 @@ else:
 # ## 5. And back
 #
 # `load_peft_adapter` reads the same two files, whoever wrote them, into a plain minilora model.
-# Anything in a PEFT file that minilora cannot express (DoRA, a bias on lora_B, PiSSA-style
+# Anything in a PEFT file that minilora cannot express (a bias on lora_B, PiSSA-style
 # initialisation, a tensor name that fits no module) is an error that names it, never a warning.
+# DoRA adapters (tutorial 10) travel both ways, their magnitude under PEFT's name
+# `lora_magnitude_vector`.
 
 # %%
 back = load_peft_adapter(copy.deepcopy(base), out)

@@ -16,6 +16,11 @@ def sizes(rng, count, low=2, high=8):
     return [int(n) for n in rng.choice(np.arange(low, high), size=count, replace=False)]
 
 
+def rank_first(values):
+    """The smallest value first: a LoRA rank drawn with the layer's sizes stays below them."""
+    return [min(values)] + [v for v in values if v != min(values)]
+
+
 def away_from_zero(rng, shape, low=0.5, high=1.5):
     """float64 values with |v| in [low, high) and random signs."""
     return rng.choice([-1.0, 1.0], size=shape) * rng.uniform(low, high, size=shape)

@@ -82,6 +82,8 @@ def write_records(path, records):
 
 
 def _line_text(line):
-    subject = line.subject.split(", ", 1)[1] if ", " in line.subject else line.subject
     hints = "".join(f" hint: {hint}" for hint in line.hints)
+    if line.subject == line.part:  # a line about the whole part: its name is said already
+        return f"{line.message}{hints}"
+    subject = line.subject.split(", ", 1)[1] if ", " in line.subject else line.subject
     return f"{subject}: {line.message}{hints}"

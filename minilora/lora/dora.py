@@ -15,6 +15,10 @@ gradients reach x, A and B only through the bracket, and m through m / n:
 m starts as ‖W + s·B·A‖ of the fresh adapter (‖W‖, since B = 0; PiSSA's start gives the same),
 so the layer starts equal to the base layer. With LoRA dropout in training, PEFT's formula is
 followed: y = x·Wᵀ + b + (m/n - 1) ⊙ (x̃·Wᵀ) + (m/n) ⊙ s·(x̃·Aᵀ)·Bᵀ with x̃ = dropout(x).
+
+m is saved with the adapter (minilora.lora.files) and in PEFT's files as
+`<module>.lora_magnitude_vector` (minilora.lora.peft). Lab 7 (`minilora lab start dora`) has
+students write this layer's backward.
 """
 
 from minilora import backend
@@ -38,7 +42,7 @@ def weight_array(base, dtype=None):
 
 def weight_norm(base, adapter, dtype=None):
     """n = ‖W + s·B·A‖ per output row, (out,), an array outside the graph (the detached norm)."""
-    return _row_norm(_combined(base, adapter, dtype or adapter.lora_A.dtype))
+    return row_norm(_combined(base, adapter, dtype or adapter.lora_A.dtype))
 
 
 def init_magnitude(base, adapter):
@@ -65,7 +69,7 @@ def merged_weight(base, adapter, dtype):
     """W' = (m / n) ⊙ (W + s·B·A) row by row, (out, in), computed in `dtype` (float64 for merging)."""
     combined = _combined(base, adapter, dtype)
     magnitude = adapter.lora_magnitude.data.astype(dtype)
-    return combined * (magnitude / _row_norm(combined))[:, None]
+    return combined * (magnitude / row_norm(combined))[:, None]
 
 
 def _combined(base, adapter, dtype):
@@ -74,6 +78,6 @@ def _combined(base, adapter, dtype):
     return weight_array(base, dtype) + adapter.scaling * (lora_B @ lora_A)
 
 
-def _row_norm(matrix):
-    """The Euclidean norm of every row, (out,): over the input axis."""
+def row_norm(matrix):
+    """The Euclidean norm of every row of `matrix` (out, in) -> (out,): over the input axis."""
     return backend.xp_of(matrix).sqrt((matrix * matrix).sum(axis=1))

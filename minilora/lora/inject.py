@@ -64,7 +64,7 @@ def inject_adapter(model, adapter_name, config):
             set_module(model, name, wrapper)
         wrapper.add_copy(adapter_name)
     if config.base_quant is not None and config.base_quant_scope == "all-linear":
-        for name, module in list(_visible_modules(model)):
+        for name, module in list(visible_modules(model)):
             if type(module) is Linear and name.split(".")[-1] not in OUTPUT_HEADS:
                 set_module(model, name, variants.quantized(module, config))
 
@@ -77,7 +77,7 @@ def inject_adapter(model, adapter_name, config):
 def plan(model, config):
     """(LoRA target names, modules_to_save names) for `config` on `model`, checked, nothing changed."""
     linears, others = {}, {}
-    for name, module in _visible_modules(model):
+    for name, module in visible_modules(model):
         if isinstance(module, (LoRALinear, Linear)):
             linears[name] = (module.in_features, module.out_features)
         else:
@@ -192,7 +192,7 @@ def _wrap(model, name, linear):
     return layer
 
 
-def _visible_modules(model):
+def visible_modules(model):
     """Named modules, without the root and without the insides of LoRA wrappers."""
     hidden = []
     for name, module in model.named_modules():

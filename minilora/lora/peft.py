@@ -9,12 +9,13 @@ named as PEFT names them:
 
     base_model.model.<module>.lora_A.weight      (r, in)     minilora's lora_A
     base_model.model.<module>.lora_B.weight      (out, r)    minilora's lora_B
+    base_model.model.<module>.lora_magnitude_vector  (out,)  DoRA's magnitude, minilora's lora_magnitude
     base_model.model.<module>.base_layer.bias    (out,)      a trained bias of an adapted layer
     base_model.model.<module>.bias               (out,)      a trained bias elsewhere (bias="all")
     base_model.model.<module>.<param>            a module trained in full (modules_to_save)
 
 and adapter_config.json carries r, lora_alpha, lora_dropout, target_modules, rank_pattern,
-alpha_pattern, use_rslora, bias, modules_to_save, init_lora_weights and fan_in_fan_out.
+alpha_pattern, use_rslora, use_dora, bias, modules_to_save, init_lora_weights and fan_in_fan_out.
 
 Module names come in two layouts:
     "minilora"  minilora's own (h.0.attn.q_proj): for a PyTorch twin of minilora's GPT;
@@ -27,12 +28,18 @@ Module names come in two layouts:
                 header records the parts, so load_peft_adapter gives back the three adapters with
                 their own ranks; a c_attn adapter without that record (trained in PEFT) becomes
                 three adapters of c_attn's full rank, A shared and B cut in three: exact too.
+                DoRA carries over just as exactly: its norm is taken per output row, and every row
+                of c_attn's W + s·B·A is a row of q's, k's or v's own. The magnitudes are
+                concatenated; a part without an adapter (k) gets ‖W_k‖ per row, the magnitude
+                that leaves its rows as they are.
 
 Two things are stricter here than in PEFT: a tensor whose name fits no module is an error, not a
 warning; and a trained bias of an adapted layer is written under the name PEFT loads
 (`...base_layer.bias`), since under any other name PEFT would leave the base bias in place and its
-outputs would be silently off. Anything in a PEFT file that minilora cannot express (DoRA, a
-lora_B bias, another init, ...) is an error naming the field.
+outputs would be silently off. Anything in a PEFT file that minilora cannot express (a lora_B
+bias, another init, ...) is an error naming the field. A PiSSA adapter is refused on saving: PiSSA
+changed the frozen W into a residual, and PEFT's file holds no base weights, so PEFT would put the
+adapter on the original W.
 
 These files are for PEFT; minilora's own adapter files stay .npz (minilora.lora.files, with the
 checksum and the base-model shapes that PEFT's format has no place for).
@@ -46,12 +53,11 @@ import re
 import numpy as np
 
 from minilora import io
-from minilora.lora import peft_config
+from minilora.lora import dora, peft_config
 from minilora.lora.adapter_dict import check_adapter_name
 from minilora.lora.config import LoRAConfig, scaling as lora_scaling
-from minilora.lora.inject import _visible_modules as visible_modules
 from minilora.lora.inject import (activate, base_parameter_names, get_module, inject_adapter, lora_configs,
-                                  lora_layers, saved_modules)
+                                  lora_layers, saved_modules, visible_modules)
 from minilora.lora.layer import LoRALinear
 from minilora.lora.modules_to_save import ModulesToSave
 from minilora.nn import Linear
@@ -63,8 +69,8 @@ PREFIX = "base_model.model."
 LAYOUTS = ("minilora", GPT2_LAYOUT)
 # Tensors of PEFT LoRA variants that minilora's LoRA does not have.
 UNSUPPORTED = {"lora_embedding_": "LoRA on an Embedding cannot be expressed (minilora adapts Linear layers)",
-               "lora_magnitude_vector": "a DoRA magnitude cannot be expressed",
                "lora_B.bias": "a bias on lora_B (lora_bias=True) cannot be expressed"}
+MAGNITUDE = "lora_magnitude_vector"  # DoRA's m, as PEFT's get_peft_model_state_dict names it
 PARTS_KEY = "minilora.fused_parts"  # in the safetensors header: {c_attn name: [[part, r, alpha], ...]}
 
 
@@ -104,6 +110,10 @@ def save_peft_adapter(model, directory, adapter_name="default", layout=None):
         raise ValueError(f"save_peft_adapter: no adapter named {adapter_name!r}; the model's adapters are "
                          f"{list(configs)} (apply_lora first)")
     config, layout = configs[adapter_name], _layout(model, layout)
+    if config.init == "pissa":
+        raise ValueError(f"save_peft_adapter: adapter {adapter_name!r} was started with PiSSA, which replaced the "
+                         "frozen W by its residual; PEFT's files hold no base weights, so PEFT would apply the "
+                         "adapter to the original W. Save it with save_adapter, or merge_and_unload the model")
     groups = {}  # PyTorch module -> [(part, minilora name, LoRAAdapter)]
     for name, layer in lora_layers(model):
         if adapter_name in layer.adapters:
@@ -115,11 +125,15 @@ def save_peft_adapter(model, directory, adapter_name="default", layout=None):
             (_, name, adapter), = parts
             A, B, ranks[torch_name], alphas[torch_name] = (adapter.lora_A.numpy(), adapter.lora_B.numpy(),
                                                            adapter.r, config.alpha_for(name))
+            magnitude = None if adapter.lora_magnitude is None else adapter.lora_magnitude.numpy()
         else:
             A, B, ranks[torch_name], alphas[torch_name] = _fuse(parts, config)
             fused[torch_name] = [[p, a.r, config.alpha_for(n)] for p, n, a in parts]
+            magnitude = _fused_magnitude(model, torch_name, parts) if config.use_dora else None
         tensors[f"{PREFIX}{torch_name}.lora_A.weight"] = A
         tensors[f"{PREFIX}{torch_name}.lora_B.weight"] = B
+        if magnitude is not None:
+            tensors[f"{PREFIX}{torch_name}.{MAGNITUDE}"] = magnitude
     tensors.update(_bias_tensors(model, config, groups, layout))
     saved = _saved_tensors(model, adapter_name, layout)
     tensors.update(saved)
@@ -140,7 +154,7 @@ def save_peft_adapter(model, directory, adapter_name="default", layout=None):
         "init_lora_weights": "gaussian" if config.init == "gaussian" else True,
         # GPT-2's Conv1D layers store W as (in, out); PEFT needs this to merge into them.
         "fan_in_fan_out": any(_where(n, layout)[2] for parts in groups.values() for _, n, _ in parts),
-        "use_dora": False, "lora_bias": False,
+        "use_dora": config.use_dora, "lora_bias": False,
     }
     header = {"format": "pt"}
     if fused:
@@ -166,6 +180,21 @@ def _fuse(parts, config):
         offset += adapter.r
     alpha = s * (math.sqrt(R) if config.use_rslora else R)  # so that PEFT's alpha / r is s again
     return A, B, R, alpha
+
+
+def _fused_magnitude(model, torch_name, parts):
+    """DoRA's m for a fused layer (c_attn): the parts' magnitudes in the order of its output; a
+    part without an adapter gets its rows' norms ‖W_p‖, so that m / ‖W_p‖ = 1 leaves it unchanged."""
+    names = minilora_modules(torch_name, model.config.n_layer)
+    by_part = {p: adapter.lora_magnitude.numpy() for p, _, adapter in parts}
+    return np.concatenate([by_part[p] if p in by_part else _unadapted_magnitude(model, name)
+                           for p, name in enumerate(names)])
+
+
+def _unadapted_magnitude(model, name):
+    """‖W‖ per output row of the plain layer `name`, in its dtype: the magnitude that changes nothing."""
+    base = _plain_module(model, name)
+    return dora.row_norm(dora.weight_array(base, np.float64)).astype(base.weight.dtype)
 
 
 def _plain_params(model):
@@ -255,10 +284,12 @@ def load_peft_adapter(model, directory, adapter_name="default", layout=None):
     bias_arrays = _bias_arrays(model, layout, config, biases, lora, saved_arrays, weights_path)
 
     inject_adapter(model, adapter_name, config)
-    for name, (A, B, _, _) in adapters.items():
+    for name, (A, B, _, _, magnitude) in adapters.items():
         adapter = get_module(model, name).adapters[adapter_name]
         adapter.lora_A.data[...] = A
         adapter.lora_B.data[...] = B
+        if magnitude is not None:
+            adapter.lora_magnitude.data[...] = magnitude
     for name, arrays in saved_arrays.items():
         for pname, p in get_module(model, name).copies[adapter_name].named_parameters():
             p.data[...] = arrays[pname]
@@ -283,6 +314,8 @@ def _sort_tensors(tensors, file_config, source):
         lora_weight = re.fullmatch(r"(.+)\.lora_([AB])\.weight", rest)
         if lora_weight:
             lora.setdefault(lora_weight.group(1), {})[lora_weight.group(2)] = array  # {"A": ..., "B": ...}
+        elif param == MAGNITUDE:
+            lora.setdefault(module, {})["m"] = array
         elif "lora_" in rest:
             what = next((w for tag, w in UNSUPPORTED.items() if tag in rest),
                         "not a name PEFT's LoRA writes (<module>.lora_A.weight, <module>.lora_B.weight)")
@@ -311,27 +344,31 @@ def _plain_module(model, name):
 
 
 def _adapters(model, layout, file_config, lora, header, linear_names, source):
-    """{minilora module: (A, B, r, alpha)}, after checking the file's modules, ranks and shapes
-    against the config and the model."""
+    """{minilora module: (A, B, r, alpha, DoRA's magnitude or None)}, after checking the file's modules,
+    ranks and shapes against the config and the model."""
     targeted = [n for n in linear_names if peft_config.is_targeted(file_config, n)]
     problems = [f"{n}: the config targets it, the file has no adapter for it" for n in targeted if n not in lora]
     problems += [f"{n}: an adapter in the file, but the config does not target it"
                  + ("" if n in linear_names else " and the model has no such Linear")
                  for n in lora if n not in targeted]
-    r0, alpha0 = file_config["r"], file_config["lora_alpha"]
+    r0, alpha0, use_dora = file_config["r"], file_config["lora_alpha"], bool(file_config.get("use_dora"))
     for n in targeted:
         if n not in lora:
             continue
-        missing = [f"lora_{x}" for x in "AB" if x not in lora[n]]
+        missing = [f"lora_{x}" for x in "AB" if x not in lora[n]] + ([MAGNITUDE] if use_dora and "m" not in lora[n] else [])
         if missing:
-            problems.append(f"{n}: no {' and no '.join(missing)}")
+            problems.append(f"{n}: no {' and no '.join(missing)}" + (" (use_dora is true)" if use_dora else ""))
+            continue
+        if "m" in lora[n] and not use_dora:
+            problems.append(f"{n}.{MAGNITUDE}: a DoRA magnitude, but the config has use_dora false")
             continue
         layers = [_plain_module(model, m) for m in linear_names[n]]
-        r = peft_config.pattern_value(file_config.get("rank_pattern"), n, r0)
-        expected = {"A": (r, layers[0].in_features), "B": (sum(l.out_features for l in layers), r)}
-        for x in "AB":
+        r, out = peft_config.pattern_value(file_config.get("rank_pattern"), n, r0), sum(l.out_features for l in layers)
+        expected = {"A": (r, layers[0].in_features), "B": (out, r), "m": (out,)}
+        for x in lora[n]:
             if tuple(lora[n][x].shape) != expected[x]:
-                problems.append(f"{n}.lora_{x}.weight has shape {tuple(lora[n][x].shape)}, the config "
+                key = MAGNITUDE if x == "m" else f"lora_{x}.weight"
+                problems.append(f"{n}.{key} has shape {tuple(lora[n][x].shape)}, the config "
                                 f"(r={r}) and the model need {expected[x]}")
     if problems:
         raise ValueError(f"the adapter in {source} does not fit this model:\n  " + "\n  ".join(problems))
@@ -339,17 +376,20 @@ def _adapters(model, layout, file_config, lora, header, linear_names, source):
     rslora, parts_record = bool(file_config.get("use_rslora")), json.loads(header.get(PARTS_KEY, "{}"))
     adapters = {}
     for n in targeted:
-        A, B = lora[n]["A"], lora[n]["B"]
+        A, B, m = lora[n]["A"], lora[n]["B"], lora[n].get("m")
         R, alpha = A.shape[0], peft_config.pattern_value(file_config.get("alpha_pattern"), n, alpha0)
         names = linear_names[n]
         if len(names) == 1:
-            adapters[names[0]] = (A, B, R, alpha)
+            adapters[names[0]] = (A, B, R, alpha, m)
             continue
         out = B.shape[0] // len(names)
+        rows = [slice(p * out, (p + 1) * out) for p in range(len(names))]
         parts = _recorded_parts(parts_record.get(n), B, out, len(names))
-        if parts is None:  # no record, or PEFT trained the blocks off the diagonal: each part gets all of A
+        if parts is not None and m is not None and not _others_unchanged(model, names, parts, m, rows):
+            parts = None
+        if parts is None:  # no record, or PEFT trained the rest: each part gets all of A
             for p, name in enumerate(names):
-                adapters[name] = (A, B[p * out:(p + 1) * out], R, alpha)
+                adapters[name] = (A, B[rows[p]], R, alpha, None if m is None else m[rows[p]])
             continue
         s, offset = lora_scaling(alpha, R, rslora), 0
         for p, r, part_alpha in parts:
@@ -357,9 +397,17 @@ def _adapters(model, layout, file_config, lora, header, linear_names, source):
             s_p = lora_scaling(part_alpha, r, rslora)
             if s_p != s:
                 block = (block.astype(np.float64) * (s / s_p)).astype(B.dtype)
-            adapters[names[p]] = (A[offset:offset + r], block, r, part_alpha)
+            adapters[names[p]] = (A[offset:offset + r], block, r, part_alpha, None if m is None else m[rows[p]])
             offset += r
     return adapters
+
+
+def _others_unchanged(model, names, parts, magnitude, rows):
+    """True when DoRA's magnitude leaves every part without an adapter as save_peft_adapter wrote it:
+    ‖W_p‖ per row, so that those rows compute W_p·x and need no adapter here either."""
+    adapted = {p for p, _, _ in parts}
+    return all(np.array_equal(magnitude[rows[p]], _unadapted_magnitude(model, name).astype(magnitude.dtype))
+               for p, name in enumerate(names) if p not in adapted)
 
 
 def _recorded_parts(record, B, out, n_parts):
@@ -411,6 +459,7 @@ def _minilora_config(file_config, adapters, saved_arrays):
     return LoRAConfig(
         r=r, alpha=alpha, dropout=file_config.get("lora_dropout", 0.0), target_modules=tuple(adapters),
         modules_to_save=tuple(saved_arrays), use_rslora=bool(file_config.get("use_rslora", False)),
+        use_dora=bool(file_config.get("use_dora", False)),
         init=peft_config.minilora_init(file_config.get("init_lora_weights", True), CONFIG_FILE),
         bias=file_config.get("bias", "none"),
         rank_pattern={n: a[2] for n, a in adapters.items() if a[2] != r},

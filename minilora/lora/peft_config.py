@@ -28,8 +28,8 @@ INFORMATIONAL = ("base_model_name_or_path", "revision", "task_type", "inference_
                  "peft_version", "megatron_core", "qalora_group_size")
 # Fields that minilora reads.
 READ = ("peft_type", "r", "lora_alpha", "lora_dropout", "target_modules", "exclude_modules", "modules_to_save",
-        "use_rslora", "init_lora_weights", "bias", "fan_in_fan_out", "layers_to_transform", "layers_pattern",
-        "rank_pattern", "alpha_pattern")
+        "use_rslora", "use_dora", "init_lora_weights", "bias", "fan_in_fan_out", "layers_to_transform",
+        "layers_pattern", "rank_pattern", "alpha_pattern")
 # init_lora_weights: PEFT's value -> minilora's LoRAConfig.init. Only how a fresh A is drawn differs
 # between these (the file's A and B replace it); True is kaiming_uniform(a=sqrt(5)), the same
 # U(-1/sqrt(in), 1/sqrt(in)) as minilora's "kaiming"; PEFT's "gaussian" is N(0, 1/r²) where minilora's is
@@ -58,7 +58,7 @@ def check_expressible(config, source):
     for key in ("r", "lora_alpha", "target_modules"):
         if key not in config:
             raise ValueError(f"{source}: the field {key!r} is missing")
-    why = {"use_dora": "DoRA (a learned magnitude per output)", "lora_bias": "a bias on lora_B",
+    why = {"lora_bias": "a bias on lora_B",
            "layer_replication": "layers repeated from others", "use_qalora": "QA-LoRA",
            "target_parameters": "LoRA on nn.Parameters rather than modules",
            "trainable_token_indices": "trainable token embeddings", "megatron_config": "Megatron layers",

@@ -14,7 +14,7 @@ y = x·Wᵀ + s·u·Bᵀ. Then dA = s·vᵀ·x_d, dB = s·dyᵀ·u, and dx = dy�
 import numpy as np
 
 from minilora.kernels import reference
-from minilora.labs.draw import away_from_zero, sizes
+from minilora.labs.draw import away_from_zero, rank_first, sizes
 from minilora.labs.spec import Case, Lab, LabFunction, Mistake
 
 
@@ -45,14 +45,9 @@ def _case(rng, x_shape, n, rank, why, dropout=False):
     return Case(description + why, arrays, options)
 
 
-def _rank_first(values):
-    """The smallest value first: LoRA's rank is below the layer's sizes."""
-    return [min(values)] + [v for v in values if v != min(values)]
-
-
 def cases(rng):
-    rank, m, k, n = _rank_first(sizes(rng, 4))
-    rank2, batch, time, k2, n2 = _rank_first(sizes(rng, 5))
+    rank, m, k, n = rank_first(sizes(rng, 4))
+    rank2, batch, time, k2, n2 = rank_first(sizes(rng, 5))
     m3, k3, n3 = sizes(rng, 3)
     return [_case(rng, (m, k), n, rank, ""),
             _case(rng, (batch, time, k2), n2, rank2, ", x with two leading axes"),
@@ -60,8 +55,8 @@ def cases(rng):
 
 
 def dropout_cases(rng):
-    rank, m, k, n = _rank_first(sizes(rng, 4))
-    rank2, batch, time, k2, n2 = _rank_first(sizes(rng, 5))
+    rank, m, k, n = rank_first(sizes(rng, 4))
+    rank2, batch, time, k2, n2 = rank_first(sizes(rng, 5))
     return [_case(rng, (m, k), n, rank, "", dropout=True),
             _case(rng, (batch, time, k2), n2, rank2, ", x with two leading axes", dropout=True)]
 
