@@ -43,9 +43,7 @@ constexpr int kWarpTile = 32;  // a warp's piece: 32 x 32 = 2 x 4 products of 16
 constexpr int kMmaStep = 16;   // inner indices per shared tile
 constexpr int kTf32Inner = 8, kBf16Inner = 16;  // inner indices per instruction
 
-SplitPlan mma_plan(int rows, int cols, int inner) {
-  return plan_splits(rows, cols, inner, kMmaTile, kMmaTile, kMmaStep);
-}
+BlockTile mma_tile() { return {kMmaTile, kMmaTile, kMmaStep}; }
 
 // A tile stored [outer][inner]: a lane's fragment elements are then a few words of a row. The
 // 4 floats of padding spread the 8 rows a warp reads at once over all 32 banks.
@@ -218,10 +216,6 @@ __global__ void __launch_bounds__(kMmaThreads) mma_matmul_kernel(Matmul<float, L
   }
 }
 
-dim3 mma_grid(int rows, int cols, const SplitPlan& plan) {
-  return dim3(ceil_div(rows, kMmaTile), ceil_div(cols, kMmaTile), plan.splits);
-}
-
 const char* mma_kernel_name(TensorCores cores) {
   return cores == TensorCores::Tf32x3 ? "mma_matmul_kernel (3xTF32)" : "mma_matmul_kernel (bf16)";
 }
@@ -231,7 +225,7 @@ void mma_matmul(const Matmul<float, LC, RC>& p, const SplitPlan& plan, float* sc
                 cudaStream_t stream, const char* product, TensorCores cores) {
   auto* kernel = cores == TensorCores::Tf32x3 ? mma_matmul_kernel<LC, RC, TensorCores::Tf32x3>
                                               : mma_matmul_kernel<LC, RC, TensorCores::Bf16>;
-  launch_split<float, LC, RC>(kernel, mma_kernel_name(cores), mma_grid(p.rows, p.cols, plan),
+  launch_split<float, LC, RC>(kernel, mma_kernel_name(cores), split_grid(p.rows, p.cols, mma_tile(), plan),
                               dim3(kMmaThreads), p, plan, scratch, stream, product);
 }
 

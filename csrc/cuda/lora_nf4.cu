@@ -61,7 +61,7 @@ void nf4_matmul(const Matmul<T, LC, RC>& p, const Nf4Weights& w, const SplitPlan
                 T* scratch, cudaStream_t stream, const char* product) {
   const Nf4Matmul<T, LC, RC> q{p, w};
   launch_split<T, LC, RC, Nf4Matmul<T, LC, RC>>(nf4_matmul_kernel<T, LC, RC>, "nf4_matmul_kernel",
-                                                tiled_grid(p.rows, p.cols, plan),
+                                                split_grid(p.rows, p.cols, tiled_tile(), plan),
                                                 dim3(kTile, kTile), q, plan, scratch, stream,
                                                 product);
 }

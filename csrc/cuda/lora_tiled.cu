@@ -23,9 +23,7 @@
 
 namespace minilora::cuda {
 
-SplitPlan tiled_plan(int rows, int cols, int inner) {
-  return plan_splits(rows, cols, inner, kTile, kTile, kTile);
-}
+BlockTile tiled_tile() { return {kTile, kTile, kTile}; }
 
 // The block's work, tiles and loop, is tiled_block (lora_tiled.cuh), which the nf4 rung shares.
 template <typename T, Contiguous LC, Contiguous RC>
@@ -34,16 +32,12 @@ __global__ void __launch_bounds__(kTile * kTile)
   tiled_block<T, LC, RC>(p, p.right, chunk);
 }
 
-dim3 tiled_grid(int rows, int cols, const SplitPlan& plan) {
-  return dim3(ceil_div(rows, kTile), ceil_div(cols, kTile), plan.splits);
-}
-
 template <typename T, Contiguous LC, Contiguous RC>
 void tiled_matmul(const Matmul<T, LC, RC>& p, const SplitPlan& plan, T* scratch,
                   cudaStream_t stream, const char* product) {
   const dim3 block(kTile, kTile);
   launch_split<T, LC, RC>(tiled_matmul_kernel<T, LC, RC>, "tiled_matmul_kernel",
-                          tiled_grid(p.rows, p.cols, plan), block, p, plan, scratch, stream, product);
+                          split_grid(p.rows, p.cols, tiled_tile(), plan), block, p, plan, scratch, stream, product);
 }
 
 #define MINILORA_TILED(T, LC, RC)                                                              \
