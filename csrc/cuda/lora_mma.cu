@@ -70,12 +70,13 @@ struct WarpPieces {
   bool live[2][4];
 };
 
+// Which operand of the product a fragment belongs to: A (from `left`) or B (from `right`).
+enum class Fragment { A, B };
+
 // The value of fragment element e, read from a tile stored [outer][inner]: an element of A sits at
 // (row, inner index), of B at (inner index, column), and rows of A and columns of B are the
 // tiles' outer index. outer0: where the fragment's rows (A) or columns (B) start; k0: its first
 // inner index.
-enum class Fragment { A, B };
-
 template <Fragment kOf>
 __device__ __forceinline__ float tile_value(const MmaTile& tile, int outer0, int k0,
                                             FragmentElement e) {
@@ -97,9 +98,10 @@ __device__ __forceinline__ void load_tf32(const MmaTile& tile, int outer0, int k
   const auto element = kOf == Fragment::A ? tf32_a_element : tf32_b_element;
 #pragma unroll
   for (int piece = 0; piece < kPieces; ++piece) {
+    const int start = outer0 + piece * kSpan;
 #pragma unroll
     for (int j = 0; j < kRegs; ++j) {
-      const float x = tile_value<kOf>(tile, outer0 + piece * kSpan, k0, element(lane, j));
+      const float x = tile_value<kOf>(tile, start, k0, element(lane, j));
       hi[piece][j] = to_tf32(x);
       lo[piece][j] = to_tf32(x - float_from_bits(hi[piece][j]));
     }
