@@ -1,11 +1,11 @@
 """Proof that the emulated tests catch bugs: planted bugs ("mutants") in the kernel sources each fail.
 
-Every mutant is a copy of one file of csrc/cuda/ with one line changed the way a real bug changes
-it (a barrier removed, a bound off by one, a partial sum lost, a wrong shared-memory index, ...).
-mutant() asserts the original line is really there, so a mutant cannot silently stop applying when
-the kernels change. Each is compiled into its own emulator build (only the changed file recompiles)
-and run on a case that reaches the changed line; the check of test_emulated.py must report it
-(for the nf4 rung, the check of test_emulated_nf4.py).
+Every mutant is a copy of one file of csrc/cuda/ (a .cu file or a .cuh header) with one line changed
+the way a real bug changes it (a barrier removed, a bound off by one, a partial sum lost, a wrong
+shared-memory index, ...). mutant() asserts the original line is really there, so a mutant cannot
+silently stop applying when the kernels change. Each is compiled into its own emulator build (only
+the files that the changed one reaches recompile) and run on a case that reaches the changed line;
+the check of test_emulated.py must report it (for the nf4 rung, the check of test_emulated_nf4.py).
 """
 
 import concurrent.futures
@@ -29,19 +29,19 @@ MMA_EDGES = (33, 40, 19, 5)  # tensor cores: rows past 32 (the second warp row),
 # id: (file, original text, mutated text, variant, shape, what a report must mention or None)
 MUTANTS = {
     "tiled: first __syncthreads removed": (
-        "lora_tiled.cu", "    __syncthreads();  // the tiles are complete\n", "\n", "tiled", EDGES, None),
+        "lora_tiled.cuh", "    __syncthreads();  // the tiles are complete\n", "\n", "tiled", EDGES, None),
     "tiled: second __syncthreads removed": (
-        "lora_tiled.cu", "    __syncthreads();  // everyone is done reading", "    //", "tiled", EDGES, None),
+        "lora_tiled.cuh", "    __syncthreads();  // everyone is done reading", "    //", "tiled", EDGES, None),
     "fused: loop __syncthreads removed": (
         "lora_fused.cu", "    }\n    __syncthreads();\n  }\n", "    }\n  }\n", "fused", FUSED_EDGES, None),
     "tiled: tile elements outside the operand not zeroed": (
-        "lora_tiled.cu",
+        "lora_tiled.cuh",
         "  tile[along_inner][along_outer] =\n"
         "      (outer < outer_end && inner < inner_end) ? op.at(outer, inner) : T(0);",
         "  if (outer < outer_end && inner < inner_end) tile[along_inner][along_outer] = op.at(outer, inner);",
         "tiled", ONE_STEP, None),
     "tiled: inner bound off by one": (
-        "lora_tiled.cu", "inner < inner_end) ? op.at", "inner <= inner_end) ? op.at", "tiled", EDGES, None),
+        "lora_tiled.cuh", "inner < inner_end) ? op.at", "inner <= inner_end) ? op.at", "tiled", EDGES, None),
     "fused: row bound off by one": (
         "lora_fused.cu", "if (row >= p.rows) continue;", "if (row > p.rows) continue;", "fused",
         FUSED_EDGES, "wrote outside y"),
@@ -51,12 +51,12 @@ MUTANTS = {
         "matmul.cu", "for (int z = 0; z < splits; ++z)", "for (int z = 0; z + 1 < splits; ++z)", "tiled",
         SPLIT, None),
     "split: every split writes the first slice of scratch": (
-        "lora_tiled.cu", "p.out[blockIdx.z * count + int64_t(row)", "p.out[int64_t(row)", "tiled", SPLIT,
+        "lora_tiled.cuh", "p.out[blockIdx.z * count + int64_t(row)", "p.out[int64_t(row)", "tiled", SPLIT,
         None),
     "backward workspace without room for v": (
         "lora_layer.cu", "return shape.M * shape.r + scratch;", "return scratch;", "tiled", SPLIT, None),
     "tiled: wrong shared-memory index": (
-        "lora_tiled.cu", "sum += left_tile[i][threadIdx.y]", "sum += left_tile[threadIdx.y][i]", "tiled",
+        "lora_tiled.cuh", "sum += left_tile[i][threadIdx.y]", "sum += left_tile[threadIdx.y][i]", "tiled",
         EDGES, None),
     "fused: wrong shared-memory index": (
         "lora_fused.cu", "&right[i][S::col_of(n, tx)]", "&right[i][S::col_of(n, ty)]", "fused",
@@ -65,7 +65,7 @@ MUTANTS = {
         "lora_fused.cu", "stash<S::rows, LC, kWidth>(left_next, left_tiles[1 - now]);",
         "stash<S::rows, LC, kWidth>(left_next, left_tiles[now]);", "fused", FUSED_EDGES, None),
     "tiled: one thread returns before the barrier": (
-        "lora_tiled.cu", "  T sum = 0;\n  for (int inner0 = begin;",
+        "lora_tiled.cuh", "  T sum = 0;\n  for (int inner0 = begin;",
         "  if (threadIdx.x == 3) return;\n  T sum = 0;\n  for (int inner0 = begin;", "tiled", EDGES,
         "barrier divergence"),
     "vectorized: loop __syncthreads removed": (
@@ -101,7 +101,7 @@ MUTANTS = {
         "lora_fused.cu", "dim3(kThreads), p,", "dim3(kThreads * 8), p,", "fused", FUSED_EDGES,
         "outside CUDA's limits"),
     "tf32x3: wrong fragment row of A": (
-        "lora_mma.cu", "left[w.row0 + mi * 16 + e.row][k0 + e.col]", "left[w.row0 + mi * 16 + e.row % 8][k0 + e.col]",
+        "lora_mma.cu", "return tile[outer0 + e.row][k0 + e.col];", "return tile[outer0 + e.row % 8][k0 + e.col];",
         "tf32x3", MMA_EDGES, None),
     "tf32x3: a residual product missing": (
         "lora_mma.cu", "      mma_m16n8k8_tf32(small[mi][ni], a_lo[mi], b_hi[ni], small[mi][ni]);\n", "",
@@ -117,12 +117,14 @@ MUTANTS = {
         "lora_mma.cu", "if (!w.live[mi][ni]) continue;", "if (!w.live[mi][ni] || lane == 31) continue;",
         "tf32x3", MMA_EDGES, "warp divergence"),
     "bf16: wrong fragment row of B": (
-        "lora_mma.cu", "right[col + high.col][k0 + high.row]", "right[col + high.col][k0 + low.row]", "bf16",
-        MMA_EDGES, None),
+        "lora_mma.cu", "tile_value<kOf>(tile, start, k0, high));",
+        "tile_value<kOf>(tile, start, k0, kOf == Fragment::B ? FragmentElement{low.row, high.col} : high));",
+        "bf16", MMA_EDGES, None),
     "bf16: A's two halves swapped in a register": (
-        "lora_mma.cu", "a[mi][j] = pack_bf16(left[row + low.row][k0 + low.col], left[row + high.row][k0 + high.col]);",
-        "a[mi][j] = pack_bf16(left[row + high.row][k0 + high.col], left[row + low.row][k0 + low.col]);", "bf16",
-        MMA_EDGES, None),
+        "lora_mma.cu", "const FragmentElement low = element(lane, 2 * j), high = element(lane, 2 * j + 1);",
+        "FragmentElement low = element(lane, 2 * j), high = element(lane, 2 * j + 1);\n"
+        "      if (kOf == Fragment::A) { const FragmentElement first = low; low = high; high = first; }",
+        "bf16", MMA_EDGES, None),
     "bf16: tiles advance 8 inner indices for a 16-deep instruction": (
         "lora_mma.cu", "inner0 += kMmaStep) {", "inner0 += kMmaStep / 2) {", "bf16", MMA_EDGES, None),
 }
@@ -158,17 +160,18 @@ def test_mutant_is_caught(mutant_builds, rng, name):
         assert any(mention in line for line in failures), "\n".join(failures)
 
 
-# The nf4 rung's (lora_nf4.cu), checked by emulated_nf4.check_layer with blocks of 7 weights.
-# id: (original text, mutated text, shape)
+# The nf4 rung's (lora_nf4.cu, and the tiled block it shares, lora_tiled.cuh), checked by
+# emulated_nf4.check_layer with blocks of 7 weights.
+# id: (file, original text, mutated text, shape)
 NF4_MUTANTS = {
     "nf4: the nibbles of a byte in the wrong order": (
-        "(i & 1) ? (byte & 0x0F) : (byte >> 4)", "(i & 1) ? (byte >> 4) : (byte & 0x0F)", EDGES),
+        "lora_nf4.cu", "(i & 1) ? (byte & 0x0F) : (byte >> 4)", "(i & 1) ? (byte >> 4) : (byte & 0x0F)", EDGES),
     "nf4: the absmax of the wrong block (the byte's index, not the weight's)": (
-        "p.w.absmax[i / p.w.block_size]", "p.w.absmax[(i >> 1) / p.w.block_size]", EDGES),
+        "lora_nf4.cu", "p.w.absmax[i / p.w.block_size]", "p.w.absmax[(i >> 1) / p.w.block_size]", EDGES),
     "nf4: no barrier after the levels are copied into shared memory": (
-        "  __syncthreads();  // the levels are in place", "  //", ONE_STEP),
+        "lora_nf4.cu", "  __syncthreads();  // the levels are in place", "  //", ONE_STEP),
     "nf4: tiles complete barrier removed": (
-        "    __syncthreads();  // the tiles are complete\n", "\n", EDGES),
+        "lora_tiled.cuh", "    __syncthreads();  // the tiles are complete\n", "\n", EDGES),
 }
 
 
@@ -178,8 +181,8 @@ def test_nf4_mutant_is_caught(rng, name):
         emulated.compiler()
     except emulated.EmulatorUnavailable as exc:
         pytest.skip(str(exc))
-    old, new, shape = NF4_MUTANTS[name]
-    emulator = emulated.load(replace=emulated.mutant("lora_nf4.cu", old, new))
+    file, old, new, shape = NF4_MUTANTS[name]
+    emulator = emulated.load(replace=emulated.mutant(file, old, new))
     failures = []
     for dtype in (np.float32, np.float64):
         failures += emulated_nf4.check_layer(emulator, dtype, *shape, rng, block_size=7, seed=5)

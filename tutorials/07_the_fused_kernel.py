@@ -216,7 +216,7 @@ def source_constants(path, pattern):
 
 
 cuda_dir = REPO / "csrc" / "cuda"
-tiled = source_constants(cuda_dir / "lora_tiled.cu", r"constexpr int kTile = (\d+);")
+tiled = source_constants(cuda_dir / "lora_tiled.cuh", r"constexpr int kTile = (\d+);")
 fused = source_constants(cuda_dir / "lora_fused.cu",
                          r"struct Blocking<float> \{\s*static constexpr int rows = (\d+), cols = (\d+), "
                          r"thread_rows = (\d+), thread_cols = (\d+);")

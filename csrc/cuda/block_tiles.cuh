@@ -35,6 +35,7 @@ struct Tiles {
   static_assert(group_rows % thread_rows == 0 && group_cols % thread_cols == 0,
                 "whole threads in a group");
   static_assert(threads <= 1024, "at most 1024 threads a block");
+  static constexpr BlockTile block_tile{rows, cols, step};
 
   // Where a thread's first run of rows and of columns starts in the block's tile; the m-th of its
   // rows is row + (m / vec)·lanes_y·vec + m % vec (columns alike).
@@ -79,11 +80,7 @@ struct AsyncTiles<double> {
   X("64x64x8/32x32/8x4", 64, 64, 8, 32, 32, 8, 4)
 
 // A product run on the kernel of lora_async.cu with tiles Tl (defined there, for AsyncTiles and
-// every MINILORA_WARP_TILES configuration).
-template <typename Tl>
-SplitPlan tiles_plan(int rows, int cols, int inner);
-template <typename Tl>
-dim3 tiles_grid(int rows, int cols, const SplitPlan& plan);
+// every MINILORA_WARP_TILES configuration), planned and gridded with Tl::block_tile.
 template <typename Tl, typename T, Contiguous LC, Contiguous RC>
 void tiles_matmul(const Matmul<T, LC, RC>& p, const SplitPlan& plan, T* scratch,
                   cudaStream_t stream, const char* product, const char* kernel_name);

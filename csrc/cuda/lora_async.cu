@@ -159,32 +159,17 @@ __global__ void __launch_bounds__(Tl::threads, sizeof(T) == 4 ? 2 : 1)
   }
 }
 
-template <typename Tl>
-SplitPlan tiles_plan(int rows, int cols, int inner) {
-  return plan_splits(rows, cols, inner, Tl::rows, Tl::cols, Tl::step);
-}
-
-template <typename Tl>
-dim3 tiles_grid(int rows, int cols, const SplitPlan& plan) {
-  return dim3(ceil_div(rows, Tl::rows), ceil_div(cols, Tl::cols), plan.splits);
-}
-
 template <typename Tl, typename T, Contiguous LC, Contiguous RC>
 void tiles_matmul(const Matmul<T, LC, RC>& p, const SplitPlan& plan, T* scratch,
                   cudaStream_t stream, const char* product, const char* kernel_name) {
   launch_split<T, LC, RC>(async_matmul_kernel<T, LC, RC, Tl>, kernel_name,
-                          tiles_grid<Tl>(p.rows, p.cols, plan), dim3(Tl::threads), p, plan, scratch,
+                          split_grid(p.rows, p.cols, Tl::block_tile, plan), dim3(Tl::threads), p, plan, scratch,
                           stream, product);
 }
 
 template <typename T>
-SplitPlan async_plan(int rows, int cols, int inner) {
-  return tiles_plan<typename AsyncTiles<T>::type>(rows, cols, inner);
-}
-
-template <typename T>
-dim3 async_grid(int rows, int cols, const SplitPlan& plan) {
-  return tiles_grid<typename AsyncTiles<T>::type>(rows, cols, plan);
+BlockTile async_tile() {
+  return AsyncTiles<T>::type::block_tile;
 }
 
 template <typename T, Contiguous LC, Contiguous RC>
@@ -202,8 +187,6 @@ void async_matmul(const Matmul<T, LC, RC>& p, const SplitPlan& plan, T* scratch,
       const Matmul<T, Contiguous::LC, Contiguous::RC>&, const SplitPlan&, T*, cudaStream_t,   \
       const char*, const char*);
 #define MINILORA_TILES(...)                                                                    \
-  template SplitPlan tiles_plan<__VA_ARGS__>(int, int, int);                                   \
-  template dim3 tiles_grid<__VA_ARGS__>(int, int, const SplitPlan&);                           \
   MINILORA_TILES_FOR(float, Inner, Inner, __VA_ARGS__)                                         \
   MINILORA_TILES_FOR(float, Inner, Outer, __VA_ARGS__)                                         \
   MINILORA_TILES_FOR(double, Inner, Inner, __VA_ARGS__)                                        \
@@ -212,10 +195,8 @@ void async_matmul(const Matmul<T, LC, RC>& p, const SplitPlan& plan, T* scratch,
 MINILORA_WARP_TILES(MINILORA_WARP_CONFIG)
 #undef MINILORA_WARP_CONFIG
 
-template SplitPlan async_plan<float>(int, int, int);
-template SplitPlan async_plan<double>(int, int, int);
-template dim3 async_grid<float>(int, int, const SplitPlan&);
-template dim3 async_grid<double>(int, int, const SplitPlan&);
+template BlockTile async_tile<float>();
+template BlockTile async_tile<double>();
 #define MINILORA_ASYNC(T, LC, RC)                                                              \
   template void async_matmul<T, Contiguous::LC, Contiguous::RC>(                              \
       const Matmul<T, Contiguous::LC, Contiguous::RC>&, const SplitPlan&, T*, cudaStream_t,   \

@@ -83,8 +83,8 @@ struct Fused : Blocking<T> {
 };
 
 template <typename T>
-SplitPlan fused_plan(int rows, int cols, int inner) {
-  return plan_splits(rows, cols, inner, Fused<T>::rows, Fused<T>::cols, kStep);
+BlockTile fused_tile() {
+  return {Fused<T>::rows, Fused<T>::cols, kStep};
 }
 
 // Where element e of this thread's share of a tile copy lies (tile_pieces.cuh), for this rung's
@@ -239,11 +239,6 @@ __global__ void __launch_bounds__(kThreads, 2) fused_matmul_kernel(Matmul<T, LC,
   }
 }
 
-template <typename T>
-dim3 fused_grid(int rows, int cols, const SplitPlan& plan) {
-  return dim3(ceil_div(rows, Fused<T>::rows), ceil_div(cols, Fused<T>::cols), plan.splits);
-}
-
 const char* fused_kernel_name(Loads loads) {
   return loads == Loads::Vector16 ? "fused_matmul_kernel (16-byte loads)" : "fused_matmul_kernel";
 }
@@ -254,14 +249,12 @@ void fused_matmul(const Matmul<T, LC, RC>& p, const SplitPlan& plan, T* scratch,
   constexpr int kVector = Fused<T>::vec;
   auto* kernel = loads == Loads::Vector16 ? fused_matmul_kernel<T, LC, RC, kVector>
                                           : fused_matmul_kernel<T, LC, RC, 1>;
-  launch_split<T, LC, RC>(kernel, fused_kernel_name(loads), fused_grid<T>(p.rows, p.cols, plan),
+  launch_split<T, LC, RC>(kernel, fused_kernel_name(loads), split_grid(p.rows, p.cols, fused_tile<T>(), plan),
                           dim3(kThreads), p, plan, scratch, stream, product);
 }
 
-template SplitPlan fused_plan<float>(int, int, int);
-template SplitPlan fused_plan<double>(int, int, int);
-template dim3 fused_grid<float>(int, int, const SplitPlan&);
-template dim3 fused_grid<double>(int, int, const SplitPlan&);
+template BlockTile fused_tile<float>();
+template BlockTile fused_tile<double>();
 
 // The fused kernel computes y (left and right both Contiguous::Inner) and dx (right Outer).
 #define MINILORA_FUSED(T, LC, RC)                                                              \

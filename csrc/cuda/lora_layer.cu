@@ -73,14 +73,30 @@ Loads loads_for(Variant variant) {
   return variant == Variant::Vectorized ? Loads::Vector16 : Loads::Scalar;
 }
 
+// The block tile of every kernel but the naive one, which does not tile C.
+template <typename T>
+BlockTile tile_of(Kernel kernel, int rows, int cols) {
+  if (kernel == Kernel::Fused) return fused_tile<T>();
+  if (kernel == Kernel::Async) return async_tile<T>();
+  if (kernel == Kernel::Warp) return warp_tile(rows, cols);
+  if (kernel == Kernel::TensorCores) return mma_tile();
+  return tiled_tile();  // the tiled and the nf4 kernels
+}
+
 template <typename T>
 SplitPlan plan(Kernel kernel, int rows, int cols, int inner) {
   if (kernel == Kernel::Naive) return {1, inner};
-  if (kernel == Kernel::Fused) return fused_plan<T>(rows, cols, inner);
-  if (kernel == Kernel::Async) return async_plan<T>(rows, cols, inner);
-  if (kernel == Kernel::Warp) return warp_plan(rows, cols, inner);
-  if (kernel == Kernel::TensorCores) return mma_plan(rows, cols, inner);
-  return tiled_plan(rows, cols, inner);
+  return plan_splits(rows, cols, inner, tile_of<T>(kernel, rows, cols));
+}
+
+// What an error message calls the kernel that runs a product.
+const char* kernel_name(Kernel kernel, Variant variant, int rows, int cols) {
+  if (kernel == Kernel::Naive) return "naive_matmul_kernel";
+  if (kernel == Kernel::Fused) return fused_kernel_name(loads_for(variant));
+  if (kernel == Kernel::Async) return "async_matmul_kernel";
+  if (kernel == Kernel::Warp) return warp_kernel_name(rows, cols);
+  if (kernel == Kernel::TensorCores) return mma_kernel_name(cores_for(variant));
+  return kernel == Kernel::Nf4 ? "nf4_matmul_kernel" : "tiled_matmul_kernel";
 }
 
 template <typename T, Contiguous LC, Contiguous RC>
@@ -93,21 +109,11 @@ int64_t scratch_for(Variant variant, Width width, const Matmul<T, LC, RC>& p) {
 template <typename T, Contiguous LC, Contiguous RC>
 void check_grid_for(Variant variant, Width width, const Matmul<T, LC, RC>& p, const char* product) {
   const Kernel kernel = kernel_for(variant, width);
-  const SplitPlan split = plan<T>(kernel, p.rows, p.cols, p.inner);
-  if (kernel == Kernel::Naive) {
-    check_grid(naive_grid(p.rows, p.cols), "naive_matmul_kernel", product);
-  } else if (kernel == Kernel::Fused) {
-    check_grid(fused_grid<T>(p.rows, p.cols, split), fused_kernel_name(loads_for(variant)), product);
-  } else if (kernel == Kernel::Async) {
-    check_grid(async_grid<T>(p.rows, p.cols, split), "async_matmul_kernel", product);
-  } else if (kernel == Kernel::Warp) {
-    check_grid(warp_grid(p.rows, p.cols, split), warp_kernel_name(p.rows, p.cols), product);
-  } else if (kernel == Kernel::TensorCores) {
-    check_grid(mma_grid(p.rows, p.cols, split), mma_kernel_name(cores_for(variant)), product);
-  } else {
-    const char* name = kernel == Kernel::Nf4 ? "nf4_matmul_kernel" : "tiled_matmul_kernel";
-    check_grid(tiled_grid(p.rows, p.cols, split), name, product);  // the nf4 grid is the tiled one
-  }
+  const dim3 grid = kernel == Kernel::Naive
+                        ? naive_grid(p.rows, p.cols)
+                        : split_grid(p.rows, p.cols, tile_of<T>(kernel, p.rows, p.cols),
+                                     plan<T>(kernel, p.rows, p.cols, p.inner));
+  check_grid(grid, kernel_name(kernel, variant, p.rows, p.cols), product);
 }
 
 // Width is a template argument so that the fused kernel is only ever built for the wide products.

@@ -43,9 +43,7 @@ constexpr int kWarpTile = 32;  // a warp's piece: 32 x 32 = 2 x 4 products of 16
 constexpr int kMmaStep = 16;   // inner indices per shared tile
 constexpr int kTf32Inner = 8, kBf16Inner = 16;  // inner indices per instruction
 
-SplitPlan mma_plan(int rows, int cols, int inner) {
-  return plan_splits(rows, cols, inner, kMmaTile, kMmaTile, kMmaStep);
-}
+BlockTile mma_tile() { return {kMmaTile, kMmaTile, kMmaStep}; }
 
 // A tile stored [outer][inner]: a lane's fragment elements are then a few words of a row. The
 // 4 floats of padding spread the 8 rows a warp reads at once over all 32 banks.
@@ -72,32 +70,70 @@ struct WarpPieces {
   bool live[2][4];
 };
 
+// Which operand of the product a fragment belongs to: A (from `left`) or B (from `right`).
+enum class Fragment { A, B };
+
+// The value of fragment element e, read from a tile stored [outer][inner]: an element of A sits at
+// (row, inner index), of B at (inner index, column), and rows of A and columns of B are the
+// tiles' outer index. outer0: where the fragment's rows (A) or columns (B) start; k0: its first
+// inner index.
+template <Fragment kOf>
+__device__ __forceinline__ float tile_value(const MmaTile& tile, int outer0, int k0,
+                                            FragmentElement e) {
+  if constexpr (kOf == Fragment::A) {
+    return tile[outer0 + e.row][k0 + e.col];
+  } else {
+    return tile[outer0 + e.col][k0 + e.row];
+  }
+}
+
+// The warp's fragments of one operand for one instruction: kPieces of them (2 of A, 16 rows each;
+// 4 of B, 8 columns each), from outer index outer0, kRegs registers each. As TF32, every value
+// split in two (x = hi + lo, the top of this file).
+template <Fragment kOf, int kPieces, int kRegs>
+__device__ __forceinline__ void load_tf32(const MmaTile& tile, int outer0, int k0, int lane,
+                                          uint32_t (&hi)[kPieces][kRegs],
+                                          uint32_t (&lo)[kPieces][kRegs]) {
+  constexpr int kSpan = kOf == Fragment::A ? 16 : 8;
+  const auto element = kOf == Fragment::A ? tf32_a_element : tf32_b_element;
+#pragma unroll
+  for (int piece = 0; piece < kPieces; ++piece) {
+    const int start = outer0 + piece * kSpan;
+#pragma unroll
+    for (int j = 0; j < kRegs; ++j) {
+      const float x = tile_value<kOf>(tile, start, k0, element(lane, j));
+      hi[piece][j] = to_tf32(x);
+      lo[piece][j] = to_tf32(x - float_from_bits(hi[piece][j]));
+    }
+  }
+}
+
+// The same as bf16, two values to a register: elements 2j (low half) and 2j + 1 (high half).
+template <Fragment kOf, int kPieces, int kRegs>
+__device__ __forceinline__ void load_bf16(const MmaTile& tile, int outer0, int k0, int lane,
+                                          uint32_t (&regs)[kPieces][kRegs]) {
+  constexpr int kSpan = kOf == Fragment::A ? 16 : 8;
+  const auto element = kOf == Fragment::A ? bf16_a_element : bf16_b_element;
+#pragma unroll
+  for (int piece = 0; piece < kPieces; ++piece) {
+    const int start = outer0 + piece * kSpan;
+#pragma unroll
+    for (int j = 0; j < kRegs; ++j) {
+      const FragmentElement low = element(lane, 2 * j), high = element(lane, 2 * j + 1);
+      regs[piece][j] = pack_bf16(tile_value<kOf>(tile, start, k0, low),
+                                 tile_value<kOf>(tile, start, k0, high));
+    }
+  }
+}
+
 // The warp's piece += its rows of `left` times its columns of `right` over 8 inner indices from k0,
 // each product as three TF32 products: the big one into `big`, the two small ones into `small`.
 __device__ __forceinline__ void multiply_tf32x3(const MmaTile& left, const MmaTile& right, int k0,
                                                 const WarpPieces& w, int lane,
                                                 float (&big)[2][4][4], float (&small)[2][4][4]) {
   uint32_t a_hi[2][4], a_lo[2][4], b_hi[4][2], b_lo[4][2];
-#pragma unroll
-  for (int mi = 0; mi < 2; ++mi) {
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const FragmentElement e = tf32_a_element(lane, i);
-      const float x = left[w.row0 + mi * 16 + e.row][k0 + e.col];
-      a_hi[mi][i] = to_tf32(x);
-      a_lo[mi][i] = to_tf32(x - float_from_bits(a_hi[mi][i]));
-    }
-  }
-#pragma unroll
-  for (int ni = 0; ni < 4; ++ni) {
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      const FragmentElement e = tf32_b_element(lane, i);  // row: inner index, col: column of C
-      const float x = right[w.col0 + ni * 8 + e.col][k0 + e.row];
-      b_hi[ni][i] = to_tf32(x);
-      b_lo[ni][i] = to_tf32(x - float_from_bits(b_hi[ni][i]));
-    }
-  }
+  load_tf32<Fragment::A>(left, w.row0, k0, lane, a_hi, a_lo);
+  load_tf32<Fragment::B>(right, w.col0, k0, lane, b_hi, b_lo);
 #pragma unroll
   for (int mi = 0; mi < 2; ++mi) {
 #pragma unroll
@@ -115,24 +151,8 @@ __device__ __forceinline__ void multiply_bf16(const MmaTile& left, const MmaTile
                                               const WarpPieces& w, int lane,
                                               float (&sum)[2][4][4]) {
   uint32_t a[2][4], b[4][2];
-#pragma unroll
-  for (int mi = 0; mi < 2; ++mi) {
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const FragmentElement low = bf16_a_element(lane, 2 * j), high = bf16_a_element(lane, 2 * j + 1);
-      const int row = w.row0 + mi * 16;
-      a[mi][j] = pack_bf16(left[row + low.row][k0 + low.col], left[row + high.row][k0 + high.col]);
-    }
-  }
-#pragma unroll
-  for (int ni = 0; ni < 4; ++ni) {
-#pragma unroll
-    for (int j = 0; j < 2; ++j) {
-      const FragmentElement low = bf16_b_element(lane, 2 * j), high = bf16_b_element(lane, 2 * j + 1);
-      const int col = w.col0 + ni * 8;
-      b[ni][j] = pack_bf16(right[col + low.col][k0 + low.row], right[col + high.col][k0 + high.row]);
-    }
-  }
+  load_bf16<Fragment::A>(left, w.row0, k0, lane, a);
+  load_bf16<Fragment::B>(right, w.col0, k0, lane, b);
 #pragma unroll
   for (int mi = 0; mi < 2; ++mi) {
 #pragma unroll
@@ -198,10 +218,6 @@ __global__ void __launch_bounds__(kMmaThreads) mma_matmul_kernel(Matmul<float, L
   }
 }
 
-dim3 mma_grid(int rows, int cols, const SplitPlan& plan) {
-  return dim3(ceil_div(rows, kMmaTile), ceil_div(cols, kMmaTile), plan.splits);
-}
-
 const char* mma_kernel_name(TensorCores cores) {
   return cores == TensorCores::Tf32x3 ? "mma_matmul_kernel (3xTF32)" : "mma_matmul_kernel (bf16)";
 }
@@ -211,7 +227,7 @@ void mma_matmul(const Matmul<float, LC, RC>& p, const SplitPlan& plan, float* sc
                 cudaStream_t stream, const char* product, TensorCores cores) {
   auto* kernel = cores == TensorCores::Tf32x3 ? mma_matmul_kernel<LC, RC, TensorCores::Tf32x3>
                                               : mma_matmul_kernel<LC, RC, TensorCores::Bf16>;
-  launch_split<float, LC, RC>(kernel, mma_kernel_name(cores), mma_grid(p.rows, p.cols, plan),
+  launch_split<float, LC, RC>(kernel, mma_kernel_name(cores), split_grid(p.rows, p.cols, mma_tile(), plan),
                               dim3(kMmaThreads), p, plan, scratch, stream, product);
 }
 

@@ -18,77 +18,42 @@
 // Not yet measured on a GPU: checked on the CPU emulator, against the float64 reference on W
 // dequantized (tests/test_emulated_nf4.py).
 #include "lora_nf4.cuh"
+#include "lora_tiled.cuh"
 
 namespace minilora::cuda {
 
-constexpr int kTile = 16;  // the tiled rung's tile: its plans and grids are used (lora_nf4.cuh)
 constexpr int kLevels = 16;
 
-template <typename T>
-using Tile = T[kTile][kTile + 1];  // [inner][outer]; +1 column: no bank conflicts on the copy
+// The right operand as the tiled block reads it: element (col, inner) of [W | B] (y) or [W ; A]
+// (dx), with W dequantized from its 4 bits on the fly. `levels` is the code, in shared memory.
+template <typename T, Contiguous LC, Contiguous RC>
+struct Nf4Right {
+  const Nf4Matmul<T, LC, RC>& p;
+  const float* levels;
 
-// Which element of a tile this thread copies: tx, which varies fastest across a warp, walks the
-// operand's contiguous index, so that a warp reads consecutive addresses.
-struct TileSpot {
-  int along_outer, along_inner;
+  __device__ __forceinline__ T at(int col, int inner) const {
+    return inner < p.right.split ? weight(col, inner)       // W, dequantized
+                                 : p.right.at(col, inner);  // B or A
+  }
+
+  // Element (outer, inner) of W, with inner < right.split: number i of the row-major W.
+  __device__ __forceinline__ T weight(int outer, int inner) const {
+    const int64_t i = Operand<T, RC>::offset(outer, inner, p.right.first_ld);
+    const uint8_t byte = p.w.packed[i >> 1];
+    const int index = (i & 1) ? (byte & 0x0F) : (byte >> 4);  // even numbers: the high nibble
+    return T(levels[index] * p.w.absmax[i / p.w.block_size]);  // a float product, as dequantize()
+  }
 };
 
-template <Contiguous C>
-__device__ __forceinline__ TileSpot tile_spot() {
-  if (C == Contiguous::Inner) return {int(threadIdx.y), int(threadIdx.x)};
-  return {int(threadIdx.x), int(threadIdx.y)};
-}
-
-// Element (outer, inner) of W, with inner < right.split: number i of the row-major W.
-template <typename T, Contiguous LC, Contiguous RC>
-__device__ __forceinline__ T weight(const Nf4Matmul<T, LC, RC>& p, const float* levels, int outer,
-                                    int inner) {
-  const int64_t i = Operand<T, RC>::offset(outer, inner, p.right.first_ld);
-  const uint8_t byte = p.w.packed[i >> 1];
-  const int index = (i & 1) ? (byte & 0x0F) : (byte >> 4);  // even numbers: the high nibble
-  return T(levels[index] * p.w.absmax[i / p.w.block_size]);  // a float product, as dequantize()
-}
-
+// The tiled rung's block (lora_tiled.cuh), once the levels are in shared memory.
 template <typename T, Contiguous LC, Contiguous RC>
 __global__ void __launch_bounds__(kTile * kTile)
     nf4_matmul_kernel(Nf4Matmul<T, LC, RC> p, int chunk) {
-  __shared__ Tile<T> left_tile, right_tile;
   __shared__ float levels[kLevels];
-  const int row0 = blockIdx.x * kTile;
-  const int col0 = blockIdx.y * kTile;
-  const int begin = blockIdx.z * chunk;
-  const int end = min(p.inner, begin + chunk);
-
   const int thread = threadIdx.y * kTile + threadIdx.x;
   if (thread < kLevels) levels[thread] = p.w.code[thread];
   __syncthreads();  // the levels are in place before any element of W is dequantized
-
-  const TileSpot l = tile_spot<LC>(), r = tile_spot<RC>();
-  T sum = 0;
-  for (int inner0 = begin; inner0 < end; inner0 += kTile) {
-    const int row = row0 + l.along_outer, left_inner = inner0 + l.along_inner;
-    left_tile[l.along_inner][l.along_outer] =
-        (row < p.rows && left_inner < end) ? p.left.at(row, left_inner) : T(0);
-    const int col = col0 + r.along_outer, right_inner = inner0 + r.along_inner;
-    T value = T(0);
-    if (col < p.cols && right_inner < end) {
-      value = right_inner < p.right.split ? weight(p, levels, col, right_inner)  // W, dequantized
-                                          : p.right.at(col, right_inner);        // B or A
-    }
-    right_tile[r.along_inner][r.along_outer] = value;
-    __syncthreads();  // the tiles are complete
-#pragma unroll
-    for (int i = 0; i < kTile; ++i) sum += left_tile[i][threadIdx.y] * right_tile[i][threadIdx.x];
-    __syncthreads();  // everyone is done reading before the next copy overwrites the tiles
-  }
-
-  const int row = row0 + threadIdx.y;
-  const int col = col0 + threadIdx.x;
-  if (row < p.rows && col < p.cols) {
-    // Split z writes its own slice of the scratch buffer (p.out is the scratch then).
-    const int64_t count = int64_t(p.rows) * p.cols;
-    p.out[blockIdx.z * count + int64_t(row) * p.cols + col] = finish(p, col, sum);
-  }
+  tiled_block<T, LC, RC>(p, Nf4Right<T, LC, RC>{p, levels}, chunk);
 }
 
 template <typename T, Contiguous LC, Contiguous RC>
@@ -96,7 +61,7 @@ void nf4_matmul(const Matmul<T, LC, RC>& p, const Nf4Weights& w, const SplitPlan
                 T* scratch, cudaStream_t stream, const char* product) {
   const Nf4Matmul<T, LC, RC> q{p, w};
   launch_split<T, LC, RC, Nf4Matmul<T, LC, RC>>(nf4_matmul_kernel<T, LC, RC>, "nf4_matmul_kernel",
-                                                tiled_grid(p.rows, p.cols, plan),
+                                                split_grid(p.rows, p.cols, tiled_tile(), plan),
                                                 dim3(kTile, kTile), q, plan, scratch, stream,
                                                 product);
 }

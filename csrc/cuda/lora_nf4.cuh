@@ -14,7 +14,7 @@ struct Nf4Matmul : Matmul<T, LC, RC> {
   Nf4Weights w;
 };
 
-// The plans and grids are the tiled rung's (tiled_plan, tiled_grid): the same 16 × 16 tiles.
+// The plans and grids are the tiled rung's (tiled_tile): the same 16 × 16 tiles.
 template <typename T, Contiguous LC, Contiguous RC>
 void nf4_matmul(const Matmul<T, LC, RC>& p, const Nf4Weights& w, const SplitPlan& plan,
                 T* scratch, cudaStream_t stream, const char* product);

@@ -19,66 +19,17 @@
 // What is left: each thread still does one multiply-add per two shared-memory reads, and shared
 // memory, not arithmetic, sets the pace. The fused rung (lora_fused.cu) gives each thread an 8 × 8
 // block of C so that the values it reads are reused from registers.
-#include "matmul.cuh"
+#include "lora_tiled.cuh"
 
 namespace minilora::cuda {
 
-constexpr int kTile = 16;
+BlockTile tiled_tile() { return {kTile, kTile, kTile}; }
 
-SplitPlan tiled_plan(int rows, int cols, int inner) {
-  return plan_splits(rows, cols, inner, kTile, kTile, kTile);
-}
-
-// Tiles are stored [inner][outer] so that the multiply loop reads a row of each. The +1 column
-// keeps the copy, whose warps write down a column when the operand is Contiguous::Inner, free of
-// shared-memory bank conflicts.
-template <typename T>
-using Tile = T[kTile][kTile + 1];
-
-// Thread (tx, ty) copies element (outer0 + ·, inner0 + ·) of the operand into the tile; tx, which
-// varies fastest across a warp, walks the operand's contiguous index.
-template <typename T, Contiguous C>
-__device__ __forceinline__ void copy_tile_element(const Operand<T, C>& op, int outer0,
-                                                  int outer_end, int inner0, int inner_end,
-                                                  Tile<T>& tile) {
-  const int along_outer = C == Contiguous::Inner ? threadIdx.y : threadIdx.x;
-  const int along_inner = C == Contiguous::Inner ? threadIdx.x : threadIdx.y;
-  const int outer = outer0 + along_outer;
-  const int inner = inner0 + along_inner;
-  tile[along_inner][along_outer] =
-      (outer < outer_end && inner < inner_end) ? op.at(outer, inner) : T(0);
-}
-
+// The block's work, tiles and loop, is tiled_block (lora_tiled.cuh), which the nf4 rung shares.
 template <typename T, Contiguous LC, Contiguous RC>
 __global__ void __launch_bounds__(kTile * kTile)
     tiled_matmul_kernel(Matmul<T, LC, RC> p, int chunk) {
-  __shared__ Tile<T> left_tile, right_tile;
-  const int row0 = blockIdx.x * kTile;
-  const int col0 = blockIdx.y * kTile;
-  const int begin = blockIdx.z * chunk;
-  const int end = min(p.inner, begin + chunk);
-
-  T sum = 0;
-  for (int inner0 = begin; inner0 < end; inner0 += kTile) {
-    copy_tile_element(p.left, row0, p.rows, inner0, end, left_tile);
-    copy_tile_element(p.right, col0, p.cols, inner0, end, right_tile);
-    __syncthreads();  // the tiles are complete
-#pragma unroll
-    for (int i = 0; i < kTile; ++i) sum += left_tile[i][threadIdx.y] * right_tile[i][threadIdx.x];
-    __syncthreads();  // everyone is done reading before the next copy overwrites the tiles
-  }
-
-  const int row = row0 + threadIdx.y;
-  const int col = col0 + threadIdx.x;
-  if (row < p.rows && col < p.cols) {
-    // Split z writes its own slice of the scratch buffer (p.out is the scratch then).
-    const int64_t count = int64_t(p.rows) * p.cols;
-    p.out[blockIdx.z * count + int64_t(row) * p.cols + col] = finish(p, col, sum);
-  }
-}
-
-dim3 tiled_grid(int rows, int cols, const SplitPlan& plan) {
-  return dim3(ceil_div(rows, kTile), ceil_div(cols, kTile), plan.splits);
+  tiled_block<T, LC, RC>(p, p.right, chunk);
 }
 
 template <typename T, Contiguous LC, Contiguous RC>
@@ -86,7 +37,7 @@ void tiled_matmul(const Matmul<T, LC, RC>& p, const SplitPlan& plan, T* scratch,
                   cudaStream_t stream, const char* product) {
   const dim3 block(kTile, kTile);
   launch_split<T, LC, RC>(tiled_matmul_kernel<T, LC, RC>, "tiled_matmul_kernel",
-                          tiled_grid(p.rows, p.cols, plan), block, p, plan, scratch, stream, product);
+                          split_grid(p.rows, p.cols, tiled_tile(), plan), block, p, plan, scratch, stream, product);
 }
 
 #define MINILORA_TILED(T, LC, RC)                                                              \

@@ -90,16 +90,8 @@ const char* warp_kernel_name(int rows, int cols) {
   return kConfigs[warp_tiles_for(rows, cols)].kernel_name;
 }
 
-SplitPlan warp_plan(int rows, int cols, int inner) {
-  return with_tiles(warp_tiles_for(rows, cols), [&](auto tiles) {
-    return tiles_plan<decltype(tiles)>(rows, cols, inner);
-  });
-}
-
-dim3 warp_grid(int rows, int cols, const SplitPlan& plan) {
-  return with_tiles(warp_tiles_for(rows, cols), [&](auto tiles) {
-    return tiles_grid<decltype(tiles)>(rows, cols, plan);
-  });
+BlockTile warp_tile(int rows, int cols) {
+  return with_tiles(warp_tiles_for(rows, cols), [](auto tiles) { return tiles.block_tile; });
 }
 
 template <typename T, Contiguous LC, Contiguous RC>

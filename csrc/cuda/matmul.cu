@@ -13,14 +13,18 @@ namespace minilora::cuda {
 constexpr int kMinSplitInner = 256;
 constexpr int kMaxSplits = 64;
 
-SplitPlan plan_splits(int rows, int cols, int inner, int tile_rows, int tile_cols, int tile_inner) {
-  const int64_t tiles = int64_t(ceil_div(rows, tile_rows)) * ceil_div(cols, tile_cols);
+SplitPlan plan_splits(int rows, int cols, int inner, const BlockTile& tile) {
+  const int64_t tiles = int64_t(ceil_div(rows, tile.rows)) * ceil_div(cols, tile.cols);
   int64_t splits = (kTargetBlocks + tiles - 1) / tiles;
   splits = std::min<int64_t>(splits, std::max(1, inner / kMinSplitInner));
   splits = std::max<int64_t>(1, std::min<int64_t>(splits, kMaxSplits));
   // Whole tiles per split, then as few splits as that chunk needs (none of them empty).
-  int chunk = ceil_div(ceil_div(inner, int(splits)), tile_inner) * tile_inner;
+  int chunk = ceil_div(ceil_div(inner, int(splits)), tile.step) * tile.step;
   return {ceil_div(inner, chunk), chunk};
+}
+
+dim3 split_grid(int rows, int cols, const BlockTile& tile, const SplitPlan& plan) {
+  return dim3(ceil_div(rows, tile.rows), ceil_div(cols, tile.cols), plan.splits);
 }
 
 int64_t split_scratch(const SplitPlan& plan, int rows, int cols) {

@@ -99,10 +99,19 @@ struct SplitPlan {
 // leaves most of the GPU idle and is worth splitting.
 constexpr int kTargetBlocks = 256;
 
+// What a rung's plan and grid follow from: the rows × cols tile of C that one of its blocks owns,
+// and how many inner indices the block takes per step.
+struct BlockTile {
+  int rows, cols, step;
+};
+
 // Cut the inner dimension only when the output alone has too few tiles to fill the GPU (a small
 // u = x·Aᵀ, or dA = s·vᵀ·x with its long sum over M). The plan depends on the shapes alone, so
 // Python can size the scratch buffer before the launch and results do not depend on the GPU model.
-SplitPlan plan_splits(int rows, int cols, int inner, int tile_rows, int tile_cols, int tile_inner);
+SplitPlan plan_splits(int rows, int cols, int inner, const BlockTile& tile);
+
+// The grid of a rung that tiles C: one block per tile, plan.splits deep along z.
+dim3 split_grid(int rows, int cols, const BlockTile& tile, const SplitPlan& plan);
 
 // Elements of scratch a plan needs (0 when the product is not split).
 int64_t split_scratch(const SplitPlan& plan, int rows, int cols);
@@ -146,25 +155,23 @@ void launch_split(void (*kernel)(Problem, int), const char* kernel_name, dim3 gr
 
 // The rungs of the ladder, each in its own file (fused and vectorized share lora_fused.cu, tf32x3
 // and bf16 lora_mma.cu). `scratch` holds the partial sums of a split
-// product (split_scratch elements); the naive rung never splits. Each rung's *_grid is the grid its
-// launcher uses, so that a caller can check a whole sequence of products before launching any.
+// product (split_scratch elements); the naive rung never splits. Every other rung's *_tile is the
+// block tile its launcher plans and grids with (plan_splits, split_grid), so that a caller can
+// plan and check a whole sequence of products before launching any.
 template <typename T, Contiguous LC, Contiguous RC>
 void naive_matmul(const Matmul<T, LC, RC>& p, cudaStream_t stream, const char* product);
 dim3 naive_grid(int rows, int cols);
 
-SplitPlan tiled_plan(int rows, int cols, int inner);
-dim3 tiled_grid(int rows, int cols, const SplitPlan& plan);
+BlockTile tiled_tile();
 template <typename T, Contiguous LC, Contiguous RC>
 void tiled_matmul(const Matmul<T, LC, RC>& p, const SplitPlan& plan, T* scratch,
                   cudaStream_t stream, const char* product);
 
 // The fused kernel reads device memory one element per load (the fused rung) or, where the operand
-// allows, 16 bytes per load (the vectorized rung); the two share tiles, plans and grids.
+// allows, 16 bytes per load (the vectorized rung); the two share their tiles.
 enum class Loads { Scalar, Vector16 };
 template <typename T>
-SplitPlan fused_plan(int rows, int cols, int inner);
-template <typename T>
-dim3 fused_grid(int rows, int cols, const SplitPlan& plan);
+BlockTile fused_tile();
 const char* fused_kernel_name(Loads loads);
 template <typename T, Contiguous LC, Contiguous RC>
 void fused_matmul(const Matmul<T, LC, RC>& p, const SplitPlan& plan, T* scratch,
@@ -172,9 +179,7 @@ void fused_matmul(const Matmul<T, LC, RC>& p, const SplitPlan& plan, T* scratch,
 
 // The async rung: the fused blocking, tiles copied by cp.async (lora_async.cu).
 template <typename T>
-SplitPlan async_plan(int rows, int cols, int inner);
-template <typename T>
-dim3 async_grid(int rows, int cols, const SplitPlan& plan);
+BlockTile async_tile();
 template <typename T, Contiguous LC, Contiguous RC>
 void async_matmul(const Matmul<T, LC, RC>& p, const SplitPlan& plan, T* scratch,
                   cudaStream_t stream, const char* product);
@@ -182,16 +187,14 @@ void async_matmul(const Matmul<T, LC, RC>& p, const SplitPlan& plan, T* scratch,
 // The warp rung: the async kernel with warp tiles, one configuration per product chosen by
 // warp_tiles_for (lora_layer.cuh, lora_warp.cu).
 const char* warp_kernel_name(int rows, int cols);
-SplitPlan warp_plan(int rows, int cols, int inner);
-dim3 warp_grid(int rows, int cols, const SplitPlan& plan);
+BlockTile warp_tile(int rows, int cols);
 template <typename T, Contiguous LC, Contiguous RC>
 void warp_matmul(const Matmul<T, LC, RC>& p, const SplitPlan& plan, T* scratch,
                  cudaStream_t stream, const char* product);
 
 // The tensor-core rungs (lora_mma.cu, float32 only): mma.sync on 3xTF32 or on bf16 operands.
 enum class TensorCores { Tf32x3, Bf16 };
-SplitPlan mma_plan(int rows, int cols, int inner);
-dim3 mma_grid(int rows, int cols, const SplitPlan& plan);
+BlockTile mma_tile();
 const char* mma_kernel_name(TensorCores cores);
 template <Contiguous LC, Contiguous RC>
 void mma_matmul(const Matmul<float, LC, RC>& p, const SplitPlan& plan, float* scratch,

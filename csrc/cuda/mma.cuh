@@ -81,78 +81,89 @@ __device__ __forceinline__ uint32_t bits_of(float value) {
 #endif
 }
 
-// x rounded to TF32 (8 exponent bits, 10 mantissa bits) to nearest, ties away from zero
-// (cvt.rna.tf32.f32): a float whose low 13 mantissa bits are zero, as its bits.
-__device__ __forceinline__ uint32_t to_tf32(float x) {
+// Each function below comes in three versions, one per kind of compilation pass: the emulator's
+// (MINILORA_EMULATION), the PTX instruction (nvcc for sm_80 and newer), and a trap for everything
+// else (nvcc for older GPUs, and nvcc's host pass, where the functions are never called).
+//
+// to_tf32(x): x rounded to TF32 (8 exponent bits, 10 mantissa bits) to nearest, ties away from zero
+//   (cvt.rna.tf32.f32): a float whose low 13 mantissa bits are zero, as its bits.
+// to_bf16(x): x rounded to bf16 (8 exponent bits, 7 mantissa bits) to nearest, ties to even
+//   (cvt.rn.bf16.f32): the 16 bits of the bf16 value.
+// mma_m16n8k8_tf32, mma_m16n8k16_bf16(d, a, b, c): d = a·b + c for one 16 x 8 tile of D, summed
+//   over 8 (TF32) or 16 (bf16) inner indices; each lane passes its registers (d may be c). Every
+//   lane of the warp must call it at the same point.
 #if defined(MINILORA_EMULATION)
+
+__device__ __forceinline__ uint32_t to_tf32(float x) {
   return emulation::round_to_tf32(bits_of(x));
+}
+__device__ __forceinline__ uint16_t to_bf16(float x) {
+  return emulation::round_to_bf16(bits_of(x));
+}
+
+__device__ __forceinline__ void mma_m16n8k8_tf32(float (&d)[4], const uint32_t (&a)[4],
+                                                 const uint32_t (&b)[2], const float (&c)[4]) {
+  emulation::mma_m16n8k8_tf32(d, a, b, c);
+}
+__device__ __forceinline__ void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4],
+                                                  const uint32_t (&b)[2], const float (&c)[4]) {
+  emulation::mma_m16n8k16_bf16(d, a, b, c);
+}
+
 #elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+
+__device__ __forceinline__ uint32_t to_tf32(float x) {
   uint32_t out;
   asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(out) : "f"(x));
   return out;
-#elif defined(__CUDA_ARCH__)
-  __trap();
-  return 0;
-#else
-  return bits_of(x);  // the host pass of nvcc: never called
-#endif
 }
-
-// x rounded to bf16 (8 exponent bits, 7 mantissa bits) to nearest, ties to even (cvt.rn.bf16.f32):
-// the 16 bits of the bf16 value.
 __device__ __forceinline__ uint16_t to_bf16(float x) {
-#if defined(MINILORA_EMULATION)
-  return emulation::round_to_bf16(bits_of(x));
-#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   uint16_t out;
   asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(out) : "f"(x));
   return out;
-#elif defined(__CUDA_ARCH__)
+}
+
+// Both products take the same registers: D's 4 floats out; A's 4, B's 2 and C's 4 in.
+#define MINILORA_MMA_SYNC(shape_and_types)                                                      \
+  asm volatile("mma.sync.aligned." shape_and_types                                              \
+               " {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%10, %11, %12, %13};"          \
+               : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])                                 \
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), \
+                 "f"(c[1]), "f"(c[2]), "f"(c[3]))
+__device__ __forceinline__ void mma_m16n8k8_tf32(float (&d)[4], const uint32_t (&a)[4],
+                                                 const uint32_t (&b)[2], const float (&c)[4]) {
+  MINILORA_MMA_SYNC("m16n8k8.row.col.f32.tf32.tf32.f32");
+}
+__device__ __forceinline__ void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4],
+                                                  const uint32_t (&b)[2], const float (&c)[4]) {
+  MINILORA_MMA_SYNC("m16n8k16.row.col.f32.bf16.bf16.f32");
+}
+#undef MINILORA_MMA_SYNC
+
+#else
+
+__device__ __forceinline__ uint32_t to_tf32(float) {
   __trap();
   return 0;
-#else
-  return uint16_t(bits_of(x) >> 16);  // the host pass of nvcc: never called
-#endif
 }
+__device__ __forceinline__ uint16_t to_bf16(float) {
+  __trap();
+  return 0;
+}
+__device__ __forceinline__ void mma_m16n8k8_tf32(float (&)[4], const uint32_t (&)[4],
+                                                 const uint32_t (&)[2], const float (&)[4]) {
+  __trap();
+}
+__device__ __forceinline__ void mma_m16n8k16_bf16(float (&)[4], const uint32_t (&)[4],
+                                                  const uint32_t (&)[2], const float (&)[4]) {
+  __trap();
+}
+
+#endif
 
 // Two bf16 values in one register, `low` (the element with the smaller index) in the low half.
 __device__ __forceinline__ uint32_t pack_bf16(float low, float high) {
   return uint32_t(to_bf16(low)) | (uint32_t(to_bf16(high)) << 16);
-}
-
-// ---- the products -----------------------------------------------------------------------------------
-// d = a·b + c for one 16 x 8 tile of D, summed over 8 (TF32) or 16 (bf16) inner indices; each lane
-// passes its registers (d may be c). Every lane of the warp must call it at the same point.
-__device__ __forceinline__ void mma_m16n8k8_tf32(float (&d)[4], const uint32_t (&a)[4],
-                                                 const uint32_t (&b)[2], const float (&c)[4]) {
-#if defined(MINILORA_EMULATION)
-  emulation::mma_m16n8k8_tf32(d, a, b, c);
-#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile(
-      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
-      "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%10, %11, %12, %13};"
-      : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]),
-        "f"(c[2]), "f"(c[3]));
-#elif defined(__CUDA_ARCH__)
-  __trap();
-#endif
-}
-
-__device__ __forceinline__ void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4],
-                                                  const uint32_t (&b)[2], const float (&c)[4]) {
-#if defined(MINILORA_EMULATION)
-  emulation::mma_m16n8k16_bf16(d, a, b, c);
-#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-      "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%10, %11, %12, %13};"
-      : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]),
-        "f"(c[2]), "f"(c[3]));
-#elif defined(__CUDA_ARCH__)
-  __trap();
-#endif
 }
 
 }  // namespace minilora::cuda

@@ -32,6 +32,7 @@ import ctypes
 import functools
 import hashlib
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -97,13 +98,33 @@ def kernel_sources():
     return {path.name: path.read_text() for path in files}
 
 
+def kernel_headers():
+    """{name: text} of the headers those files include: csrc/cuda/*.cuh and csrc/emulation/*.h."""
+    files = sorted((CSRC / "cuda").glob("*.cuh")) + sorted((CSRC / "emulation").glob("*.h"))
+    return {path.name: path.read_text() for path in files}
+
+
 def mutant(name, old, new):
-    """{name: text}: csrc/cuda/<name> with the one occurrence of `old` replaced by `new`, for
-    `load(replace=...)`. ValueError when `old` does not occur exactly once."""
+    """{name: text}: csrc/cuda/<name> (a .cu file or a .cuh header) with the one occurrence of `old`
+    replaced by `new`, for `load(replace=...)`. ValueError when `old` does not occur exactly once."""
     text = (CSRC / "cuda" / name).read_text()
     if text.count(old) != 1:
         raise ValueError(f"{name} contains {old!r} {text.count(old)} times, expected exactly once")
     return {name: text.replace(old, new)}
+
+
+_INCLUDE = re.compile(r'^\s*#\s*include\s*[<"]([^>"]+)[>"]', re.MULTILINE)
+
+
+def _included(text, headers):
+    """The names of `headers` that `text` includes, directly or through another of them."""
+    found, todo = set(), _INCLUDE.findall(text)
+    while todo:
+        name = todo.pop()
+        if name in headers and name not in found:
+            found.add(name)
+            todo += _INCLUDE.findall(headers[name])
+    return sorted(found)
 
 
 def _digest(*parts):
@@ -111,31 +132,35 @@ def _digest(*parts):
 
 
 def build(sanitize=None, replace=None, jobs=None):
-    """Compile the emulator (each object cached by the hash of its sources and flags) and return the
-    path of the shared library. `replace` maps a file name of kernel_sources() to the text to compile
-    instead (a mutant); the other objects are reused."""
+    """Compile the emulator (each object cached by the hash of its flags, its source and the headers
+    it includes) and return the path of the shared library. `replace` maps a file name of
+    kernel_sources() or kernel_headers() to the text to compile instead (a mutant); the objects it
+    does not reach are reused."""
     cxx = compiler()
     flags = COMMON_FLAGS + SANITIZERS[sanitize][0]
     version = _compiler_version(tuple(cxx))
-    sources = kernel_sources()
-    for name in replace or {}:
-        if name not in sources:
-            raise ValueError(f"replace names {name!r}, expected one of {sorted(sources)}")
-    sources.update(replace or {})
-    headers = "".join(path.read_text() for path in sorted((CSRC / "cuda").glob("*.cuh")) +
-                      sorted((CSRC / "emulation").glob("*.h")))
+    sources, headers = kernel_sources(), kernel_headers()
+    for name, text in (replace or {}).items():
+        if name not in sources and name not in headers:
+            raise ValueError(f"replace names {name!r}, expected one of {sorted(sources) + sorted(headers)}")
+        (sources if name in sources else headers)[name] = text
     objects, jobs_to_run = [], []
     for name, text in sources.items():
-        key = _digest(version, *flags, name, text, headers)
+        included = _included(text, headers)
+        key = _digest(version, *flags, name, text, *(part for h in included for part in (h, headers[h])))
         obj = BUILD / "obj" / f"{Path(name).stem}-{key}.o"
         objects.append(obj)
         if obj.exists():
             continue
         source = CSRC / ("emulation" if name.endswith(".cpp") else "cuda") / name
-        if source.read_text() != text:  # a mutant: compiled from a copy, its includes from csrc/cuda
+        if any(n in (replace or {}) for n in (name, *included)):
+            # A mutant: compiled from a copy beside copies of the headers it includes, which its
+            # includes then find before the originals.
             source = BUILD / "src" / key / name
             source.parent.mkdir(parents=True, exist_ok=True)
             source.write_text(text)
+            for h in included:
+                (source.parent / h).write_text(headers[h])
         jobs_to_run.append((source, obj))
     _compile_all(cxx, flags, jobs_to_run, jobs or os.cpu_count() or 2)
     library = BUILD / f"libminilora_emulated-{_digest(version, *flags, *(o.name for o in objects))}.so"
@@ -145,9 +170,10 @@ def build(sanitize=None, replace=None, jobs=None):
 
 
 def _compile_all(cxx, flags, jobs_to_run, jobs):
-    include = ["-I", str(CSRC / "emulation"), "-I", str(CSRC / "cuda")]
     running = []
     for source, obj in jobs_to_run:
+        # The source's own folder first: a mutant's copied headers, found even by #include <...>.
+        include = ["-I", str(source.parent), "-I", str(CSRC / "emulation"), "-I", str(CSRC / "cuda")]
         command = [*cxx, *flags, *include, "-x", "c++", "-c", str(source), "-o", "{out}"]
         running.append(_start(command, obj))
         if len(running) >= jobs:
