@@ -49,8 +49,6 @@ inline int64_t even_block(int64_t total, int64_t largest, int64_t unit) {
 constexpr int64_t kL1Budget = 24 * 1024;
 constexpr int64_t kL2Budget = 1024 * 1024;
 constexpr int64_t kL3Budget = 8 * 1024 * 1024;
-// Below this many multiply-adds, starting threads costs more than it saves.
-constexpr int64_t kThreadedWork = int64_t(1) << 20;
 
 template <typename T, int MR, int NV>
 void gemm_blocked(const OutMatrix<T>& C, const Product<T>* terms, int count, const T* bias,

@@ -101,6 +101,15 @@ def use_backend(name):
         _chosen.pop()
 
 
+def chosen_backend():
+    """The backend chosen by hand, unchecked: the innermost `use_backend` block's, else
+    MINILORA_BACKEND's, else None (the default applies). The compiled ops around the fused one
+    read it to leave NumPy to NumPy when "numpy" is chosen (kernels/compiled.py)."""
+    if _chosen:
+        return _chosen[-1]
+    return os.environ.get("MINILORA_BACKEND") or None
+
+
 def resolve_backend(name, device, sizes=None):
     """The backend to run for arrays on `device` (of sizes ``(M, K, N, r)`` when given): `name` if
     given, else the one chosen as the module docstring says. Raises a clear error if it is
