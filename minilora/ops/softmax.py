@@ -25,10 +25,7 @@ class Softmax(Function):
             y = compiled.softmax_forward(x)
             ctx.save_for_backward(y)
             return y
-        # One fresh array, exponentiated and normalised in place: no temporary per step.
-        y = x - x.max(axis=axis, keepdims=True)
-        ctx.xp.exp(y, out=y)
-        y /= y.sum(axis=axis, keepdims=True)
+        y = softmax_array(ctx.xp, x, axis)
         ctx.save_for_backward(y)
         return y
 
@@ -38,6 +35,15 @@ class Softmax(Function):
         if ctx.axis == y.ndim - 1 and compiled.runs(grad, y):
             return compiled.softmax_backward(grad, y)
         return softmax_backward_array(grad, y, ctx.axis)
+
+
+def softmax_array(xp, x, axis):
+    """softmax(x) along `axis` on a raw array: one fresh array, exponentiated and normalised in
+    place, with no temporary per step."""
+    y = x - x.max(axis=axis, keepdims=True)
+    xp.exp(y, out=y)
+    y /= y.sum(axis=axis, keepdims=True)
+    return y
 
 
 def softmax_backward_array(grad, y, axis):
