@@ -195,3 +195,11 @@ def test_integer_products_and_cupy_style_inputs_stay_with_numpy():
     a = np.arange(6).reshape(2, 3)
     assert not compiled.runs(a)
     assert (compiled.matmul(a, a.T) == a @ a.T).all()
+
+
+def test_use_backend_none_keeps_the_choice_around_it(rng):
+    x = rng.standard_normal((2, 3))
+    with use_backend(None):
+        assert compiled.runs(x)
+    with use_backend("numpy"), use_backend(None):
+        assert not compiled.runs(x)

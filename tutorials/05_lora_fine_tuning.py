@@ -123,8 +123,8 @@ assert same and largest <= 1e-5 * abs(expected).max()
 # fine-tune fully, only the `lora_A` and `lora_B` matrices for the LoRA model. LoRA gets a higher
 # learning rate and more steps: its update B·A starts at zero and grows through a product.
 #
-# The LoRA layers call the fused op `F.lora_linear`; on a CPU we train with its NumPy backend,
-# which is faster than the C++ op at these sizes (`TRAINING_BACKEND`, and tutorial 07 on backends).
+# The LoRA layers call the fused op `F.lora_linear`; we train with its default backend, chosen by
+# the layer's size (`TRAINING_BACKEND`, and tutorial 07 on backends).
 
 # %%
 def fine_tune(model, training, desc):

@@ -92,7 +92,13 @@ def use_backend(name):
 
         with minilora.kernels.use_backend("numpy"):
             loss = model(idx, targets)[1]
+
+    `name` None chooses nothing: the block runs as the code around it would (as backend=None does),
+    so a caller can pass an optional choice straight through.
     """
+    if name is None:
+        yield
+        return
     _check_name(name, "use_backend(name)")
     _chosen.append(name)
     try:
