@@ -12,6 +12,13 @@ turns, one run of each per round, so a neighbour's load that comes and goes fall
 alike; each time is the median over the rounds. Columns: milliseconds, GFLOP/s (the LoRA layer's
 multiply-adds × 2 ÷ time) and the time ÷ the NumPy time (below 1: the C++ op is faster).
 
+The two take turns in one process, and OpenBLAS (NumPy's BLAS) keeps its threads spinning for a
+while after each product, on the cores the C++ op's threads need next: a cost of taking turns,
+not of either op (a program runs one backend or the other, and a minilora training step runs all
+its products on one pool of threads: kernels/compiled.py). So this script tells OpenBLAS to put its
+threads to sleep right after each product, OPENBLAS_THREAD_TIMEOUT=1, which it reads only when
+NumPy loads it; set OPENBLAS_THREAD_TIMEOUT yourself to time it otherwise (the header says which).
+
 With --rule it also times the grid of shapes behind the default backend, small and large, and
 marks the ones the default sends to the C++ op: minilora/kernels/dispatch.py (cpp_pays_off) sends
 NumPy arrays there only at sizes where it was at least as fast (the README's section on backends).
@@ -19,15 +26,18 @@ NumPy arrays there only at sizes where it was at least as fast (the README's sec
 
 import argparse
 import contextlib
+import os
 import statistics
 import sys
 import time
 
-import numpy as np
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "1")  # before NumPy loads OpenBLAS: see above
 
-import minilora
-from minilora import bench
-from minilora.kernels import cpp, default_backend, lora_backward, lora_forward
+import numpy as np  # noqa: E402
+
+import minilora  # noqa: E402
+from minilora import bench  # noqa: E402
+from minilora.kernels import cpp, default_backend, lora_backward, lora_forward  # noqa: E402
 
 # The shapes of the table in the README (M × K × N, r).
 SHAPES = [(2048, 128, 128, 8), (2048, 256, 256, 8), (4096, 512, 512, 16), (512, 1024, 1024, 16)]
@@ -126,7 +136,8 @@ def main(argv=None):
     isas = args.isas.split(",") if args.isas else list(cpp.available_isas())
     threads = cpp.threads()
     print(f"minilora {minilora.__version__}, NumPy {np.__version__}, C++ op with {threads} thread(s), "
-          f"instruction sets {', '.join(isas)}; {args.repeats} alternated rounds")
+          f"instruction sets {', '.join(isas)}; {args.repeats} alternated rounds; "
+          f"OPENBLAS_THREAD_TIMEOUT={os.environ['OPENBLAS_THREAD_TIMEOUT']}")
     rng = np.random.default_rng(0)
     print_table(time_shapes(args.shapes, args.dtype, isas, args.repeats, rng), args.dtype, isas)
     if args.rule:

@@ -20,6 +20,13 @@ pytestmark = pytest.mark.skipif(backend.extension_status()[0] is None,
 C = backend.extension_status()[0]
 
 DTYPES = [np.float32, np.float64]
+
+
+@pytest.fixture(autouse=True)
+def products_on_the_gemm(monkeypatch):
+    """Products go to the GEMM only on more than one thread (compiled.products_here): here always,
+    so that these tests check it on a one-core machine too."""
+    monkeypatch.setattr(compiled, "products_here", lambda: True)
 # ‖out - ref‖ / ‖ref‖ (DESIGN.md), plus an absolute floor for outputs near zero.
 TOLERANCE = {np.float32: 1e-5, np.float64: 1e-12}
 
@@ -191,10 +198,15 @@ def test_causal_softmax_checks_its_arguments():
         F.causal_softmax(np.ones((2, 2)), scale=1.0)
 
 
-def test_integer_products_and_cupy_style_inputs_stay_with_numpy():
-    a = np.arange(6).reshape(2, 3)
+def test_integer_and_small_products_stay_with_numpy(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the GEMM ran")
+    monkeypatch.setattr(C, "matmul_cpu", refuse, raising=False)
+    a = np.arange(60 * 60).reshape(60, 60)
     assert not compiled.runs(a)
     assert (compiled.matmul(a, a.T) == a @ a.T).all()
+    small = np.ones((2, 16, 16))  # 16·16·16 multiply-adds per product: below PRODUCT_MIN_WORK
+    assert (compiled.matmul(small, small) == 16).all()
 
 
 def test_use_backend_none_keeps_the_choice_around_it(rng):

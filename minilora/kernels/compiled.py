@@ -16,6 +16,7 @@ product, so on a machine with as many threads as cores each switch between the t
 core (a LoRA training step ran slower on 2 threads than on 1). With the products on the C++ GEMM
 (OpenMP, which minilora tells to wait passively: backend.py), a training step uses one pool only.
 A batch of small products (attention's, one per head) is split over the threads a product each.
+On one thread there is only one pool anyway, and the products stay with NumPy (`products_here`).
 """
 
 import numpy as np
@@ -42,16 +43,25 @@ def runs(*arrays):
 PRODUCT_MIN_WORK = 2 ** 16
 
 
+def products_here():
+    """Whether the products go to the GEMM at all: only when the C++ ops run on more than one
+    thread. On one thread there is no second pool to avoid, and OpenBLAS packs small products
+    faster than the GEMM does (attention's 128 × 32 by 32 × 128: about 1.5x; the layers' products
+    of 2048 rows: within 10% either way), so NumPy's matmul stays."""
+    return cpp.threads() > 1
+
+
 def _ext():
     return extension_status()[0]
 
 
 def matmul(a, b, bias=None):
-    """a @ b (+ bias on every row) on the C++ GEMM when `runs(a, b)` and each product has at least
-    PRODUCT_MIN_WORK multiply-adds, else with the array module's matmul. a (..., m, k), b (..., k, n) of any strides (transposed views are read as they are),
-    batch dimensions broadcast; bias (n,) or None. Returns a fresh C-contiguous (..., m, n)."""
+    """a @ b (+ bias on every row) on the C++ GEMM when `runs(a, b)`, each product has at least
+    PRODUCT_MIN_WORK multiply-adds and `products_here()`, else with the array module's matmul.
+    a (..., m, k), b (..., k, n) of any strides (transposed views are read as they are), batch
+    dimensions broadcast; bias (n,) or None. Returns a fresh (..., m, n)."""
     small = a.ndim < 2 or b.ndim < 2 or a.shape[-2] * a.shape[-1] * b.shape[-1] < PRODUCT_MIN_WORK
-    if small or not runs(a, b) or (bias is not None and not runs(a, bias)):
+    if small or not runs(a, b) or (bias is not None and not runs(a, bias)) or not products_here():
         out = a @ b
         if bias is not None:
             out += bias
