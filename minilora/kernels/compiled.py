@@ -51,6 +51,16 @@ def products_here():
     return cpp.threads() > 1
 
 
+def status():
+    """One line for `minilora info`: do the compiled ops run for NumPy arrays, and the products?"""
+    if extension_status()[0] is None:
+        return "no: minilora._C is not built (the NumPy ops run)"
+    if dispatch.chosen_backend() == "numpy":
+        return "no: the backend is chosen as numpy (the NumPy ops run)"
+    products = ("on the C++ GEMM" if products_here() else "with NumPy (one thread: see kernels/compiled.py)")
+    return f"yes, layer norm, softmax, GELU on {cpp.threads()} thread(s); products {products}"
+
+
 def _ext():
     return extension_status()[0]
 
