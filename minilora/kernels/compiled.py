@@ -86,19 +86,25 @@ def matmul(a, b, bias=None):
     return out
 
 
-def layer_norm_forward(x, eps):
-    """``(x̂, inv_std)`` of ops/norm.py's Normalize: x (..., D) -> x̂ (..., D), inv_std (..., 1)."""
+def layer_norm_forward(x, eps, weight=None, bias=None):
+    """``(y, x̂, inv_std)`` of ops/norm.py's layer_norm: x (..., D) -> y = x̂ · weight + bias and
+    x̂ (..., D), inv_std (..., 1); weight, bias (D,) or None (1 and 0)."""
     x = np.ascontiguousarray(x)
-    x_hat, inv_std = np.empty_like(x), np.empty(x.shape[:-1] + (1,), dtype=x.dtype)
-    _ext().layer_norm_forward_cpu(x, float(eps), x_hat, inv_std)
-    return x_hat, inv_std
+    y, x_hat, inv_std = np.empty_like(x), np.empty_like(x), np.empty(x.shape[:-1] + (1,), dtype=x.dtype)
+    weight, bias = (None if p is None else np.ascontiguousarray(p) for p in (weight, bias))
+    _ext().layer_norm_forward_cpu(x, float(eps), weight, bias, x_hat, inv_std, y)
+    return y, x_hat, inv_std
 
 
-def layer_norm_backward(grad, x_hat, inv_std):
-    """dx of Normalize from grad (..., D) and what the forward saved."""
+def layer_norm_backward(grad, x_hat, inv_std, weight=None, want_weight=False, want_bias=False):
+    """``(dx, dweight, dbias)`` of layer_norm from grad (..., D) and what the forward saved;
+    dweight and dbias (D,) only when wanted, else None."""
+    D = x_hat.shape[-1]
     dx = np.empty_like(x_hat)
-    _ext().layer_norm_backward_cpu(np.ascontiguousarray(grad), x_hat, inv_std, dx)
-    return dx
+    dweight = np.empty(D, dtype=x_hat.dtype) if want_weight else None
+    dbias = np.empty(D, dtype=x_hat.dtype) if want_bias else None
+    _ext().layer_norm_backward_cpu(np.ascontiguousarray(grad), x_hat, inv_std, weight, dx, dweight, dbias)
+    return dx, dweight, dbias
 
 
 def softmax_forward(x, scale=1.0, causal=False):
