@@ -13,6 +13,7 @@
 #include <pybind11/pybind11.h>
 
 #include "cpu/fast_exp.h"
+#include "cpu/op_common.h"
 #include "cpu/ops.h"
 
 namespace py = pybind11;
@@ -21,11 +22,7 @@ namespace minilora {
 namespace cpu {
 namespace {
 
-template <typename T>
-using Array = py::array_t<T, py::array::c_style>;
-
-constexpr int64_t kThreadedValues = int64_t(1) << 15;  // below this, one thread is faster
-constexpr double kC = 0.7978845608028654;                // sqrt(2 / pi)
+constexpr double kC = 0.7978845608028654;  // sqrt(2 / pi)
 constexpr double kK = 0.044715;
 
 template <typename T>

@@ -20,6 +20,7 @@
 #include <optional>
 #include <vector>
 
+#include "cpu/op_common.h"
 #include "cpu/ops.h"
 
 namespace py = pybind11;
@@ -28,16 +29,12 @@ namespace minilora {
 namespace cpu {
 namespace {
 
-template <typename T>
-using Array = py::array_t<T, py::array::c_style>;
-
 // rows · D of `a`, checked to match x's.
 template <typename T>
 void check_like(const Array<T>& a, const char* name, int64_t size) {
   if (a.size() != size) throw py::value_error(std::string(name) + " must have as many values as x");
 }
 
-constexpr int64_t kThreadedValues = int64_t(1) << 15;  // below this, one thread is faster
 
 // weight (D) or null: 1; bias (D) or null: 0.
 template <typename T>

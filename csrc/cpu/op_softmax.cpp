@@ -16,6 +16,7 @@
 #include <algorithm>
 
 #include "cpu/fast_exp.h"
+#include "cpu/op_common.h"
 #include "cpu/ops.h"
 
 namespace py = pybind11;
@@ -24,10 +25,6 @@ namespace minilora {
 namespace cpu {
 namespace {
 
-template <typename T>
-using Array = py::array_t<T, py::array::c_style>;
-
-constexpr int64_t kThreadedValues = int64_t(1) << 15;  // below this, one thread is faster
 
 template <typename T>
 void softmax_forward_cpu(const Array<T>& x, double scale, bool causal, Array<T>& y) {
