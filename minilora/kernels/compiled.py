@@ -100,6 +100,7 @@ def layer_norm_backward(grad, x_hat, inv_std, weight=None, want_weight=False, wa
     """``(dx, dweight, dbias)`` of layer_norm from grad (..., D) and what the forward saved;
     dweight and dbias (D,) only when wanted, else None."""
     D = x_hat.shape[-1]
+    weight = None if weight is None else np.ascontiguousarray(weight)
     dx = np.empty_like(x_hat)
     dweight = np.empty(D, dtype=x_hat.dtype) if want_weight else None
     dbias = np.empty(D, dtype=x_hat.dtype) if want_bias else None
