@@ -13,6 +13,15 @@ turns, one run of each per round, so a neighbour's load that comes and goes fall
 alike; each time is the median over the rounds. Columns: milliseconds, GFLOP/s (the LoRA layer's
 multiply-adds × 2 ÷ time) and the time ÷ the NumPy time (below 1: the C++ op is faster).
 
+The two take turns in one process, and OpenBLAS (NumPy's BLAS) keeps its threads spinning for up
+to about 0.1 s after its last product (2^28 cycles), on the cores the C++ op's threads need next:
+a cost of taking turns, not of either op (a program runs one backend or the other, and a minilora
+training step runs all its products on one pool of threads: kernels/compiled.py). So each timed
+call waits --settle seconds (default 0.25) before it starts: every method is timed as if it ran
+alone, NumPy with its threads spinning between its own products, the C++ op on idle cores.
+(Telling OpenBLAS to sleep at once, OPENBLAS_THREAD_TIMEOUT=1, is no fix: waking its threads for
+every product made NumPy 2-10x slower on this 2-core VM.)
+
 With --rule it also times the grid of shapes behind the default backend, small and large, and
 marks the ones the default sends to the C++ op: minilora/kernels/dispatch.py (cpp_pays_off) sends
 NumPy arrays there only at sizes where it was at least as fast (the README's section on backends).
@@ -60,14 +69,16 @@ def step_for(p, backend, isa=None):
     return step
 
 
-def alternated_medians(steps, repeats, warmup=2):
-    """Median seconds per call of each function in `steps`, calling them in turn `repeats` times."""
+def alternated_medians(steps, repeats, warmup=2, settle=0.0):
+    """Median seconds per call of each function in `steps`, calling them in turn `repeats` times,
+    each after `settle` seconds of sleep (the module docstring says why)."""
     for step in steps:
         for _ in range(warmup):
             step()
     times = [[] for _ in steps]
     for _ in range(repeats):
         for i, step in enumerate(steps):
+            time.sleep(settle)
             start = time.perf_counter()
             step()
             times[i].append(time.perf_counter() - start)
@@ -78,7 +89,7 @@ def inner_repeats(seconds_per_call, target=0.02):
     return max(1, int(target / max(seconds_per_call, 1e-7)))
 
 
-def time_shapes(shapes, dtype, isas, repeats, rng, quantized=False):
+def time_shapes(shapes, dtype, isas, repeats, rng, quantized=False, settle=0.0):
     rows = []
     for M, K, N, r in shapes:
         p = make_problem(rng, M, K, N, r, dtype, quantized)
@@ -88,7 +99,7 @@ def time_shapes(shapes, dtype, isas, repeats, rng, quantized=False):
         methods[0][1]()
         group = inner_repeats(time.perf_counter() - start)
         grouped = [(lambda f=f: [f() for _ in range(group)]) for _, f in methods]
-        seconds = [t / group for t in alternated_medians(grouped, repeats)]
+        seconds = [t / group for t in alternated_medians(grouped, repeats, settle=settle)]
         rows.append(((M, K, N, r), dict(zip((name for name, _ in methods), seconds))))
     return rows
 
@@ -132,6 +143,8 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=7, help="rounds of alternated runs (the median is kept)")
     parser.add_argument("--rule", action="store_true", help="also time the small shapes behind the size rule")
     parser.add_argument("--nf4", action="store_true", help="W in NF4 (block 64, double quantization)")
+    parser.add_argument("--settle", type=float, default=0.25,
+                        help="seconds of sleep before each timed call, so that OpenBLAS's threads stop spinning")
     args = parser.parse_args(argv)
     usable, reason = cpp.status()
     if not usable:
@@ -140,12 +153,14 @@ def main(argv=None):
     isas = args.isas.split(",") if args.isas else list(cpp.available_isas())
     threads = cpp.threads()
     print(f"minilora {minilora.__version__}, NumPy {np.__version__}, C++ op with {threads} thread(s), "
-          f"instruction sets {', '.join(isas)}; {args.repeats} alternated rounds")
+          f"instruction sets {', '.join(isas)}; {args.repeats} alternated rounds, {args.settle} s of "
+          "sleep before each timed call")
     rng = np.random.default_rng(0)
-    print_table(time_shapes(args.shapes, args.dtype, isas, args.repeats, rng, args.nf4), args.dtype, isas, args.nf4)
+    print_table(time_shapes(args.shapes, args.dtype, isas, args.repeats, rng, args.nf4, args.settle), args.dtype,
+                isas, args.nf4)
     if args.rule:
-        print_table(time_shapes(RULE_SHAPES, args.dtype, isas[:1], args.repeats, rng, args.nf4), args.dtype,
-                    isas[:1], args.nf4)
+        print_table(time_shapes(RULE_SHAPES, args.dtype, isas[:1], args.repeats, rng, args.nf4, args.settle),
+                    args.dtype, isas[:1], args.nf4)
     return 0
 
 

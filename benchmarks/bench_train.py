@@ -239,9 +239,9 @@ def print_profile(name, spent, total, steps, top=15):
 KINDS = {
     "linear + LoRA products": (("Linear", "FusedLoRALinear"), ("aten::addmm", "aten::mm")),
     "attention products": (("MatMul",), ("aten::bmm",)),
-    "softmax (+ mask, scale)": (("Softmax", "Where"), ("aten::_softmax", "aten::_softmax_backward_data",
+    "softmax (+ mask, scale)": (("Softmax", "CausalSoftmax", "Where"), ("aten::_softmax", "aten::_softmax_backward_data",
                                                       "aten::masked_fill_", "aten::div", "aten::div_")),
-    "layer norm": (("Normalize",), ("aten::native_layer_norm", "aten::native_layer_norm_backward")),
+    "layer norm": (("Normalize", "CompiledLayerNorm"), ("aten::native_layer_norm", "aten::native_layer_norm_backward")),
     "GELU": (("Gelu",), ("aten::gelu", "aten::gelu_backward")),
     "cross-entropy": (("CrossEntropy",), ("aten::_log_softmax", "aten::_log_softmax_backward_data",
                                           "aten::nll_loss_forward", "aten::nll_loss_backward")),

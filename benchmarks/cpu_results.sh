@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The CPU tables of benchmarks/results/cpu-<machine>-<date>/: the C++ op against NumPy, the size
 # rule behind the default backend, and a LoRA training step against PyTorch + PEFT, each on one
-# thread and on every core. Run from the repository root:
+# thread and on every core, and the time of `minilora demo`. Run from the repository root:
 #
 #     bash benchmarks/cpu_results.sh                       # python3 on PATH, minilora installed
 #     PYTHON=/path/to/venv-with-torch/bin/python bash benchmarks/cpu_results.sh
@@ -37,4 +37,8 @@ for threads in 1 "$CORES"; do
   run "size_rule_${threads}t.md" "$threads" "$PYTHON" benchmarks/bench_cpu_op.py --repeats 9 --rule --shapes 64x64x64x8
   run "train_lora_${threads}t.md" "$threads" "$PYTHON" benchmarks/bench_train.py --sizes lora-4x256-T128 --steps 9 --warmup 2 --profile
 done
+# The whole demo with its defaults (every core), from a fresh folder: the base model is pretrained too.
+DEMO=$(mktemp -d)
+run "demo_${CORES}t.txt" "$CORES" "$PYTHON" -m minilora demo --quiet --out "$DEMO/demo"
+rm -rf "$DEMO"
 echo "tables in $OUT"

@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "cpu/isa_arg.h"
+#include "cpu/ops.h"
 #include "lora_cpu.h"
 
 #ifdef MINILORA_WITH_CUDA
@@ -59,31 +61,6 @@ LoraSizes lora_sizes(const Array<T>& x, const Array<T>& W, const Array<T>& A, co
   return sizes;
 }
 
-// The instruction set called `name` ("baseline", "avx2", "avx512"), if there is one.
-std::optional<minilora::cpu::Isa> isa_named(const std::string& name) {
-  using minilora::cpu::Isa;
-  for (Isa isa : {Isa::baseline, Isa::avx2, Isa::avx512}) {
-    if (name == minilora::cpu::isa_name(isa)) return isa;
-  }
-  return std::nullopt;
-}
-
-// The instruction set the caller asked for ("" for the best this CPU runs); ValueError when there
-// is no such name or this CPU cannot run it.
-minilora::cpu::Isa parse_isa(const std::string& name) {
-  if (name.empty()) return minilora::cpu::best_isa();
-  const auto isa = isa_named(name);
-  if (!isa) {
-    throw py::value_error("isa must be 'baseline', 'avx2', 'avx512' or '' (the best), got '" +
-                          name + "'");
-  }
-  if (!minilora::cpu::isa_supported(*isa)) {
-    throw py::value_error("isa=" + name + ": this CPU cannot run it (the best it runs is " +
-                          minilora::cpu::isa_name(minilora::cpu::best_isa()) + ")");
-  }
-  return *isa;
-}
-
 // The output checks and the call, shared by the entry points with a float W (W) and with W in
 // NF4 (W_nf4, further down; then W is null).
 template <typename T>
@@ -127,7 +104,7 @@ template <typename T>
 void lora_forward_cpu(const Array<T>& x, const Array<T>& W, const Array<T>& A, const Array<T>& B,
                       double scaling, const std::optional<Array<T>>& bias, Array<T>& y,
                       Array<T>& u, const std::string& isa_name) {
-  const minilora::cpu::Isa isa = parse_isa(isa_name);
+  const minilora::cpu::Isa isa = minilora::cpu::parse_isa(isa_name);
   run_forward(isa, lora_sizes(x, W, A, B), x, W.data(), nullptr, A, B, scaling, bias, y, u);
 }
 
@@ -135,7 +112,7 @@ template <typename T>
 void lora_backward_cpu(const Array<T>& dy, const Array<T>& x, const Array<T>& W,
                        const Array<T>& A, const Array<T>& B, const Array<T>& u, double scaling,
                        Array<T>& dx, Array<T>& dA, Array<T>& dB, const std::string& isa_name) {
-  const minilora::cpu::Isa isa = parse_isa(isa_name);
+  const minilora::cpu::Isa isa = minilora::cpu::parse_isa(isa_name);
   run_backward(isa, lora_sizes(x, W, A, B), dy, x, W.data(), nullptr, A, B, u, scaling, dx, dA, dB);
 }
 
@@ -194,7 +171,7 @@ void lora_forward_nf4_cpu(const Array<T>& x, const Array<uint8_t>& packed,
                           const Array<T>& A, const Array<T>& B, double scaling,
                           const std::optional<Array<T>>& bias, Array<T>& y, Array<T>& u,
                           const std::string& isa_name) {
-  const minilora::cpu::Isa isa = parse_isa(isa_name);
+  const minilora::cpu::Isa isa = minilora::cpu::parse_isa(isa_name);
   const LoraSizes sizes = nf4_lora_sizes(x, A, B);
   const minilora::cpu::Nf4Matrix W = nf4_matrix(packed, absmax, code, block_size, sizes.N, sizes.K);
   run_forward<T>(isa, sizes, x, nullptr, &W, A, B, scaling, bias, y, u);
@@ -206,7 +183,7 @@ void lora_backward_nf4_cpu(const Array<T>& dy, const Array<T>& x, const Array<ui
                            int64_t block_size, const Array<T>& A, const Array<T>& B,
                            const Array<T>& u, double scaling, Array<T>& dx, Array<T>& dA,
                            Array<T>& dB, const std::string& isa_name) {
-  const minilora::cpu::Isa isa = parse_isa(isa_name);
+  const minilora::cpu::Isa isa = minilora::cpu::parse_isa(isa_name);
   const LoraSizes sizes = nf4_lora_sizes(x, A, B);
   const minilora::cpu::Nf4Matrix W = nf4_matrix(packed, absmax, code, block_size, sizes.N, sizes.K);
   run_backward<T>(isa, sizes, dy, x, nullptr, &W, A, B, u, scaling, dx, dA, dB);
@@ -239,6 +216,7 @@ PYBIND11_MODULE(_C, m) {
   def_cpu_functions<double>(m);
   def_nf4_cpu_functions<float>(m);
   def_nf4_cpu_functions<double>(m);
+  minilora::cpu::register_cpu_ops(m);  // products, layer norm, softmax, GELU (cpu/ops.h)
   m.def("cpu_threads", &minilora::cpu_threads,
         "Threads the C++ op uses (OpenMP's maximum; 1 when built without OpenMP).");
   m.def("cpu_best_isa", [] { return std::string(minilora::cpu::isa_name(minilora::cpu::best_isa())); },
@@ -246,7 +224,7 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "cpu_isa_supported",
       [](const std::string& name) {
-        const auto isa = isa_named(name);
+        const auto isa = minilora::cpu::isa_named(name);
         return isa && minilora::cpu::isa_supported(*isa);
       },
       "Whether this CPU runs the C++ op's code for instruction set `name` ('baseline', 'avx2', "

@@ -5,6 +5,7 @@ side by side. Tensor methods and operators (`+`, `@`, `.sum()`) call these.
 """
 
 from minilora.ops.arithmetic import add, div, mul, neg, pow, sub  # noqa: F401
+from minilora.ops.attention import causal_softmax  # noqa: F401
 from minilora.ops.dropout import dropout  # noqa: F401
 from minilora.ops.embedding import embedding  # noqa: F401
 from minilora.ops.linear import linear  # noqa: F401

@@ -4,7 +4,8 @@ Prints the versions (minilora, Python, NumPy, CuPy), whether the compiled extens
 built and with CUDA, and one line per backend of the fused LoRA op: "yes" with what it is, or
 "no" with the reason (the extension's import error, built without CUDA, no CuPy, no driver, no
 GPU), followed by the instruction set the C++ op runs (AVX-512, AVX2 or the baseline) and the
-backend each kind of array gets by default.
+backend each kind of array gets by default, and whether the compiled ops around the fused one
+(products, layer norm, softmax, GELU) run.
 """
 
 import platform
@@ -14,7 +15,7 @@ import numpy as np
 
 import minilora
 from minilora import backend, kernels
-from minilora.kernels import cpp
+from minilora.kernels import compiled, cpp
 
 
 def add_arguments(parser):
@@ -49,6 +50,7 @@ def report_lines():
         f"for CuPy arrays: {kernels.default_backend('cuda')} "
         "(override with MINILORA_BACKEND or minilora.kernels.use_backend)",
     ]
+    lines.append(f"compiled ops around it, for NumPy arrays (minilora.kernels.compiled): {compiled.status()}")
     if ext is not None and ext.with_cuda and kernels.default_backend("cuda") != "cuda":
         lines.append(f"  (not cuda: the CUDA kernels are built but cannot run here: "
                      f"{kernels.backend_status('cuda')[1]})")

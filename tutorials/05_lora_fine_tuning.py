@@ -101,14 +101,15 @@ print(f"\nh.0.attn.q_proj: W {layer.base.weight.shape} frozen, lora_A {layer.lor
 # %% [markdown]
 # Because B = 0, the product B·A is zero and the LoRA model computes what the base model
 # computes: training starts from the pretrained model, not from a perturbed one. With the NumPy
-# reference backend of the fused op the logits are the very same bits. The default backend (the
-# C++ op, when it is built) adds up x·Wᵀ in its own order, so the last bits of float32 may differ.
+# reference backend (both models then run as NumPy code) the logits are the very same bits. The
+# default backend (the C++ ops, when they are built) adds up x·Wᵀ in its own order, so the last
+# bits of float32 may differ.
 
 # %%
 idx = minilora.tensor(new_task.inputs["val"][:64])
 with evaluating(base), evaluating(lora_model):
-    expected = base(idx)[0].numpy()
     with minilora.kernels.use_backend("numpy"):
+        expected = base(idx)[0].numpy()
         same = (lora_model(idx)[0].numpy() == expected).all()
     largest = abs(lora_model(idx)[0].numpy() - expected).max()
 print(f"fresh adapter, NumPy backend: logits identical to the base model's: {same}")
@@ -122,8 +123,8 @@ assert same and largest <= 1e-5 * abs(expected).max()
 # fine-tune fully, only the `lora_A` and `lora_B` matrices for the LoRA model. LoRA gets a higher
 # learning rate and more steps: its update B·A starts at zero and grows through a product.
 #
-# The LoRA layers call the fused op `F.lora_linear`; on a CPU we train with its NumPy backend,
-# which is faster than the C++ op at these sizes (`TRAINING_BACKEND`, and tutorial 07 on backends).
+# The LoRA layers call the fused op `F.lora_linear`; we train with its default backend, chosen by
+# the layer's size (`TRAINING_BACKEND`, and tutorial 07 on backends).
 
 # %%
 def fine_tune(model, training, desc):

@@ -64,6 +64,10 @@ struct Product {
   T scale;
 };
 
+// Below this many multiply-adds (m·n·k), gemm runs on the calling thread: starting threads costs
+// more than it saves. (A batch of such products is split over the threads instead: op_matmul.cpp.)
+constexpr int64_t kThreadedWork = int64_t(1) << 20;
+
 // The most terms one GEMM call sums (the LoRA op needs two).
 constexpr int kMaxTerms = 2;
 

@@ -50,8 +50,6 @@ inline int64_t even_block(int64_t total, int64_t largest, int64_t unit) {
 constexpr int64_t kL1Budget = 24 * 1024;
 constexpr int64_t kL2Budget = 1024 * 1024;
 constexpr int64_t kL3Budget = 8 * 1024 * 1024;
-// Below this many multiply-adds, starting threads costs more than it saves.
-constexpr int64_t kThreadedWork = int64_t(1) << 20;
 
 template <typename T, int MR, int NV>
 void gemm_blocked(const OutMatrix<T>& C, const Product<T>* terms, int count, const T* bias,
@@ -75,10 +73,12 @@ void gemm_blocked(const OutMatrix<T>& C, const Product<T>* terms, int count, con
   const int64_t kc = even_block(k, std::clamp<int64_t>(kL1Budget / (NR * sizeof(T)), 64, 512), 8);
   const int64_t k_blocks = ceil_div(k, kc);
   const int64_t nc = even_block(n, std::max<int64_t>(NR, kL3Budget / (k * sizeof(T)) / NR * NR), NR);
-  // Rows: at most what fits in L2, and at least four blocks per thread where m allows, so that a
-  // thread slowed down by another process on its core leaves its remaining blocks to the others.
+  // Rows: at most what fits in L2, and with several threads at least four blocks per thread where
+  // m allows, so that a thread slowed down by another process on its core leaves its remaining
+  // blocks to the others (one thread takes the largest blocks: each block has a ragged last tile).
   const int64_t mc_largest = std::max<int64_t>(MR, kL2Budget / (kc * sizeof(T)) / MR * MR);
-  const int64_t mc = std::min(mc_largest, round_up(ceil_div(m, 4 * threads), MR));
+  const int64_t mc = threads == 1 ? std::min(mc_largest, round_up(m, MR))
+                                  : std::min(mc_largest, round_up(ceil_div(m, 4 * threads), MR));
   const int64_t m_blocks = ceil_div(m, mc);
 
   // The packed right block: inner block p of sliver q at (p·kc)·round_up(nc, NR) + q·depth·NR.

@@ -91,9 +91,10 @@ void micro_kernel(int64_t kc, const T* a, const T* b, const Tile<T>& out) {
     }
   }
 
-  if (out.rows == MR && out.cols == NR && out.cs == 1) {  // a whole tile of a row-major C
+  if (out.cols == NR && out.cs == 1) {  // whole rows of a row-major C (the last tile may be short)
 #pragma GCC unroll 32
     for (int i = 0; i < MR; ++i) {
+      if (i == out.rows) break;
       T* row = out.c + i * out.rs;
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) {

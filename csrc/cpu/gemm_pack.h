@@ -80,7 +80,11 @@ void pack_right(T* dst, const Product<T>* terms, int count, int64_t j0, int64_t 
         for (int64_t k = lo; k < hi; ++k) {
           T* d = panel + (k - k0) * NR;
           const T* src = base + (k - lo) * R.row_stride;
-          for (int64_t j = 0; j < valid; ++j) d[j] = s * src[j * R.col_stride];
+          if (R.col_stride == 1) {  // said outright, so that the copy is vector code
+            for (int64_t j = 0; j < valid; ++j) d[j] = s * src[j];
+          } else {
+            for (int64_t j = 0; j < valid; ++j) d[j] = s * src[j * R.col_stride];
+          }
           for (int64_t j = valid; j < NR; ++j) d[j] = T(0);
         }
       } else {

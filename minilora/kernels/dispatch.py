@@ -93,13 +93,28 @@ def use_backend(name):
 
         with minilora.kernels.use_backend("numpy"):
             loss = model(idx, targets)[1]
+
+    `name` None chooses nothing: the block runs as the code around it would (as backend=None does),
+    so a caller can pass an optional choice straight through.
     """
+    if name is None:
+        yield
+        return
     _check_name(name, "use_backend(name)")
     _chosen.append(name)
     try:
         yield
     finally:
         _chosen.pop()
+
+
+def chosen_backend():
+    """The backend chosen by hand, unchecked: the innermost `use_backend` block's, else
+    MINILORA_BACKEND's, else None (the default applies). The compiled ops around the fused one
+    read it to leave NumPy to NumPy when "numpy" is chosen (kernels/compiled.py)."""
+    if _chosen:
+        return _chosen[-1]
+    return os.environ.get("MINILORA_BACKEND") or None
 
 
 def resolve_backend(name, device, sizes=None, default=default_backend):

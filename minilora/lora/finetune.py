@@ -18,7 +18,6 @@ exactly the parameters that require grad) -> minilora.lora (apply_lora, disable_
 """
 
 import argparse
-import contextlib
 import copy
 import dataclasses
 import tempfile
@@ -81,11 +80,13 @@ def pretrain_base(config, device="cpu", quiet=False):
     return base, history
 
 
-# The backend of the fused LoRA op (minilora.kernels) that the LoRA model trains with, per device.
-# On a CPU the NumPy reference, whose three products run in OpenBLAS, is faster at this model's
-# sizes than minilora's C++ op (a LoRA training step: 31 ms against 44 ms, 2-core CPU), so the
-# experiment uses it there; on a GPU, the dispatch default (the fused CUDA kernels).
-TRAINING_BACKEND = {"cpu": "numpy", "cuda": None}
+# The backend of the fused LoRA op (minilora.kernels) that the LoRA model trains with, per device:
+# None, the dispatch default, on both. On a CPU that sends this model's small layers (576 rows of
+# 128 features) to the NumPy reference by the measured size rule (kernels/dispatch.py) and runs the
+# products, layer norms, softmax and GELU around them compiled (kernels/compiled.py); naming
+# "numpy" here would run the whole model as NumPy code instead, which on 2 threads was several
+# times slower (OpenBLAS's threads and OpenMP's taking the cores from each other).
+TRAINING_BACKEND = {"cpu": None, "cuda": None}
 
 
 def run_experiment(config=None, device="cpu", quiet=False, base=None, folder=None, backend=None):
@@ -130,7 +131,7 @@ def run_experiment(config=None, device="cpu", quiet=False, base=None, folder=Non
     # 3b: LoRA
     backend = backend or TRAINING_BACKEND[device]
     lora = apply_lora(copy.deepcopy(base), config.lora)
-    with use_backend(backend) if backend else contextlib.nullcontext():
+    with use_backend(backend):
         results["history"]["lora"], seconds = fine_tune(lora, config.lora_training, "LoRA")
         new_accuracy = accuracy(lora, new_task)
     trainable = lora.num_parameters(trainable_only=True)
@@ -219,8 +220,9 @@ def add_experiment_arguments(parser):
                         help=f"the new task (default: {ExperimentConfig.finetune_task}; sub asks for a new skill, "
                              "which LoRA on q and v learns only in part)")
     parser.add_argument("--backend", choices=BACKENDS,
-                        help="the fused LoRA op's backend for training the LoRA model (default: numpy on a "
-                             "CPU, where OpenBLAS beats the C++ op at these sizes; the fused kernels on a GPU)")
+                        help="the fused LoRA op's backend for training the LoRA model (default: chosen by "
+                             "size on a CPU, see minilora/kernels/dispatch.py; the fused kernels on a GPU; "
+                             "numpy runs the whole model as NumPy code)")
     parser.add_argument("--seed", type=cli.non_negative_int, default=0,
                         help="seed of the model, the data split and the batches")
 

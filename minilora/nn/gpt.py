@@ -83,9 +83,10 @@ class CausalSelfAttention(Module):
         k = self.k_proj(x).reshape(B, T, nh, hd).transpose(0, 2, 1, 3)
         v = self.v_proj(x).reshape(B, T, nh, hd).transpose(0, 2, 1, 3)
         # Scaling by 1/sqrt(hd) keeps the scores' variance near 1, so softmax does not saturate.
-        att = (q @ k.transpose(0, 1, 3, 2)) * (1.0 / math.sqrt(hd))  # (B, nh, T, T)
-        att = att.masked_fill(self.causal_mask[:T, :T], float("-inf"))
-        att = F.softmax(att, axis=-1)
+        # causal_softmax is softmax(scale · att) with att.masked_fill(causal_mask[:T, :T], -inf) first,
+        # as one op (ops/attention.py): position t attends to positions <= t only.
+        att = q @ k.transpose(0, 1, 3, 2)                            # (B, nh, T, T)
+        att = F.causal_softmax(att, scale=1.0 / math.sqrt(hd))
         att = self.attn_dropout(att)
         y = att @ v                                                  # (B, nh, T, hd)
         y = y.transpose(0, 2, 1, 3).reshape(B, T, C)                 # heads side by side again

@@ -5,11 +5,14 @@ record three ops and keep three sets of temporaries; as one op the forward is on
 (the bias added in place into its fresh result) and the backward is at most two products and a sum.
 
 The leading dimensions of x (batch, time) are folded into one, so each product is a single 2-D
-BLAS call: for x2 (M, K) = x flattened, g2 (M, N) = the gradient flattened,
+call: for x2 (M, K) = x flattened, g2 (M, N) = the gradient flattened,
     dx = g2·W,   dW = g2ᵀ·x2,   db = Σ_rows g2.
+The products go through kernels.compiled.matmul: the C++ GEMM for NumPy arrays (so one pool of
+threads runs a whole step; that file says why), the array module's matmul otherwise.
 """
 
 from minilora.function import Function
+from minilora.kernels import compiled
 from minilora.tensor import Tensor
 
 
@@ -19,9 +22,7 @@ class Linear(Function):
         # x (..., K), weight (N, K), bias (N,) or absent -> y (..., N)
         n_out, n_in = weight.shape
         x2 = x.reshape(-1, n_in)                 # (M, K)
-        y = x2 @ weight.T                         # (M, N), a fresh array: safe to add into
-        if bias is not None:
-            y += bias
+        y = compiled.matmul(x2, weight.T, bias)  # (M, N), the bias added in the same pass
         ctx.save_for_backward(x2, weight)
         ctx.x_shape = x.shape
         return y.reshape(*x.shape[:-1], n_out)
@@ -31,8 +32,8 @@ class Linear(Function):
         x2, weight = ctx.saved
         g2 = grad.reshape(-1, weight.shape[0])    # (M, N)
         needs_x, needs_weight = ctx.needs_input_grad[:2]
-        dx = (g2 @ weight).reshape(ctx.x_shape) if needs_x else None
-        dw = g2.T @ x2 if needs_weight else None  # (N, K), C-contiguous like the weight
+        dx = compiled.matmul(g2, weight).reshape(ctx.x_shape) if needs_x else None
+        dw = compiled.matmul(g2.T, x2) if needs_weight else None  # (N, K), C-contiguous like the weight
         if len(ctx.needs_input_grad) == 2:
             return dx, dw
         db = g2.sum(axis=0) if ctx.needs_input_grad[2] else None

@@ -3,11 +3,14 @@
 For C = A·B the gradients are dA = dC·Bᵀ and dB = Aᵀ·dC (transposing the last two axes), then
 summed over any batch dimensions that broadcasting added. A 1-D operand is treated as a matrix
 with one row (on the left) or one column (on the right), so one formula covers every case.
+The products go through kernels.compiled.matmul (the C++ GEMM for NumPy float arrays, reading
+transposed views as they are; a batch of small products split over the threads).
 """
 
 import numpy as np
 
 from minilora.function import Function
+from minilora.kernels import compiled
 from minilora.ops.broadcast import as_tensor_pair, unbroadcast
 
 
@@ -19,7 +22,7 @@ class MatMul(Function):
         a2 = a.reshape(1, -1) if a.ndim == 1 else a
         b2 = b.reshape(-1, 1) if b.ndim == 1 else b
         ctx.save_for_backward(a2, b2)
-        return a @ b
+        return compiled.matmul(a, b)  # (1-D operands: the array module's matmul)
 
     @staticmethod
     def backward(ctx, grad):
@@ -31,9 +34,9 @@ class MatMul(Function):
         grad = grad.reshape(out_shape)
         grad_a = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_a = unbroadcast(grad @ xp.swapaxes(b2, -1, -2), a2.shape).reshape(a_shape)
+            grad_a = unbroadcast(compiled.matmul(grad, xp.swapaxes(b2, -1, -2)), a2.shape).reshape(a_shape)
         if ctx.needs_input_grad[1]:
-            grad_b = unbroadcast(xp.swapaxes(a2, -1, -2) @ grad, b2.shape).reshape(b_shape)
+            grad_b = unbroadcast(compiled.matmul(xp.swapaxes(a2, -1, -2), grad), b2.shape).reshape(b_shape)
         return grad_a, grad_b
 
 

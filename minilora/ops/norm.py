@@ -4,10 +4,15 @@
 
 The normalisation is its own op (Normalize) so its backward can be read on its own; the scale and
 shift are ordinary multiply and add, whose backward already sums over the broadcast rows.
+For NumPy float arrays the whole of it, normalisation, scale and shift, runs as one compiled op
+instead (CompiledLayerNorm below, csrc/cpu/op_layer_norm.cpp: one read of each row, all passes in
+cache, rows over the threads); Normalize and the multiply and add are the reference it is tested
+against, and what runs on CuPy arrays.
 """
 
 from minilora.checks import check_number
 from minilora.function import Function, check_tensor
+from minilora.kernels import compiled
 from minilora.tensor import Tensor
 
 
@@ -44,6 +49,28 @@ class Normalize(Function):
         return dx
 
 
+class CompiledLayerNorm(Function):
+    """Normalize, then · weight + bias, as one op on minilora._C; inputs (x, weight, bias), with
+    `affine` naming which of weight and bias are there (any, both or none)."""
+
+    @staticmethod
+    def forward(ctx, x, *params, eps, affine):
+        named = dict(zip(affine, params))
+        y, x_hat, inv_std = compiled.layer_norm_forward(x, eps, named.get("weight"), named.get("bias"))
+        ctx.save_for_backward(x_hat, inv_std, named.get("weight"))
+        ctx.affine = affine
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        x_hat, inv_std, weight = ctx.saved
+        wanted = dict(zip(ctx.affine, ctx.needs_input_grad[1:]))
+        dx, dweight, dbias = compiled.layer_norm_backward(grad, x_hat, inv_std, weight,
+                                                          wanted.get("weight", False), wanted.get("bias", False))
+        grads = {"weight": dweight, "bias": dbias}
+        return (dx,) + tuple(grads[name] for name in ctx.affine)
+
+
 def layer_norm(x, weight=None, bias=None, eps=1e-5):
     """Layer normalisation over the last axis. x: (..., D); weight, bias: (D,) or None; same shape out."""
     check_tensor("layer_norm", "x", x)
@@ -55,6 +82,9 @@ def layer_norm(x, weight=None, bias=None, eps=1e-5):
             got = p.shape if isinstance(p, Tensor) else type(p).__name__
             raise ValueError(f"layer_norm: {name} must be a Tensor of shape ({dim},) (x's last axis), got {got}")
     check_number("layer_norm: eps", eps, above=0)
+    params = {name: p for name, p in (("weight", weight), ("bias", bias)) if p is not None}
+    if compiled.runs(x.data, *(p.data for p in params.values())):
+        return CompiledLayerNorm.apply(x, *params.values(), eps=eps, affine=tuple(params))
     out = Normalize.apply(x, eps=eps)
     if weight is not None:
         out = out * weight

@@ -2,9 +2,12 @@
 
 exp(x) overflows for x around 90 in float32, so both subtract the largest value along the axis
 first; the result is unchanged because softmax(x) = softmax(x - c) for any constant c.
+Softmax along the last axis of NumPy float arrays runs its compiled twin (csrc/cpu/op_softmax.cpp:
+one read of each row, vector exp, rows over the threads); the code below is the reference.
 """
 
 from minilora.function import Function, check_tensor
+from minilora.kernels import compiled
 from minilora.ops.axes import normalize_axis
 
 
@@ -17,22 +20,39 @@ def log_softmax_array(xp, x, axis):
 class Softmax(Function):
     @staticmethod
     def forward(ctx, x, axis):
-        # One fresh array, exponentiated and normalised in place: no temporary per step.
-        y = x - x.max(axis=axis, keepdims=True)
-        ctx.xp.exp(y, out=y)
-        y /= y.sum(axis=axis, keepdims=True)
-        ctx.save_for_backward(y)
         ctx.axis = axis
+        if axis == x.ndim - 1 and compiled.runs(x):
+            y = compiled.softmax_forward(x)
+            ctx.save_for_backward(y)
+            return y
+        y = softmax_array(ctx.xp, x, axis)
+        ctx.save_for_backward(y)
         return y
 
     @staticmethod
     def backward(ctx, grad):
         (y,) = ctx.saved
-        # Jacobian diag(y) - y·yᵀ applied to grad, without building it: y·(grad - <grad, y>).
-        dot = (grad * y).sum(axis=ctx.axis, keepdims=True)
-        dx = grad - dot
-        dx *= y
-        return dx
+        if ctx.axis == y.ndim - 1 and compiled.runs(grad, y):
+            return compiled.softmax_backward(grad, y)
+        return softmax_backward_array(grad, y, ctx.axis)
+
+
+def softmax_array(xp, x, axis):
+    """softmax(x) along `axis` on a raw array: one fresh array, exponentiated and normalised in
+    place, with no temporary per step."""
+    y = x - x.max(axis=axis, keepdims=True)
+    xp.exp(y, out=y)
+    y /= y.sum(axis=axis, keepdims=True)
+    return y
+
+
+def softmax_backward_array(grad, y, axis):
+    """The Jacobian of softmax, diag(y) - y·yᵀ, applied to grad without building it:
+    y·(grad - <grad, y>) along `axis`. A fresh array."""
+    dot = (grad * y).sum(axis=axis, keepdims=True)
+    dx = grad - dot
+    dx *= y
+    return dx
 
 
 class LogSoftmax(Function):

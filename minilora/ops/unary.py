@@ -9,6 +9,7 @@ import math
 import numpy as np
 
 from minilora.function import Function
+from minilora.kernels import compiled
 from minilora.ops.blocks import cache_blocks
 
 
@@ -77,10 +78,16 @@ class Gelu(Function):
     forward and backward work in place on arrays they have just allocated, 7 passes forward and 10
     backward with one temporary besides the result, piece by piece so that the passes after the
     first read from cache. x, the saved array and the incoming gradient are never written to.
+    For NumPy float arrays its compiled twin runs instead (csrc/cpu/op_gelu.cpp: one loop, one
+    read of each value, vector exp, values over the threads), saving the same x and e.
     """
 
     @staticmethod
     def forward(ctx, x):
+        if compiled.runs(x):
+            y, e = compiled.gelu_forward(x)
+            ctx.save_for_backward(x, e)
+            return y
         xp = ctx.xp
         e, y = xp.empty_like(x), xp.empty_like(x)
         # e = 1 + exp(-2z), with -2z = x·(-2C - 2CK·x²), then y = x / e; piece by piece, so the
@@ -101,6 +108,8 @@ class Gelu(Function):
     def backward(ctx, grad):
         xp = ctx.xp
         x, e = ctx.saved
+        if compiled.runs(grad, x):
+            return compiled.gelu_backward(grad, x, e)
         # With s = σ(2z) = 1/e: d(x·s)/dx = s + x·s·(1 - s)·2·dz/dx = s·(1 + x·g·(1 - s)), where
         # g = 2·dz/dx = 2C·(1 + 3K·x²), and 1 - s = 1 - 1/e.
         d, one_minus_s = xp.empty_like(x), xp.empty_like(e)
