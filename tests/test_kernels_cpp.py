@@ -34,8 +34,10 @@ ISAS = cpp.available_isas() if EXTENSION is not None else ()
 # (M, K, N, r): all ones, K = 3, N = 1, odd N, r = 1, r = 256 (more than K); one past the tile
 # heights (7, 13, 25 rows) and widths (N = 17, 33: one vector and one lane, two vectors and one);
 # K + r across the inner blocks (K = 700, r = 9: several blocks whose last holds both terms);
-# a shape above the size where threads start (2²⁰ multiply-adds), with ragged edges; and a long
-# inner dimension, whose packed right operand fills the L3 budget in more than one column block.
+# a shape above the size where threads start (2²⁰ multiply-adds), with ragged edges; a wide C,
+# whose rows are split into blocks small enough for their rows of C to stay in L2 (N = 1100: three
+# to seven blocks of rows, even on one thread); and a long inner dimension, whose packed right
+# operand fills the L3 budget in more than one column block.
 SHAPES = [
     (1, 1, 1, 1),
     (1, 3, 5, 1),
@@ -48,6 +50,7 @@ SHAPES = [
     (9, 700, 13, 9),
     (130, 40, 64, 4),
     (259, 300, 70, 5),
+    (300, 40, 1100, 4),
     (2, 4100, 600, 3),
 ]
 

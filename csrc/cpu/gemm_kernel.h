@@ -57,6 +57,16 @@ inline void store(T* p, const Vector<T>& v) {
   std::memcpy(p, &v, sizeof v);
 }
 
+// A hint to bring the cache line at p in before it is written (no effect where it is not known).
+template <typename T>
+inline void prefetch(T* p) {
+#if defined(__GNUC__) || defined(__clang__)
+  __builtin_prefetch(p, 1);
+#else
+  (void)p;
+#endif
+}
+
 // Where a tile of C goes: `rows` × `cols` (at most MR × NR) at c with strides (rs, cs). The first
 // block of the inner dimension overwrites C (adding bias[j] to column j when bias is not null);
 // later blocks add to what the earlier ones left.
@@ -77,6 +87,14 @@ void micro_kernel(int64_t kc, const T* a, const T* b, const Tile<T>& out) {
   for (int i = 0; i < MR; ++i) {
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) acc[i][v] = Vector<T>{};  // zeros
+  }
+
+  // Ask for the tile's rows of C now, so that they arrive while the loop below runs instead of
+  // stalling the stores at its end: a C larger than the caches is read and written once per block
+  // of the inner dimension, one cache miss per row of the tile.
+  constexpr int kLineValues = 64 / sizeof(T);
+  for (int64_t i = 0; out.cs == 1 && i < out.rows; ++i) {
+    for (int64_t j = 0; j < out.cols; j += kLineValues) prefetch(out.c + i * out.rs + j);
   }
 
   for (int64_t k = 0; k < kc; ++k, a += MR, b += NR) {

@@ -88,12 +88,17 @@ void pack_right(T* dst, const Product<T>* terms, int count, int64_t j0, int64_t 
           for (int64_t j = valid; j < NR; ++j) d[j] = T(0);
         }
       } else {
-        // Column j of the sliver is contiguous (R = Wᵀ, as in y = x·Wᵀ): read each column once
-        // along its length and scatter it across the rows of the panel.
-        for (int64_t j = 0; j < NR; ++j) {
-          const T* src = base + j * R.col_stride;
-          T* d = panel + (lo - k0) * NR + j;
-          for (int64_t k = 0; k < hi - lo; ++k) d[k * NR] = s * src[k * R.row_stride];
+        // Column j of the sliver is contiguous (R = Wᵀ, as in y = x·Wᵀ): read each column along
+        // its length and scatter it across the rows of the panel, a few inner positions at a
+        // time, so that the panel rows being written (and the lines of R being read) stay in L1.
+        constexpr int64_t kStep = 16;
+        for (int64_t k_start = 0; k_start < hi - lo; k_start += kStep) {
+          const int64_t k_end = std::min(hi - lo, k_start + kStep);
+          for (int64_t j = 0; j < NR; ++j) {
+            const T* src = base + j * R.col_stride;
+            T* d = panel + (lo - k0) * NR + j;
+            for (int64_t k = k_start; k < k_end; ++k) d[k * NR] = s * src[k * R.row_stride];
+          }
         }
       }
     }
