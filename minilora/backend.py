@@ -60,9 +60,16 @@ def _import_extension():
     """Import minilora._C once; remember why it failed, so every path can fall back to NumPy."""
     global _extension, _extension_error
     if _extension is None and _extension_error is None:
-        # OpenMP threads of the C++ op otherwise spin between calls, holding the cores that NumPy's
-        # BLAS threads need for the matmuls around them; read once, when OpenMP loads with _C.
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        # Between parallel regions OpenMP's threads spin for a short while, then sleep: a training
+        # step runs about a hundred compiled ops back to back, and waking a sleeping thread for each
+        # made a step of the demo's model 1.4x slower (sleeping at once, OMP_WAIT_POLICY=PASSIVE);
+        # spinning for ever (ACTIVE) would hold a core whenever Python runs between ops or waits
+        # for the user. The products of a step run on these threads too (kernels/compiled.py), so
+        # there is no second pool of BLAS threads waiting for the cores. Read once, when OpenMP
+        # loads with _C; values the user set win. GCC's libgomp counts its spin in iterations
+        # (300,000: about a millisecond), LLVM's libomp in milliseconds.
+        os.environ.setdefault("GOMP_SPINCOUNT", "300000")
+        os.environ.setdefault("KMP_BLOCKTIME", "1")
         try:
             _extension = importlib.import_module("minilora._C")
         except ImportError as exc:  # not built, or built for another Python or with a missing library

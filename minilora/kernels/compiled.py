@@ -14,7 +14,7 @@ Why the products come here too (`matmul`): one pool of threads. NumPy's matmul r
 threads, the C++ ops on OpenMP's; OpenBLAS keeps its threads spinning for a while after each
 product, so on a machine with as many threads as cores each switch between the two pools costs a
 core (a LoRA training step ran slower on 2 threads than on 1). With the products on the C++ GEMM
-(OpenMP, which minilora tells to wait passively: backend.py), a training step uses one pool only.
+(OpenMP, whose threads spin only briefly between ops: backend.py), a training step uses one pool.
 A batch of small products (attention's, one per head) is split over the threads a product each.
 On one thread there is only one pool anyway, and the products stay with NumPy (`products_here`).
 """
