@@ -27,21 +27,32 @@ void pack_left(T* dst, const Product<T>* terms, int first, int last, int64_t i0,
   for (int t = first; t < last; ++t) {
     const Matrix<T>& L = terms[t].left;
     const int64_t lo = std::max(k0, offset), hi = std::min(k0 + kc, offset + L.cols);
-    for (int64_t p = 0; p < panels; ++p) {
-      T* panel = dst + (lo - k0) * MR + p * kc * MR;
-      const int64_t first = i0 + p * MR, valid = std::min<int64_t>(MR, i0 + rows - first);
-      const T* src = L.data + first * L.row_stride + (lo - offset) * L.col_stride;
-      if (L.row_stride == 1) {
-        // A transposed L (xᵀ in dAᵀ = xᵀ·v): the MR values of column k are contiguous.
-        for (int64_t k = 0; k < hi - lo; ++k) {
-          T* d = panel + k * MR;
-          const T* column = src + k * L.col_stride;
-          for (int64_t i = 0; i < valid; ++i) d[i] = column[i];
-          for (int64_t i = valid; i < MR; ++i) d[i] = T(0);
+    if (L.row_stride == 1) {
+      // A transposed L (xᵀ in dAᵀ = xᵀ·v): column k of L is a stretch of one row of x. A few
+      // columns at a time, every panel takes its MR values of each: the lines of x being read
+      // and of the panels being written stay in L1 until they are used up. (Panel by panel over
+      // all of kc, each read jumps a row of x ahead, and rows a power of two apart share the same
+      // few cache sets: the lines are gone before the next panel reads the rest of them.)
+      constexpr int64_t kStep = 16;
+      for (int64_t k_start = 0; k_start < hi - lo; k_start += kStep) {
+        const int64_t k_end = std::min(hi - lo, k_start + kStep);
+        for (int64_t p = 0; p < panels; ++p) {
+          const int64_t valid = std::min<int64_t>(MR, rows - p * MR);
+          for (int64_t k = k_start; k < k_end; ++k) {
+            T* d = dst + (lo - k0 + k) * MR + p * kc * MR;
+            const T* column = L.data + i0 + p * MR + (lo - offset + k) * L.col_stride;
+            for (int64_t i = 0; i < valid; ++i) d[i] = column[i];
+            for (int64_t i = valid; i < MR; ++i) d[i] = T(0);
+          }
         }
-      } else {
+      }
+    } else {
+      for (int64_t p = 0; p < panels; ++p) {
         // A row-major L (x in y = x·Wᵀ): gather column k from MR rows (their cache lines stay
         // in L1 across the next values of k) and write it contiguously.
+        T* panel = dst + (lo - k0) * MR + p * kc * MR;
+        const int64_t first = i0 + p * MR, valid = std::min<int64_t>(MR, i0 + rows - first);
+        const T* src = L.data + first * L.row_stride + (lo - offset) * L.col_stride;
         for (int64_t k = 0; k < hi - lo; ++k) {
           T* d = panel + k * MR;
           const T* column = src + k * L.col_stride;
