@@ -189,6 +189,28 @@ def test_one_tf32_product_fails_the_float32_bound_that_three_pass(emulator):
     assert any(line.startswith("in order: y:") for line in one_failures), one_failures
 
 
+def test_tf32x3_splits_values_next_to_float32_max_without_overflow(emulator, rng):
+    """FLT_MAX and its neighbours round to infinity as TF32 (to nearest), which would make lo = x - hi
+    -inf and y NaN; the split rounds those toward zero instead, so a finite x·Wᵀ (x near 3.4e38, W
+    and A near 1e-30, not subnormal) comes out finite and to float32 accuracy."""
+    M, K, N, r = 16, 12, 9, 2
+    biggest = np.finfo(np.float32).max
+    x = (biggest * rng.uniform(0.5, 1.0, (M, K))).astype(np.float32)
+    x[0, :4] = [biggest, np.nextafter(biggest, 0), -biggest, np.float32(3.40279e38)]
+    assert np.isinf(emulator.round("tf32", x[0, :4]).view(np.float32)).all()  # the case at hand
+    W = (rng.standard_normal((N, K)) * 1e-30).astype(np.float32)
+    A = (rng.standard_normal((r, K)) * 1e-30).astype(np.float32)
+    B = rng.standard_normal((N, r)).astype(np.float32)
+    y, u = emulator.forward(x, W, A, B, 0.5, None, "tf32x3")
+    x64, W64, A64, B64 = (a.astype(np.float64) for a in (x, W, A, B))
+    u_ref = x64 @ A64.T
+    y_ref = x64 @ W64.T + 0.5 * u_ref @ B64.T
+    scale = np.abs(x64) @ np.abs(W64).T + 0.5 * (np.abs(x64) @ np.abs(A64).T) @ np.abs(B64).T
+    assert np.isfinite(y).all() and np.isfinite(u).all()
+    assert np.abs(y - y_ref).max() <= 1e-5 * scale.max()
+    assert np.abs(u - u_ref).max() <= 1e-5 * (np.abs(x64) @ np.abs(A64).T).max()
+
+
 def test_bf16_rung_rounds_every_operand_it_reads(emulator, rng):
     """float32 inputs give the bits that their bf16 roundings give (the kernel rounds x, W, A, B, dy
     and u as it stages them, to nearest even like round_to_bfloat16), and the outputs differ from the

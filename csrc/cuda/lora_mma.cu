@@ -87,9 +87,22 @@ __device__ __forceinline__ float tile_value(const MmaTile& tile, int outer0, int
   }
 }
 
+// x = hi + lo as two TF32 values (the top of this file). hi is x rounded to nearest, except where
+// that rounds a finite x up to infinity (|x| within half a TF32 step of FLT_MAX): there hi is x
+// rounded toward zero, so that lo = x - hi stays finite instead of x - inf = -inf (and the
+// product NaN).
+__device__ __forceinline__ void split_tf32(float x, uint32_t& hi, uint32_t& lo) {
+  constexpr uint32_t kExponentBits = 0x7f800000u, kLow13Bits = 0x1fffu;
+  hi = to_tf32(x);
+  const bool rounded_to_infinity = (hi & ~0x80000000u) == kExponentBits &&
+                                   (bits_of(x) & kExponentBits) != kExponentBits;
+  if (rounded_to_infinity) hi = bits_of(x) & ~kLow13Bits;
+  lo = to_tf32(x - float_from_bits(hi));
+}
+
 // The warp's fragments of one operand for one instruction: kPieces of them (2 of A, 16 rows each;
 // 4 of B, 8 columns each), from outer index outer0, kRegs registers each. As TF32, every value
-// split in two (x = hi + lo, the top of this file).
+// split in two (split_tf32).
 template <Fragment kOf, int kPieces, int kRegs>
 __device__ __forceinline__ void load_tf32(const MmaTile& tile, int outer0, int k0, int lane,
                                           uint32_t (&hi)[kPieces][kRegs],
@@ -101,9 +114,7 @@ __device__ __forceinline__ void load_tf32(const MmaTile& tile, int outer0, int k
     const int start = outer0 + piece * kSpan;
 #pragma unroll
     for (int j = 0; j < kRegs; ++j) {
-      const float x = tile_value<kOf>(tile, start, k0, element(lane, j));
-      hi[piece][j] = to_tf32(x);
-      lo[piece][j] = to_tf32(x - float_from_bits(hi[piece][j]));
+      split_tf32(tile_value<kOf>(tile, start, k0, element(lane, j)), hi[piece][j], lo[piece][j]);
     }
   }
 }
