@@ -237,4 +237,6 @@ PYBIND11_MODULE(_C, m) {
 #else
   m.attr("with_cuda") = false;
 #endif
+  // MINILORA_CUDA as the build saw it: "AUTO" (CUDA if nvcc was found), "ON" or "OFF".
+  m.attr("cuda_option") = MINILORA_CUDA_OPTION;
 }

@@ -34,6 +34,17 @@ def test_with_cuda_flag_matches_the_functions_it_has():
         assert count > 0 or error, "no device, and no reason given"
 
 
+def test_cuda_option_of_the_build_agrees_with_what_it_contains():
+    """MINILORA_CUDA=1 (ON) fails the build without nvcc, and =0 (OFF) leaves CUDA out."""
+    ext, reason = backend.extension_status()
+    assert ext is not None, reason
+    assert ext.cuda_option in ("AUTO", "ON", "OFF")
+    if ext.cuda_option == "ON":
+        assert ext.with_cuda
+    if ext.cuda_option == "OFF":
+        assert not ext.with_cuda
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux") or shutil.which("ldd") is None,
                     reason="checks the linked libraries with ldd (Linux)")
 def test_cuda_runtime_is_linked_statically():
