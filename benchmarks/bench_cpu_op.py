@@ -17,10 +17,13 @@ The two take turns in one process, and OpenBLAS (NumPy's BLAS) keeps its threads
 to about 0.1 s after its last product (2^28 cycles), on the cores the C++ op's threads need next:
 a cost of taking turns, not of either op (a program runs one backend or the other, and a minilora
 training step runs all its products on one pool of threads: kernels/compiled.py). So each timed
-call waits --settle seconds (default 0.25) before it starts: every method is timed as if it ran
-alone, NumPy with its threads spinning between its own products, the C++ op on idle cores.
-(Telling OpenBLAS to sleep at once, OPENBLAS_THREAD_TIMEOUT=1, is no fix: waking its threads for
-every product made NumPy 2-10x slower on this 2-core VM.)
+call waits --settle seconds (default 0.25) and then makes one untimed call of the same method
+before it starts: every method is timed as if it ran alone, in a loop, NumPy with its threads
+spinning between its own products, the C++ op with its threads awake. (Without that call, the
+first parallel region after the sleep waited for the idle second core of this VM to wake up: 1 to
+12 ms, more than a whole call at the small shapes. Telling OpenBLAS to sleep at once,
+OPENBLAS_THREAD_TIMEOUT=1, is no fix: waking its threads for every product made NumPy 2-10x
+slower on this 2-core VM.)
 
 With --rule it also times the grid of shapes behind the default backend, small and large, and
 marks the ones the default sends to the C++ op: minilora/kernels/dispatch.py (cpp_pays_off) sends
@@ -71,14 +74,16 @@ def step_for(p, backend, isa=None):
 
 def alternated_medians(steps, repeats, warmup=2, settle=0.0):
     """Median seconds per call of each function in `steps`, calling them in turn `repeats` times,
-    each after `settle` seconds of sleep (the module docstring says why)."""
+    each after `settle` seconds of sleep and one untimed call (the module docstring says why)."""
     for step in steps:
         for _ in range(warmup):
             step()
     times = [[] for _ in steps]
     for _ in range(repeats):
         for i, step in enumerate(steps):
-            time.sleep(settle)
+            if settle:
+                time.sleep(settle)
+                step()  # wakes the cores and this method's threads (the module docstring says why)
             start = time.perf_counter()
             step()
             times[i].append(time.perf_counter() - start)
@@ -144,7 +149,8 @@ def main(argv=None):
     parser.add_argument("--rule", action="store_true", help="also time the small shapes behind the size rule")
     parser.add_argument("--nf4", action="store_true", help="W in NF4 (block 64, double quantization)")
     parser.add_argument("--settle", type=float, default=0.25,
-                        help="seconds of sleep before each timed call, so that OpenBLAS's threads stop spinning")
+                        help="seconds of sleep before each timed call (then one untimed call), so that "
+                             "OpenBLAS's threads stop spinning; 0: no sleep, no untimed call")
     args = parser.parse_args(argv)
     usable, reason = cpp.status()
     if not usable:
@@ -154,7 +160,7 @@ def main(argv=None):
     threads = cpp.threads()
     print(f"minilora {minilora.__version__}, NumPy {np.__version__}, C++ op with {threads} thread(s), "
           f"instruction sets {', '.join(isas)}; {args.repeats} alternated rounds, {args.settle} s of "
-          "sleep before each timed call")
+          "sleep and one untimed call before each timed call")
     rng = np.random.default_rng(0)
     print_table(time_shapes(args.shapes, args.dtype, isas, args.repeats, rng, args.nf4, args.settle), args.dtype,
                 isas, args.nf4)
