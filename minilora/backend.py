@@ -10,6 +10,8 @@ import os
 
 import numpy as np
 
+from minilora import memory
+
 DEVICES = ("cpu", "cuda")
 FLOAT_DTYPES = (np.dtype("float32"), np.dtype("float64"))
 
@@ -70,6 +72,7 @@ def _import_extension():
         # (300,000: about a millisecond), LLVM's libomp in milliseconds.
         os.environ.setdefault("GOMP_SPINCOUNT", "300000")
         os.environ.setdefault("KMP_BLOCKTIME", "1")
+        memory.reuse_freed_memory()
         try:
             _extension = importlib.import_module("minilora._C")
         except ImportError as exc:  # not built, or built for another Python or with a missing library

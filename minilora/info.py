@@ -5,7 +5,7 @@ built and with CUDA, and one line per backend of the fused LoRA op: "yes" with w
 "no" with the reason (the extension's import error, built without CUDA, no CuPy, no driver, no
 GPU), followed by the instruction set the C++ op runs (AVX-512, AVX2 or the baseline) and the
 backend each kind of array gets by default, and whether the compiled ops around the fused one
-(products, layer norm, softmax, GELU) run.
+(products, layer norm, softmax, GELU) run, and how freed memory is kept (minilora/memory.py).
 """
 
 import platform
@@ -14,7 +14,7 @@ import sys
 import numpy as np
 
 import minilora
-from minilora import backend, kernels
+from minilora import backend, kernels, memory
 from minilora.kernels import compiled, cpp
 
 
@@ -57,6 +57,8 @@ def report_lines():
     lines.append(f"with W in NF4 (a QLoRA base): {kernels.nf4.default_backend('cpu')} for NumPy arrays (numpy "
                  f"unless K, N >= {kernels.nf4.CPP_MIN_FEATURES}); for CuPy arrays the CUDA rung "
                  f"'{kernels.nf4.VARIANT}' where the kernels run, else cupy")
+    if ext is not None:
+        lines.append(f"memory (minilora/memory.py): {memory.reuse_freed_memory()}")
     return lines
 
 
