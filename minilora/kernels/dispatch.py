@@ -40,8 +40,9 @@ _chosen = []  # the names given to the use_backend blocks we are inside, innermo
 # so with few rows (M) the packing is not paid back, and with few features (K or N) its tiles are
 # mostly padding; there NumPy's BLAS calls win. It was at least as fast as NumPy at every measured
 # shape with M >= CPP_MIN_ROWS, M >= K and M >= N (a wide W needs as many rows to pay back its
-# packing: 512 × 1024 × 1024 was still 5% slower), K and N >= CPP_MIN_FEATURES and
-# M·K·N >= CPP_MIN_WORK.
+# packing: 512 × 1024 × 1024 is a tie, 0.97-1.05, 256 × 1024 × 1024 still 1.00-1.16), K and
+# N >= CPP_MIN_FEATURES and M·K·N >= CPP_MIN_WORK (at 256 rows of 128 or 256 features: a tie,
+# 0.87-1.03).
 CPP_MIN_ROWS = 256
 CPP_MIN_FEATURES = 32
 CPP_MIN_WORK = 2 ** 21
