@@ -1,4 +1,5 @@
-// MINILORA_LAUNCH(grid, block, stream, kernel)(arguments...): the one way csrc/cuda launches a kernel.
+// MINILORA_LAUNCH(grid, block, stream, kernel)(arguments...): the one way csrc/cuda launches a kernel
+// (MINILORA_LAUNCH_WITH_SHARED(grid, block, bytes, stream, kernel) with dynamic shared memory).
 //
 // With nvcc it is `kernel<<<grid, block, 0, stream>>>(arguments...)`. The CPU emulator
 // (csrc/emulation/cuda_runtime.h, which g++ finds in place of the real <cuda_runtime.h>) defines it
@@ -10,5 +11,8 @@
 #include <cuda_runtime.h>
 
 #ifndef MINILORA_LAUNCH
-#define MINILORA_LAUNCH(grid, block, stream, ...) __VA_ARGS__<<<grid, block, 0, stream>>>
+#define MINILORA_LAUNCH_WITH_SHARED(grid, block, shared_bytes, stream, ...) \
+  __VA_ARGS__<<<grid, block, shared_bytes, stream>>>
+#define MINILORA_LAUNCH(grid, block, stream, ...) \
+  MINILORA_LAUNCH_WITH_SHARED(grid, block, 0, stream, __VA_ARGS__)
 #endif

@@ -17,7 +17,8 @@
 // rungs run the wide ones on the kernel of lora_async.cu (cp.async; and warp tiles); the nf4 rung
 // runs the wide ones, which read W, on the kernel that dequantizes W's tiles (lora_nf4.cu), the
 // rest tiled. The tensor-core rungs (tf32x3, bf16; float32 only) run all six products on the
-// mma.sync kernel, so that each is one precision throughout.
+// mma.sync kernel, so that each is one precision throughout; the wgmma rung (bf16 too) runs the
+// wide ones on TMA and wgmma (lora_wgmma.cu) and the skinny ones on the bf16 mma.sync kernel.
 #include <algorithm>
 #include <cstdio>
 #include <initializer_list>
@@ -43,23 +44,25 @@ using SkinnyProduct = std::integral_constant<Width, Width::Skinny>;
 // tiled rung on its own, the fused and vectorized rungs the wide ones on the fused kernel (with
 // scalar or 16-byte loads), the async and warp rungs on the kernel of lora_async.cu (with the
 // fused blocking or warp tiles), the nf4 rung on its own kernel, and the skinny ones tiled; the
-// tensor-core rungs every product on theirs.
-enum class Kernel { Naive, Tiled, Fused, Async, Warp, Nf4, TensorCores };
+// tensor-core rungs every product on theirs (the wgmma rung its wide ones, the rest on bf16 mma.sync).
+enum class Kernel { Naive, Tiled, Fused, Async, Warp, Nf4, TensorCores, Wgmma };
 
 bool on_tensor_cores(Variant variant) {
-  return variant == Variant::Tf32x3 || variant == Variant::Bf16;
+  return variant == Variant::Tf32x3 || variant == Variant::Bf16 || variant == Variant::Wgmma;
 }
 
 TensorCores cores_for(Variant variant) {
-  return variant == Variant::Bf16 ? TensorCores::Bf16 : TensorCores::Tf32x3;
+  return variant == Variant::Tf32x3 ? TensorCores::Tf32x3 : TensorCores::Bf16;
 }
 
 std::string tensor_core_variant(Variant variant) {
-  return std::string("variant '") + (variant == Variant::Bf16 ? "bf16" : "tf32x3") + "'";
+  const char* name = variant == Variant::Tf32x3 ? "tf32x3" : variant == Variant::Bf16 ? "bf16" : "wgmma";
+  return std::string("variant '") + name + "'";
 }
 
 Kernel kernel_for(Variant variant, Width width) {
   if (variant == Variant::Naive) return Kernel::Naive;
+  if (variant == Variant::Wgmma && width == Width::Wide) return Kernel::Wgmma;
   if (on_tensor_cores(variant)) return Kernel::TensorCores;
   if (variant == Variant::Nf4) return width == Width::Wide ? Kernel::Nf4 : Kernel::Tiled;
   const bool fused = variant == Variant::Fused || variant == Variant::Vectorized;
@@ -80,6 +83,7 @@ BlockTile tile_of(Kernel kernel, int rows, int cols) {
   if (kernel == Kernel::Async) return async_tile<T>();
   if (kernel == Kernel::Warp) return warp_tile(rows, cols);
   if (kernel == Kernel::TensorCores) return mma_tile();
+  if (kernel == Kernel::Wgmma) return wgmma_tile();
   return tiled_tile();  // the tiled and the nf4 kernels
 }
 
@@ -96,12 +100,16 @@ const char* kernel_name(Kernel kernel, Variant variant, int rows, int cols) {
   if (kernel == Kernel::Async) return "async_matmul_kernel";
   if (kernel == Kernel::Warp) return warp_kernel_name(rows, cols);
   if (kernel == Kernel::TensorCores) return mma_kernel_name(cores_for(variant));
+  if (kernel == Kernel::Wgmma) return "wgmma_matmul_kernel";
   return kernel == Kernel::Nf4 ? "nf4_matmul_kernel" : "tiled_matmul_kernel";
 }
 
+// The partial sums of a split product, and the wgmma rung's staged operands.
 template <typename T, Contiguous LC, Contiguous RC>
 int64_t scratch_for(Variant variant, Width width, const Matmul<T, LC, RC>& p) {
-  return split_scratch(plan<T>(kernel_for(variant, width), p.rows, p.cols, p.inner), p.rows, p.cols);
+  const Kernel kernel = kernel_for(variant, width);
+  const int64_t staging = kernel == Kernel::Wgmma ? wgmma_staging_scratch(p.rows, p.cols, p.inner) : 0;
+  return split_scratch(plan<T>(kernel, p.rows, p.cols, p.inner), p.rows, p.cols) + staging;
 }
 
 // The grid `run` launches for p, checked for every product of a pass before the pass launches
@@ -129,6 +137,12 @@ void run(Variant variant, const Matmul<T, LC, RC>& p, const Nf4Weights* W_nf4, T
   if constexpr (std::is_same_v<T, float>) {  // float64 is refused before (check_precision)
     if (kernel == Kernel::TensorCores) {
       mma_matmul(p, split, scratch, stream, product, cores_for(variant));
+      return;
+    }
+  }
+  if constexpr (width == Width::Wide && std::is_same_v<T, float>) {
+    if (kernel == Kernel::Wgmma) {
+      wgmma_matmul(p, split, scratch, stream, product);
       return;
     }
   }
@@ -356,7 +370,8 @@ void check_precision(Variant variant) {
 }
 
 // mma.sync on TF32 and bf16 operands exists from compute capability 8.0 (A100) on; a T4 (7.5)
-// has none, and its build of the kernel would only trap. Refused here, with the reason.
+// has none, and its build of the kernel would only trap. wgmma and TMA are sm_90a's: 9.0 only
+// (H100, H200). Refused here, with the reason.
 void check_tensor_cores(Variant variant) {
   if (!on_tensor_cores(variant)) return;
   int device = 0, major = 0, minor = 0;
@@ -364,6 +379,12 @@ void check_tensor_cores(Variant variant) {
       cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
       cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess) {
     return;  // no usable GPU: check_no_pending_error reports the runtime's error
+  }
+  if (variant == Variant::Wgmma && (major != 9 || minor != 0)) {
+    throw std::invalid_argument("variant 'wgmma' needs wgmma and TMA, compute capability 9.0 (an "
+                                "H100 or H200); GPU " + std::to_string(device) + " has " +
+                                std::to_string(major) + "." + std::to_string(minor) +
+                                (major >= 8 ? " (the bf16 rung 'bf16' runs there)" : ""));
   }
   if (major < 8) {
     throw std::invalid_argument(tensor_core_variant(variant) +
@@ -397,10 +418,11 @@ Variant variant_named(const std::string& name) {
   if (name == "warp") return Variant::Warp;
   if (name == "tf32x3") return Variant::Tf32x3;
   if (name == "bf16") return Variant::Bf16;
+  if (name == "wgmma") return Variant::Wgmma;
   if (name == "nf4") return Variant::Nf4;
   throw std::invalid_argument(
-      "variant must be 'naive', 'tiled', 'fused', 'vectorized', 'async', 'warp', 'tf32x3', 'bf16' "
-      "or 'nf4', got '" + name + "'");
+      "variant must be 'naive', 'tiled', 'fused', 'vectorized', 'async', 'warp', 'tf32x3', 'bf16', "
+      "'wgmma' or 'nf4', got '" + name + "'");
 }
 
 template <typename T>

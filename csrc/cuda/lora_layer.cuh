@@ -18,12 +18,12 @@
 
 namespace minilora::cuda {
 
-enum class Variant { Naive, Tiled, Fused, Vectorized, Async, Warp, Tf32x3, Bf16, Nf4 };
+enum class Variant { Naive, Tiled, Fused, Vectorized, Async, Warp, Tf32x3, Bf16, Wgmma, Nf4 };
 
-// "naive", "tiled", "fused", "vectorized", "async", "warp", "tf32x3", "bf16" or "nf4";
-// std::invalid_argument for anything else. tf32x3 and bf16 run on tensor cores (float32 only,
-// compute capability 8.0 or newer). "nf4" is the rung for W stored in NF4 (lora_nf4.cuh): it needs
-// W_nf4 below, the others W.
+// "naive", "tiled", "fused", "vectorized", "async", "warp", "tf32x3", "bf16", "wgmma" or "nf4";
+// std::invalid_argument for anything else. tf32x3, bf16 and wgmma run on tensor cores (float32
+// only; compute capability 8.0 or newer, wgmma 9.0 exactly). "nf4" is the rung for W stored in NF4
+// (lora_nf4.cuh): it needs W_nf4 below, the others W.
 Variant variant_named(const std::string& name);
 
 // The warp rung's tile configurations (lora_warp.cu), largest block tile first: their count, the

@@ -79,9 +79,10 @@ struct Matmul {
   T* out;
 };
 
-// The value stored for one element of C, given its sum over the inner dimension.
-template <typename T, Contiguous LC, Contiguous RC>
-__device__ __forceinline__ T finish(const Matmul<T, LC, RC>& p, int col, T sum) {
+// The value stored for one element of C, given its sum over the inner dimension. `Problem` is a
+// Matmul, or what a kernel takes in its place with the same alpha and bias (lora_wgmma.cu).
+template <typename Problem, typename T>
+__device__ __forceinline__ T finish(const Problem& p, int col, T sum) {
   const T value = p.alpha * sum;
   return p.bias ? value + p.bias[col] : value;
 }
@@ -133,14 +134,16 @@ __host__ __device__ constexpr int ceil_div(int a, int b) { return (a + b - 1) / 
 // Launch a tiled or fused matmul kernel over `grid`: straight into p.out when the plan does not split
 // the inner dimension, else as plain partial sums into `scratch` (alpha and bias applied once, by
 // the second pass, sum_splits). `kernel_name` is what an error message calls the kernel. `Problem`
-// is what the kernel takes: the Matmul, or a type derived from it that adds to it (lora_nf4.cuh).
+// is what the kernel takes: the Matmul, a type derived from it that adds to it (lora_nf4.cuh), or
+// one with the same rows, cols, alpha, bias and out (lora_wgmma.cu). `shared_bytes`: the kernel's
+// dynamic shared memory.
 template <typename T, Contiguous LC, Contiguous RC, typename Problem = Matmul<T, LC, RC>>
 void launch_split(void (*kernel)(Problem, int), const char* kernel_name, dim3 grid,
                   dim3 block, const Problem& p, const SplitPlan& plan, T* scratch,
-                  cudaStream_t stream, const char* product) {
+                  cudaStream_t stream, const char* product, int shared_bytes = 0) {
   check_grid(grid, kernel_name, product);
   if (plan.splits == 1) {
-    MINILORA_LAUNCH(grid, block, stream, kernel)(p, plan.chunk);
+    MINILORA_LAUNCH_WITH_SHARED(grid, block, shared_bytes, stream, kernel)(p, plan.chunk);
     check_launch(kernel_name, product, stream);
     return;
   }
@@ -148,13 +151,14 @@ void launch_split(void (*kernel)(Problem, int), const char* kernel_name, dim3 gr
   partial.alpha = T(1);
   partial.bias = nullptr;
   partial.out = scratch;
-  MINILORA_LAUNCH(grid, block, stream, kernel)(partial, plan.chunk);
+  MINILORA_LAUNCH_WITH_SHARED(grid, block, shared_bytes, stream, kernel)(partial, plan.chunk);
   check_launch(kernel_name, product, stream);
   sum_splits(scratch, plan.splits, p.rows, p.cols, p.alpha, p.bias, p.out, stream, product);
 }
 
 // The rungs of the ladder, each in its own file (fused and vectorized share lora_fused.cu, tf32x3
-// and bf16 lora_mma.cu). `scratch` holds the partial sums of a split
+// and bf16 lora_mma.cu; wgmma has lora_wgmma.cu for its wide products and lora_mma.cu's bf16 for
+// the rest). `scratch` holds the partial sums of a split
 // product (split_scratch elements); the naive rung never splits. Every other rung's *_tile is the
 // block tile its launcher plans and grids with (plan_splits, split_grid), so that a caller can
 // plan and check a whole sequence of products before launching any.
@@ -199,5 +203,14 @@ const char* mma_kernel_name(TensorCores cores);
 template <Contiguous LC, Contiguous RC>
 void mma_matmul(const Matmul<float, LC, RC>& p, const SplitPlan& plan, float* scratch,
                 cudaStream_t stream, const char* product, TensorCores cores);
+
+// The wgmma rung's wide products (lora_wgmma.cu, float32 arrays, bf16 operands, compute capability
+// 9.0): TMA and wgmma. Its scratch holds the partial sums of a split product and, after them, the
+// two operands staged as bf16 (wgmma_staging_scratch more elements).
+BlockTile wgmma_tile();
+int64_t wgmma_staging_scratch(int rows, int cols, int inner);
+template <Contiguous LC, Contiguous RC>
+void wgmma_matmul(const Matmul<float, LC, RC>& p, const SplitPlan& plan, float* scratch,
+                  cudaStream_t stream, const char* product);
 
 }  // namespace minilora::cuda

@@ -13,12 +13,19 @@
 //                                                          thread of its block has reached one
 //   kernel<<<grid, block, 0, stream>>>(args)               MINILORA_LAUNCH(grid, block, stream,
 //                                                          kernel)(args): every block, every thread
+//   kernel<<<grid, block, bytes, stream>>>(args)           MINILORA_LAUNCH_WITH_SHARED(...): the
+//                                                          same with dynamic shared memory (hopper.h)
+//   __grid_constant__                                      nothing (a parameter is a copy anyway)
 //   float4, double2, min, max, atomicAdd                   plain C++ equivalents
 //   cudaGetLastError & co.                                 the emulator's own error state
-//   mma.sync, cvt to TF32 / bf16 (csrc/cuda/mma.cuh)       warp collectives (warp.h), and a device
-//                                                          of compute capability 8.0 that has them
+//   mma.sync, cvt to TF32 / bf16 (csrc/cuda/mma.cuh)       warp collectives (warp.h)
+//   TMA, mbarrier, wgmma (csrc/cuda/hopper.cuh)            hopper.h, and a device of compute
+//                                                          capability 9.0 that has them all
+//   cuTensorMapEncodeTiled (through the driver entry       a CUtensorMap that holds its arguments
+//   point, cuda.h in this folder)                          (hopper.h)
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <tuple>
 #include <utility>
@@ -31,6 +38,7 @@
 #define __forceinline__ inline
 #define __launch_bounds__(...)
 #define __align__(n) __attribute__((aligned(n)))
+#define __grid_constant__
 
 // One OS thread per CUDA thread (the ThreadSanitizer build) or one fiber per CUDA thread, all on the
 // calling OS thread (every other build). With fibers, the thread-local storage of the emulator's
@@ -95,6 +103,7 @@ T atomicAdd(T* address, T value) {
 // ---- the runtime API the host code calls --------------------------------------------------------
 enum cudaError_t {
   cudaSuccess = 0,
+  cudaErrorInvalidValue = 1,
   cudaErrorInvalidConfiguration = 9,
   cudaErrorLaunchFailure = 719,
 };
@@ -109,18 +118,41 @@ enum cudaDeviceAttr { cudaDevAttrComputeCapabilityMajor = 75, cudaDevAttrCompute
 cudaError_t cudaGetDevice(int* device);  // device 0, compute capability 8.0 (warp.cpp)
 cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attribute, int device);
 
+// Dynamic shared memory past 48 KiB needs the kernel's attribute raised first, as on a GPU.
+enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
+namespace minilora::emulation {
+cudaError_t set_max_dynamic_shared_bytes(const void* kernel, int bytes);  // scheduler.cpp
+}
+template <typename Kernel>
+cudaError_t cudaFuncSetAttribute(Kernel* kernel, cudaFuncAttribute, int value) {
+  return minilora::emulation::set_max_dynamic_shared_bytes(reinterpret_cast<const void*>(kernel),
+                                                           value);
+}
+
+// The driver's functions the host code asks the runtime for: cuTensorMapEncodeTiled (cuda.h).
+enum cudaDriverEntryPointQueryResult {
+  cudaDriverEntryPointSuccess = 0,
+  cudaDriverEntryPointSymbolNotFound = 1,
+};
+constexpr unsigned long long cudaEnableDefault = 0;
+cudaError_t cudaGetDriverEntryPointByVersion(const char* symbol, void** function,
+                                             unsigned int version, unsigned long long flags,
+                                             cudaDriverEntryPointQueryResult* status);
+
 // ---- launches -----------------------------------------------------------------------------------
 namespace minilora::emulation {
 
-// Run `body` once for every thread of every block of the grid (scheduler.cpp). `kernel` only
-// identifies the kernel in messages.
-void run_grid(dim3 grid, dim3 block, const void* kernel, void (*body)(void*), void* context);
+// Run `body` once for every thread of every block of the grid (scheduler.cpp), with
+// `shared_bytes` of dynamic shared memory. `kernel` identifies the kernel (its attributes, and in
+// messages).
+void run_grid(dim3 grid, dim3 block, const void* kernel, void (*body)(void*), void* context,
+              size_t shared_bytes);
 
 template <typename... Params>
 class Launch {
  public:
-  Launch(dim3 grid, dim3 block, void (*kernel)(Params...))
-      : grid_(grid), block_(block), kernel_(kernel) {}
+  Launch(dim3 grid, dim3 block, size_t shared_bytes, void (*kernel)(Params...))
+      : grid_(grid), block_(block), shared_bytes_(shared_bytes), kernel_(kernel) {}
 
   // The arguments are converted to the kernel's parameter types once, as a launch copies them, and
   // every thread receives its own copy, as every CUDA thread does.
@@ -135,20 +167,24 @@ class Launch {
                Call& call = *static_cast<Call*>(c);
                std::apply(call.kernel, call.args);
              },
-             &call);
+             &call, shared_bytes_);
   }
 
  private:
   dim3 grid_, block_;
+  size_t shared_bytes_;
   void (*kernel_)(Params...);
 };
 
 template <typename... Params>
-Launch<Params...> launch(dim3 grid, dim3 block, cudaStream_t, void (*kernel)(Params...)) {
-  return Launch<Params...>(grid, block, kernel);
+Launch<Params...> launch(dim3 grid, dim3 block, size_t shared_bytes, cudaStream_t,
+                         void (*kernel)(Params...)) {
+  return Launch<Params...>(grid, block, shared_bytes, kernel);
 }
 
 }  // namespace minilora::emulation
 
+#define MINILORA_LAUNCH_WITH_SHARED(grid, block, shared_bytes, stream, ...) \
+  ::minilora::emulation::launch(grid, block, shared_bytes, stream, __VA_ARGS__)
 #define MINILORA_LAUNCH(grid, block, stream, ...) \
-  ::minilora::emulation::launch(grid, block, stream, __VA_ARGS__)
+  MINILORA_LAUNCH_WITH_SHARED(grid, block, 0, stream, __VA_ARGS__)

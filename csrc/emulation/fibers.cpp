@@ -214,10 +214,10 @@ bool run_block(dim3 block, uint3 block_index, const Body& body) {
       resume(fibers[size_t(t)]);
       trace.record(block_number, t);
     }
-    // Lanes waiting at a warp collective (mma.sync) run again, pass after pass, until each
-    // reaches a barrier or returns. A pass in which no collective completes and no lane gets past
-    // one means that some lanes wait for others of their warp that are elsewhere (returned, or at
-    // __syncthreads()): they would wait for ever.
+    // Lanes waiting at a warp collective (mma.sync, a wgmma step, an mbarrier: warp.h, hopper.h)
+    // run again, pass after pass, until each reaches a barrier or returns. A pass in which no
+    // collective completes and no lane gets past one means that some lanes wait for others that
+    // are elsewhere (returned, or at __syncthreads()): they would wait for ever.
     for (size_t before = 0;;) {
       std::vector<int> waiting;
       for (int t : order) {
@@ -225,10 +225,14 @@ bool run_block(dim3 block, uint3 block_index, const Body& body) {
       }
       if (waiting.empty()) break;
       if (waiting.size() == before && collectives_completed() == completed) {
+        const int warp = incomplete_warp();
         fail(cudaErrorLaunchFailure,
-             "warp divergence in block " + str(block_index) + ": lanes of warp " +
-                 std::to_string(incomplete_warp()) + " wait at mma.sync while others of the "
-                 "warp returned or wait at __syncthreads()");
+             warp >= 0 ? "warp divergence in block " + str(block_index) + ": lanes of warp " +
+                             std::to_string(warp) + " wait at mma.sync while others of the "
+                             "warp returned or wait at __syncthreads()"
+                       : "deadlock in block " + str(block_index) + ": " +
+                             std::to_string(waiting.size()) + " threads wait at a warpgroup step "
+                             "(wgmma) or an mbarrier that nothing left running can complete");
         return false;
       }
       before = waiting.size();

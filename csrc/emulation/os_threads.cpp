@@ -102,6 +102,7 @@ bool run_blocks(dim3 grid, dim3 block, const std::vector<int64_t>& order, const 
             diverged_block = blockIdx;
           }
           barrier.reset();
+          reset_warps();  // and the next block's dynamic shared memory poisoned (hopper.h)
         }
         between_blocks.arrive_and_wait();  // thread 0's verdict and reset are seen by all
         if (diverged) return;

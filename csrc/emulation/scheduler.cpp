@@ -5,6 +5,7 @@
 // another, in index order or shuffled (minilora_emulation_schedule). Errors are kept as CUDA keeps
 // them: the first one, until cudaGetLastError reads it.
 #include <algorithm>
+#include <map>
 #include <numeric>
 #include <random>
 #include <string>
@@ -12,6 +13,7 @@
 
 #include "cuda_runtime.h"
 #include "emulation.h"
+#include "hopper.h"
 #include "scheduler.h"
 
 MINILORA_PER_CUDA_THREAD uint3 threadIdx;
@@ -43,7 +45,31 @@ bool check_configuration(dim3 grid, dim3 block) {
   return ok;
 }
 
+// Dynamic shared memory: 48 KiB a block unless the kernel's attribute allows more, and at most what
+// an H100 gives one block.
+constexpr int kDefaultDynamicShared = 48 * 1024;
+constexpr int kMaxDynamicShared = 227 * 1024;
+std::map<const void*, int> max_dynamic_shared;
+
+bool check_shared_bytes(const void* kernel, size_t bytes) {
+  const auto found = max_dynamic_shared.find(kernel);
+  const int allowed = found == max_dynamic_shared.end() ? kDefaultDynamicShared : found->second;
+  if (bytes <= size_t(allowed)) return true;
+  fail(cudaErrorInvalidValue,
+       "a launch asks for " + std::to_string(bytes) + " bytes of dynamic shared memory, the "
+       "kernel is allowed " + std::to_string(allowed) + " (cudaFuncSetAttribute with "
+       "cudaFuncAttributeMaxDynamicSharedMemorySize raises it, to at most " +
+       std::to_string(kMaxDynamicShared) + ")");
+  return false;
+}
+
 }  // namespace
+
+cudaError_t set_max_dynamic_shared_bytes(const void* kernel, int bytes) {
+  if (bytes < 0 || bytes > kMaxDynamicShared) return cudaErrorInvalidValue;
+  max_dynamic_shared[kernel] = bytes;
+  return cudaSuccess;
+}
 
 void fail(cudaError_t error, const std::string& message) {
   if (last_error == cudaSuccess) {  // the first error is the one worth reading
@@ -69,8 +95,10 @@ int64_t linear(uint3 index, dim3 extent) {
 bool shuffled() { return shuffle; }
 std::mt19937_64& order_random() { return random_order; }
 
-void run_grid(dim3 grid, dim3 block, const void*, void (*run)(void*), void* context) {
-  if (!check_configuration(grid, block)) return;
+void run_grid(dim3 grid, dim3 block, const void* kernel, void (*run)(void*), void* context,
+              size_t shared_bytes) {
+  if (!check_configuration(grid, block) || !check_shared_bytes(kernel, shared_bytes)) return;
+  set_dynamic_shared_bytes(shared_bytes);
   ++launch_count;
   gridDim = grid;
   blockDim = block;
@@ -99,6 +127,7 @@ cudaError_t cudaStreamSynchronize(cudaStream_t) { return emu::last_error; }
 const char* cudaGetErrorName(cudaError_t error) {
   switch (error) {
     case cudaSuccess: return "cudaSuccess";
+    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
     case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
     case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
   }

@@ -21,6 +21,7 @@
 
 #include "cuda_runtime.h"
 #include "mma.cuh"
+#include "hopper.h"
 #include "scheduler.h"
 #include "warp.h"
 
@@ -190,9 +191,11 @@ void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b
 
 void reset_warps() {
   for (Warp& warp : warps) warp.arrived = 0;
+  start_block_of_hopper_state();
 }
 
 uint64_t collectives_completed() { return completed; }
+void count_completed_collective() { ++completed; }
 
 int incomplete_warp() {
   for (int w = 0; w < kMaxWarps; ++w) {
@@ -203,13 +206,14 @@ int incomplete_warp() {
 
 }  // namespace minilora::emulation
 
-// The emulator has what compute capability 8.0 has and the kernels use: mma.sync on TF32 and bf16.
+// The emulator has what compute capability 9.0 has and the kernels use: mma.sync on TF32 and bf16
+// (here), TMA, mbarrier and wgmma (hopper.cpp).
 cudaError_t cudaGetDevice(int* device) {
   *device = 0;
   return cudaSuccess;
 }
 
 cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attribute, int) {
-  *value = attribute == cudaDevAttrComputeCapabilityMajor ? 8 : 0;
+  *value = attribute == cudaDevAttrComputeCapabilityMajor ? 9 : 0;
   return cudaSuccess;
 }

@@ -38,12 +38,15 @@ void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b
                        const float (&c)[4]);
 
 // ---- for the block runners (fibers.cpp, os_threads.cpp) -------------------------------------------
-// Forget every collective in progress: before each block.
+// Forget every collective in progress, and poison dynamic shared memory (hopper.h): before each
+// block.
 void reset_warps();
 
-// Collectives completed since the library was loaded: fibers.cpp sees a pass over the waiting
-// lanes that completes none as warp divergence, and names a warp with lanes waiting (or -1).
+// Collectives completed since the library was loaded (mma.sync here; the warpgroup steps and the
+// mbarrier phases of hopper.cpp count too): fibers.cpp sees a pass over the waiting lanes that
+// completes none as divergence, and names a warp with lanes waiting at mma.sync (or -1).
 uint64_t collectives_completed();
+void count_completed_collective();
 int incomplete_warp();
 
 // Fibers only (fibers.cpp): the lane waits at a collective; control goes back to the scheduler,

@@ -22,12 +22,15 @@ lora_fused.cu, lora_mma.cu); `variant` picks the rung, "fused" by default:
                   TF32 residual, three products per product, float32 accuracy
     "bf16"        tensor cores on operands rounded to bfloat16 (to nearest even) as the kernel
                   reads them, float32 accumulators and outputs: bf16 accuracy, not float32's
+    "wgmma"       the bf16 rung's arithmetic on Hopper's own path for the wide products y and dx:
+                  the operands staged as bf16, copied by TMA, multiplied by wgmma (sm_90a only)
 
-"vectorized", "async", "warp", "tf32x3" and "bf16" are not yet measured on a GPU: checked on the
-CPU emulator only. The two tensor-core rungs take float32 arrays only and need compute capability
-8.0 or newer (mma.sync on TF32 / bf16; a T4 is 7.5): elsewhere the call raises ValueError with the
-reason. The bf16 rung keeps float32 arrays because NumPy and CuPy have no bfloat16 dtype: the
-inputs are rounded in the kernel, so it moves the bytes of a float32 layer (minilora/kernels/bf16.py).
+"vectorized", "async", "warp", "tf32x3", "bf16" and "wgmma" are not yet measured on a GPU: checked
+on the CPU emulator only. The tensor-core rungs take float32 arrays only and need compute
+capability 8.0 or newer (mma.sync on TF32 / bf16; a T4 is 7.5), "wgmma" 9.0 exactly (an H100 or
+H200): elsewhere the call raises ValueError with the reason. The bf16 rungs keep float32 arrays
+because NumPy and CuPy have no bfloat16 dtype: the inputs are rounded in the kernel, so they move
+the bytes of a float32 layer (minilora/kernels/bf16.py).
 
 There is one more rung, for W stored in NF4 (an NF4Tensor, QLoRA's 4-bit base), which `forward` and
 `backward` take with variant "nf4" (csrc/cuda/lora_nf4.cu, also checked on the emulator only):
@@ -47,10 +50,12 @@ from minilora import backend
 from minilora.kernels import checks, nf4
 from minilora.quant.nf4 import NF4Tensor
 
-VARIANTS = ("naive", "tiled", "fused", "vectorized", "async", "warp", "tf32x3", "bf16")
+VARIANTS = ("naive", "tiled", "fused", "vectorized", "async", "warp", "tf32x3", "bf16", "wgmma")
 WARP_TILES_VARIABLE = "MINILORA_WARP_TILES"  # pins the warp rung's tile configuration
 DEFAULT_VARIANT = "fused"
-FLOAT32_ONLY = ("tf32x3", "bf16")  # the tensor-core rungs
+FLOAT32_ONLY = ("tf32x3", "bf16", "wgmma")  # the tensor-core rungs
+BFLOAT16_OPERANDS = ("bf16", "wgmma")  # the rungs that round their operands to bfloat16
+HOPPER_ONLY = ("wgmma",)  # sm_90a: compute capability 9.0 and nothing else
 
 
 def forward(x, W, A, B, scaling, bias=None, variant=DEFAULT_VARIANT, out=None):
@@ -155,12 +160,16 @@ _status = None  # (the extension module it was found for, (usable, reason))
 
 def variant_status(variant):
     """``(usable, reason)`` for one rung on the current GPU: as `status()`, and for the tensor-core
-    rungs also compute capability 8.0 or newer (mma.sync on TF32 / bf16; a T4 is 7.5)."""
+    rungs also compute capability 8.0 or newer (mma.sync on TF32 / bf16; a T4 is 7.5), for
+    "wgmma" 9.0 (wgmma and TMA)."""
     _check_variant(variant)
     usable, reason = status()
     if not usable or variant not in FLOAT32_ONLY:
         return usable, reason
     capability = backend.xp_for("cuda").cuda.Device().compute_capability  # e.g. "75"
+    if variant in HOPPER_ONLY and capability != "90":
+        return False, (f"variant {variant!r} needs wgmma and TMA, compute capability 9.0 (an H100 "
+                       f"or H200); this GPU has {capability[:-1]}.{capability[-1]}")
     if int(capability) < 80:
         return False, (f"variant {variant!r} needs mma.sync on TF32 / bf16, compute capability 8.0 "
                        f"or newer; this GPU has {capability[:-1]}.{capability[-1]}")
@@ -217,8 +226,8 @@ def _check_variant(variant, W=None):
 
 def operands_of(variant):
     """The precision a rung reads its operands in, as minilora.kernels.accuracy's bounds take it:
-    "bfloat16" for "bf16", None (the arrays' own dtype) for every other rung."""
-    return "bfloat16" if variant == "bf16" else None
+    "bfloat16" for "bf16" and "wgmma", None (the arrays' own dtype) for every other rung."""
+    return "bfloat16" if variant in BFLOAT16_OPERANDS else None
 
 
 def check_variant_dtype(variant, dtype):
