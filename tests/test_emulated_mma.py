@@ -228,20 +228,44 @@ def test_bf16_rung_rounds_every_operand_it_reads(emulator, rng):
         assert not np.array_equal(from_raw, tf32x3), name
 
 
-def test_a_gpu_without_mma_for_tf32_and_bf16_is_refused_before_any_launch(rng):
-    """The emulator reports compute capability 8.0; built to report 7.5 (a T4), the host code of
-    csrc/cuda refuses both tensor-core rungs with the reason and launches nothing, while the fp32
-    rungs still run."""
+def emulator_of_capability(major, minor):
+    """The emulator built to report another compute capability than its own 9.0."""
     text = (emulated.CSRC / "emulation" / "warp.cpp").read_text()
-    old = "cudaDevAttrComputeCapabilityMajor ? 8 : 0;"
+    old = "cudaDevAttrComputeCapabilityMajor ? 9 : 0;"
     assert text.count(old) == 1
-    t4 = emulated.load(replace={"warp.cpp": text.replace(old, "cudaDevAttrComputeCapabilityMajor ? 7 : 5;")})
+    new = f"cudaDevAttrComputeCapabilityMajor ? {major} : {minor};"
+    return emulated.load(replace={"warp.cpp": text.replace(old, new)})
+
+
+def test_a_gpu_without_mma_for_tf32_and_bf16_is_refused_before_any_launch(rng):
+    """Built to report compute capability 7.5 (a T4), the host code of csrc/cuda refuses every
+    tensor-core rung with the reason and launches nothing, while the fp32 rungs still run."""
+    t4 = emulator_of_capability(7, 5)
     h, s = emulated.random_layer(rng, 5, 7, 3, 2, np.float32)
     d = {name: a.astype(np.float32) for name, a in h.items()}
     before = t4.launches()
-    for variant in emulated.FLOAT32_ONLY:
+    for variant in ("tf32x3", "bf16"):
         with pytest.raises(ValueError, match=rf"variant '{variant}' needs mma.sync on TF32 / bf16, compute "
                                              r"capability 8.0 or newer; GPU 0 has 7.5"):
             t4.forward(d["x"], d["W"], d["A"], d["B"], s, variant=variant)
+    with pytest.raises(ValueError, match=r"variant 'wgmma' needs wgmma and TMA, compute capability 9.0 "
+                                         r"\(an H100 or H200\); GPU 0 has 7.5$"):
+        t4.forward(d["x"], d["W"], d["A"], d["B"], s, variant="wgmma")
     assert t4.launches() == before
     assert emulated.check_layer(t4, "fused", np.float32, 5, 7, 3, 2, rng) == []
+
+
+def test_wgmma_is_refused_on_an_a100_where_the_mma_rungs_run(rng):
+    """wgmma and TMA are sm_90a's, so on 8.0 (an A100) the wgmma rung is refused before any launch,
+    naming the bf16 rung that does the same arithmetic there; and on a GPU newer than 9.0 too (the
+    "a" features are not carried forward)."""
+    for major, minor in ((8, 0), (10, 0)):
+        gpu = emulator_of_capability(major, minor)
+        h, s = emulated.random_layer(rng, 5, 7, 3, 2, np.float32)
+        d = {name: a.astype(np.float32) for name, a in h.items()}
+        before = gpu.launches()
+        with pytest.raises(ValueError, match=rf"variant 'wgmma' needs wgmma and TMA, compute capability 9.0 "
+                                             rf"\(an H100 or H200\); GPU 0 has {major}.{minor} \(the bf16 rung"):
+            gpu.backward(d["dy"], d["x"], d["W"], d["A"], d["B"], d["x"][:, :2].copy(), s, variant="wgmma")
+        assert gpu.launches() == before
+        assert emulated.check_layer(gpu, "bf16", np.float32, 5, 7, 3, 2, rng) == []

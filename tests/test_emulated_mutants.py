@@ -127,6 +127,35 @@ MUTANTS = {
         "bf16", MMA_EDGES, None),
     "bf16: tiles advance 8 inner indices for a 16-deep instruction": (
         "lora_mma.cu", "inner0 += kMmaStep) {", "inner0 += kMmaStep / 2) {", "bf16", MMA_EDGES, None),
+    # SPLIT: y's two chunks of 320 inner indices are 5 steps each, so the 4 stages are refilled.
+    "wgmma: a stage refilled while its products may still read it (one group too few waited for)": (
+        "lora_wgmma.cu", "wgmma_wait_group<1>();", "wgmma_wait_group<2>();", "wgmma", SPLIT,
+        "not yet waited for"),
+    "wgmma: no barrier between the other warpgroup's wait and the refill": (
+        "lora_wgmma.cu", "    __syncthreads();        // ... and the other warpgroup's", "    //",
+        "wgmma", SPLIT, "not yet waited for"),
+    "wgmma: no wait for the stage's copies": (
+        "lora_wgmma.cu", "    mbarrier_wait(&full[stage], (step / kStages) % 2);", "    //", "wgmma",
+        SPLIT, None),
+    "wgmma: the products' group never committed": (
+        "lora_wgmma.cu", "    wgmma_commit_group();\n", "", "wgmma", SPLIT, None),
+    "wgmma: the accumulators read before the last products are waited for": (
+        "lora_wgmma.cu", "  wgmma_wait_group<0>();\n", "", "wgmma", EDGES, None),
+    "wgmma: k slices 16 bytes apart instead of 32": (
+        "lora_wgmma.cu", "k * kWgmmaInner * 2;", "k * kWgmmaInner;", "wgmma", EDGES, None),
+    "wgmma: the right operand's box at the block's row": (
+        "lora_wgmma.cu", "&p.right, inner0, col0,", "&p.right, inner0, row0,", "wgmma", FUSED_EDGES,
+        None),
+    "wgmma: the second warpgroup reads the first one's rows": (
+        "lora_wgmma.cu", "left_tile(stage) + warpgroup * kWarpgroupRows", "left_tile(stage) + 0 * kWarpgroupRows",
+        "wgmma", FUSED_EDGES, None),
+    "wgmma: staging a column-contiguous operand without transposing it": (
+        "lora_wgmma.cu", "const int o = C == Contiguous::Inner ? across : along;",
+        "const int o = across;", "wgmma", EDGES, None),
+    "wgmma: dynamic shared memory past 48 KiB without raising the kernel's limit": (
+        "lora_wgmma.cu", "wgmma_matmul_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kWgmmaSharedBytes",
+        "wgmma_matmul_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 48 * 1024", "wgmma", EDGES,
+        "dynamic shared memory"),
 }
 
 

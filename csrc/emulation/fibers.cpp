@@ -49,6 +49,7 @@ namespace minilora::emulation {
 namespace {
 
 constexpr size_t kStackBytes = size_t(MINILORA_EMULATION_STACK_KIB) * 1024;
+constexpr int kWarpSize = 32;  // threads 32·w .. 32·w + 31 of a block are warp w
 
 // The __shared__ arrays are `static thread_local` (cuda_runtime.h), so they are exactly this
 // library's block of thread-local storage. Filling it with 0xff bytes makes every float and double
@@ -207,7 +208,6 @@ bool run_block(dim3 block, uint3 block_index, const Body& body) {
   for (int t = 0; t < threads; ++t) start_fiber(fibers[size_t(t)], unravel(t, block));
   const int64_t block_number = linear(block_index, gridDim);
   reset_warps();
-  uint64_t completed = collectives_completed();
   for (;;) {
     maybe_shuffle(order);
     for (int t : order) {
@@ -215,33 +215,46 @@ bool run_block(dim3 block, uint3 block_index, const Body& body) {
       trace.record(block_number, t);
     }
     // Lanes waiting at a warp collective (mma.sync, a wgmma step, an mbarrier: warp.h, hopper.h)
-    // run again, pass after pass, until each reaches a barrier or returns. A pass in which no
-    // collective completes and no lane gets past one means that some lanes wait for others that
-    // are elsewhere (returned, or at __syncthreads()): they would wait for ever.
-    for (size_t before = 0;;) {
-      std::vector<int> waiting;
-      for (int t : order) {
+    // run again, pass after pass, until each reaches a barrier or returns. The lowest warps go
+    // first and as far as they can: a pass resumes the waiting lanes of the first `warps` warps
+    // that have any, and `warps` doubles when such a pass moves nothing (a wgmma needs the 4 warps
+    // of its warpgroup). So a warp or warpgroup runs ahead of the others, as it may on a GPU, and a
+    // kernel that acts on another warpgroup's work without a barrier between sees it unfinished.
+    // A pass over every waiting lane in which no collective completes and no lane gets past one
+    // means that some lanes wait for others that are elsewhere (returned, or at __syncthreads()):
+    // they would wait for ever.
+    for (int warps = 1;;) {
+      std::vector<int> waiting, now;
+      for (int t = 0; t < threads; ++t) {
         if (fibers[size_t(t)].state == Fiber::State::AtWarp) waiting.push_back(t);
       }
       if (waiting.empty()) break;
-      if (waiting.size() == before && collectives_completed() == completed) {
-        const int warp = incomplete_warp();
-        fail(cudaErrorLaunchFailure,
-             warp >= 0 ? "warp divergence in block " + str(block_index) + ": lanes of warp " +
-                             std::to_string(warp) + " wait at mma.sync while others of the "
-                             "warp returned or wait at __syncthreads()"
-                       : "deadlock in block " + str(block_index) + ": " +
-                             std::to_string(waiting.size()) + " threads wait at a warpgroup step "
-                             "(wgmma) or an mbarrier that nothing left running can complete");
-        return false;
-      }
-      before = waiting.size();
-      completed = collectives_completed();
-      maybe_shuffle(waiting);
+      const int first = waiting.front() / kWarpSize;
       for (int t : waiting) {
+        if (t / kWarpSize < first + warps) now.push_back(t);
+      }
+      const uint64_t completed = collectives_completed();
+      maybe_shuffle(now);
+      for (int t : now) {
         resume(fibers[size_t(t)]);
         trace.record(block_number, t);
       }
+      size_t still_waiting = 0;
+      for (int t : now) still_waiting += fibers[size_t(t)].state == Fiber::State::AtWarp;
+      if (collectives_completed() != completed || still_waiting < now.size()) continue;
+      if (now.size() < waiting.size()) {
+        warps *= 2;
+        continue;
+      }
+      const int warp = incomplete_warp();
+      fail(cudaErrorLaunchFailure,
+           warp >= 0 ? "warp divergence in block " + str(block_index) + ": lanes of warp " +
+                           std::to_string(warp) + " wait at mma.sync while others of the "
+                           "warp returned or wait at __syncthreads()"
+                     : "deadlock in block " + str(block_index) + ": " +
+                           std::to_string(waiting.size()) + " threads wait at a warpgroup step "
+                           "(wgmma) or an mbarrier that nothing left running can complete");
+      return false;
     }
     int done = 0;
     for (int t = 0; t < threads; ++t) done += fibers[size_t(t)].state == Fiber::State::Done;

@@ -11,9 +11,10 @@ checked on a machine without a GPU, with the host code of csrc/cuda/lora_layer.c
     dx, dA, dB = emulator.backward(dy, x, W, A, B, u, scaling, variant="tiled", shuffle=7)
 
 `emulator.mma(...)` and `emulator.round(...)` run one tensor-core instruction of csrc/cuda/mma.cuh
-(mma.sync as a warp collective, the TF32 / bf16 conversions) on values given from Python.
+(mma.sync as a warp collective, the TF32 / bf16 conversions) on values given from Python;
+`emulator.tma_box(...)` and `emulator.wgmma(...)` the sm_90 TMA copy and wgmma of hopper.cuh.
 
-Arrays are NumPy arrays (float32 or float64; the tensor-core rungs "tf32x3" and "bf16" float32). Every output and the workspace start as NaN, with as
+Arrays are NumPy arrays (float32 or float64; the tensor-core rungs "tf32x3", "bf16" and "wgmma" float32). Every output and the workspace start as NaN, with as
 many NaN guard elements on each side of every array as it has: an element a kernel forgets to write
 stays NaN, a read past an array's end brings NaN in, and a write past it (or into an input) raises
 EmulationError. (A write further off than that lands in other memory and may crash the process, as
@@ -269,6 +270,12 @@ class Emulator:
         lib.minilora_emulated_mma.argtypes = [ctypes.c_int, ctypes.c_int, p, p, p, p, ctypes.c_int,
                                               ctypes.c_int, *msg]
         lib.minilora_emulated_round.argtypes = [ctypes.c_int, p, p, i64]
+        lib.minilora_emulated_tma_box.argtypes = [p, ctypes.c_int, ctypes.c_uint64, ctypes.c_uint64,
+                                                  ctypes.c_uint64, ctypes.c_uint32, ctypes.c_uint32,
+                                                  ctypes.c_int, ctypes.c_int, ctypes.c_int, p,
+                                                  ctypes.POINTER(ctypes.c_int)]
+        lib.minilora_emulated_wgmma.argtypes = [p, ctypes.c_size_t, ctypes.c_uint64, ctypes.c_uint64,
+                                                ctypes.c_int, p, *msg]
         self._lib = lib
         # The scheduler's state (order, trace, last error) is global, and ctypes lets other Python
         # threads run during a call: one call, with its settings, at a time.
@@ -325,6 +332,45 @@ class Emulator:
         self._lib.minilora_emulated_round(int(to == "bf16"), values.ctypes.data, out.ctypes.data,
                                           values.size)
         return out
+
+    def tma_box(self, tensor, box, x, y, swizzle_128=True, misalign=0):
+        """One emulated TMA copy (cp.async.bulk.tensor.2d, hopper.h) of the box `box` = (columns,
+        rows) at column x, row y of `tensor`, a 2-D float32 or uint16 (bf16 bits) array whose rows
+        may be apart (a slice of a wider array; its columns contiguous). Returns the shared memory the
+        box lands in: a uint8 array of columns · rows · itemsize bytes, starting on a 1024-byte
+        boundary plus `misalign` bytes. ValueError with the CUresult when cuTensorMapEncodeTiled
+        refuses the map; EmulationError when the destination is not 128-byte aligned."""
+        if tensor.ndim != 2 or tensor.dtype not in (np.float32, np.uint16) or \
+                tensor.strides[1] != tensor.itemsize:
+            raise ValueError("tensor must be a 2-D float32 or uint16 array with contiguous columns, "
+                             f"got {tensor.dtype} of shape {tensor.shape}, strides {tensor.strides}")
+        size = int(box[0]) * int(box[1]) * tensor.itemsize
+        shared = _aligned_bytes(size + misalign)[misalign:]
+        result = ctypes.c_int()
+        code = self._lib.minilora_emulated_tma_box(
+            tensor.ctypes.data, tensor.itemsize, tensor.shape[1], tensor.shape[0], tensor.strides[0],
+            int(box[0]), int(box[1]), int(swizzle_128), int(x), int(y), shared.ctypes.data,
+            ctypes.byref(result))
+        if code == 1:
+            raise ValueError(f"cuTensorMapEncodeTiled refused the map: CUresult {result.value}")
+        if code == 2:
+            raise EmulationError("cp.async.bulk.tensor: the shared-memory destination is not "
+                                 "128-byte aligned")
+        return shared
+
+    def wgmma(self, window, descriptor_a, descriptor_b, n, c):
+        """One emulated wgmma.mma_async m64nNk16 with bf16 operands (hopper.h): `window` is shared
+        memory (a uint8 array; the descriptors' addresses are offsets into it, 1024-byte aligned as
+        shared memory is), c the warpgroup's fp32 accumulators (128, n / 2), thread by thread.
+        Returns d = c + A·B in the same layout; EmulationError for a descriptor the emulator refuses."""
+        window = np.ascontiguousarray(window, dtype=np.uint8)
+        aligned = _aligned_bytes(window.size)
+        aligned[:] = window
+        d = np.array(c, dtype=np.float32, order="C")
+        checks.expect_shape("c", d, (128, n // 2))
+        self._call(self._lib.minilora_emulated_wgmma, aligned.ctypes.data, aligned.size,
+                   int(descriptor_a), int(descriptor_b), int(n), d.ctypes.data)
+        return d
 
     def workspace_size(self, variant, dtype, M, N, K, r, backward):
         """Elements of scratch the forward (backward=False) or backward needs, from the kernels' plan."""
@@ -417,6 +463,13 @@ def _check(variant, named, scaling, bias=None):
 
 def _is_float64(dtype):
     return int(np.dtype(dtype) == np.float64)
+
+
+def _aligned_bytes(size):
+    """A uint8 array of `size` bytes that starts on a 1024-byte boundary, as shared memory tiles do."""
+    raw = np.empty(size + 1024, dtype=np.uint8)
+    start = -raw.ctypes.data % 1024
+    return raw[start:start + size]
 
 
 # ---- checking one layer -------------------------------------------------------------------------------
