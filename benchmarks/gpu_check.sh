@@ -8,7 +8,7 @@
 #   2. build                   90 s   pip install --no-build-isolation --no-deps -e ., for sm_90 only
 #   3. kernels usable           5 s   minilora.kernels.cuda.status() must say the kernels can run
 #   4. pytest -m gpu           70 s   the GPU tests only (CI runs the rest, and the emulated kernels);
-#                                     eight rungs, the tensor-core two in float32 only, and nf4
+#                                     nine rungs, the tensor-core three in float32 only, and nf4
 #   5. sanitizer memcheck      45 s   compute-sanitizer over benchmarks/sanitize_kernels.py --quick:
 #                                     every rung on 4 small shapes (float64 too, but for the
 #                                     tensor-core rungs), each warp tile configuration
@@ -17,8 +17,9 @@
 #   7. sanitizer initcheck     30 s   CuPy's memory pool off (it hides a small out-of-bounds access)
 #   8. benchmark               50 s   N = K = 4096, r = 16, M = 128, 512, 8192: float32 (the
 #                                     register-blocked and tensor-core rungs and the baselines, not
-#                                     naive, tiled; no new shape after 20 s), then the bf16 rung
-#                                     beside PEFT in bfloat16 into bf16/ (no new shape after 5 s);
+#                                     naive, tiled; no new shape after 20 s), then the bf16 rungs
+#                                     (bf16, wgmma) beside PEFT in bfloat16 into bf16/ (no new
+#                                     shape after 5 s);
 #                                     JSON after every shape
 #   9. summary                 10 s   kept in reserve
 #                             -----
@@ -52,7 +53,7 @@ START=$SECONDS
 export PYTHONUNBUFFERED=1
 export MINILORA_CUDA=1
 export MINILORA_CUDA_ARCHS="${MINILORA_CUDA_ARCHS:-90}"
-BENCH_ARGS="${BENCH_ARGS:---M 128,512,8192 --NK 4096x4096 --r 16 --quick --methods fused,vectorized,async,warp,tf32x3,bf16,cupy,composed,base,peft}"
+BENCH_ARGS="${BENCH_ARGS:---M 128,512,8192 --NK 4096x4096 --r 16 --quick --methods fused,vectorized,async,warp,tf32x3,bf16,wgmma,cupy,composed,base,peft}"
 BF16_BENCH_SECONDS=5  # the bfloat16 run starts no new shape after this (after the float32 run)
 
 SUMMARY=()

@@ -11,19 +11,20 @@ forward and the forward + backward (W frozen: dx, dA, dB) in two ways:
 Each run takes the next of several copies of the inputs (x, W, A, B, dy, u), together larger than
 twice the GPU's L2 cache, so no run finds its operands already cached by the previous one.
 
-Methods: the kernel ladder "naive", "tiled", "fused", "vectorized", "async", "warp", "tf32x3", "bf16"
-(minilora.kernels.cuda), and with --sweep "warp:<tiles>" (minilora.tile_sweep); "cupy", the
+Methods: the kernel ladder "naive", "tiled", "fused", "vectorized", "async", "warp", "tf32x3", "bf16",
+"wgmma" (minilora.kernels.cuda), and with --sweep "warp:<tiles>" (minilora.tile_sweep); "cupy", the
 reference's products through CuPy (minilora.kernels.cupy_baseline); "composed", the same products
 as cuBLAS GEMMs that accumulate in place (y = x·Wᵀ, then y += s·u·Bᵀ with beta = 1); "base", the
 layer without LoRA (x·Wᵀ, and dy·W for the backward), the floor; "peft", PyTorch + PEFT, when both
 import. R_base = time ÷ base time; R_peft = time ÷ peft time; TFLOP/s counts the LoRA layer's
 multiply-adds twice (the base layer's for "base").
 
---dtype bfloat16 times the bf16 rung beside PEFT in torch.bfloat16 (R_peft is the figure to read):
-the rung gets float32 arrays holding bf16 values (minilora/kernels/bf16.py says why and what that
-costs), PEFT gets the same values as bf16 tensors. CuPy has no bfloat16, so the cuBLAS baselines
-do not run then; and the bf16 rung is timed only then (with float32 its R_peft would compare bf16
-arithmetic with PEFT's float32). float64 leaves out the float32-only rungs (tf32x3, bf16).
+--dtype bfloat16 times the bf16 rungs (bf16, wgmma) beside PEFT in torch.bfloat16 (R_peft is the
+figure to read): the rungs get float32 arrays holding bf16 values (minilora/kernels/bf16.py says
+why and what that costs), PEFT gets the same values as bf16 tensors. CuPy has no bfloat16, so the
+cuBLAS baselines do not run then; and the bf16 rungs are timed only then (with float32 their R_peft
+would compare bf16 arithmetic with PEFT's float32). float64 leaves out the float32-only rungs
+(tf32x3, bf16, wgmma).
 
 Results go to --out (default $OUT, else ./minilora_bench): lora_bench.json, lora_bench.md and
 lora_bench.png. Without a usable GPU it prints one line saying why and exits 0.
@@ -47,7 +48,7 @@ FULL = {"M": (128, 512, 2048, 8192), "NK": ((1024, 1024), (4096, 4096), (11008, 
 QUICK = {"M": (128, 2048), "NK": ((1024, 1024), (4096, 4096)), "r": (16,)}
 BASELINES = ("cupy", "composed", "base")
 PASSES = ("forward", "forward+backward")
-BFLOAT16_METHODS = ("bf16", "peft")
+BFLOAT16_METHODS = ("bf16", "wgmma", "peft")
 
 
 # ---- command line -----------------------------------------------------------------------------
@@ -65,7 +66,7 @@ def add_arguments(parser):
                         help="time the warp rung with each tile configuration pinned (methods "
                              "warp:<tiles>), beside its own choice, fused and base (minilora.tile_sweep)")
     parser.add_argument("--dtype", choices=("float32", "float64", "bfloat16"), default="float32",
-                        help="bfloat16: the bf16 rung beside PEFT in bfloat16 (no cuBLAS baselines)")
+                        help="bfloat16: the bf16 rungs beside PEFT in bfloat16 (no cuBLAS baselines)")
     parser.add_argument("--naive-max-gflop", type=float, default=20.0,
                         help="skip the naive kernel on shapes whose forward exceeds this many GFLOP")
     parser.add_argument("--budget-s", type=float, default=None,
@@ -131,7 +132,7 @@ def run(args):
 def methods_for(dtype, methods):
     """``(kept, notes)``: the methods that can be timed in `dtype` ("float32", "float64" or
     "bfloat16"), in their order, and one note for each kind left out."""
-    from minilora.kernels.cuda import FLOAT32_ONLY
+    from minilora.kernels.cuda import BFLOAT16_OPERANDS, FLOAT32_ONLY
 
     if dtype == "bfloat16":
         left_out = [m for m in methods if m not in BFLOAT16_METHODS]
@@ -140,7 +141,7 @@ def methods_for(dtype, methods):
         left_out = [m for m in methods if m in FLOAT32_ONLY]
         why = "not timed in float64 (tensor-core rungs, float32 only)"
     else:
-        left_out = [m for m in methods if m == "bf16"]
+        left_out = [m for m in methods if m in BFLOAT16_OPERANDS]
         why = "timed with --dtype bfloat16, beside PEFT in bfloat16"
     kept = tuple(m for m in methods if m not in left_out)
     return kept, ([f"{', '.join(left_out)}: {why}"] if left_out else [])

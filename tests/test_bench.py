@@ -132,13 +132,15 @@ def test_results_are_written_as_json_markdown_and_png(tmp_path):
 
 
 def test_methods_for_each_dtype():
-    """The bf16 rung is timed in bfloat16 beside PEFT, without the CuPy baselines (CuPy has no
-    bfloat16); float64 has no tensor-core rungs; float32 everything but the bf16 rung."""
+    """The bf16 rungs are timed in bfloat16 beside PEFT, without the CuPy baselines (CuPy has no
+    bfloat16); float64 has no tensor-core rungs; float32 everything but the bf16 rungs."""
     everything = bench.VARIANTS + bench.BASELINES + ("peft",)
     kept, notes = bench.methods_for("bfloat16", everything)
-    assert kept == ("bf16", "peft") and len(notes) == 1 and "CuPy has no bfloat16" in notes[0]
+    assert kept == ("bf16", "wgmma", "peft") and len(notes) == 1 and "CuPy has no bfloat16" in notes[0]
     kept, notes = bench.methods_for("float64", everything)
-    assert "tf32x3" not in kept and "bf16" not in kept and "fused" in kept and "cupy" in kept
+    assert "tf32x3" not in kept and "bf16" not in kept and "wgmma" not in kept
+    assert "fused" in kept and "cupy" in kept
     kept, notes = bench.methods_for("float32", everything)
-    assert "tf32x3" in kept and "bf16" not in kept and notes == ["bf16: timed with --dtype bfloat16, beside PEFT in bfloat16"]
+    assert "tf32x3" in kept and "bf16" not in kept and "wgmma" not in kept
+    assert notes == ["bf16, wgmma: timed with --dtype bfloat16, beside PEFT in bfloat16"]
     assert bench.methods_for("float32", ("fused", "base")) == (("fused", "base"), [])

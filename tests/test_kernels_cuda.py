@@ -311,14 +311,16 @@ def test_bad_variant_and_scaling_are_refused_on_gpu_arrays(arrays):
 @needs_kernels
 @pytest.mark.parametrize("variant", cuda_kernels.FLOAT32_ONLY)
 def test_tensor_core_rungs_refuse_float64_and_gpus_without_mma(rng, variant):
-    """float64 is refused in Python; a GPU before compute capability 8.0 (a T4) by the host code,
-    with the reason, before any launch."""
+    """float64 is refused in Python; a GPU before compute capability 8.0 (a T4), or for wgmma any
+    GPU but 9.0, by the host code, with the reason, before any launch."""
     d = Problem(rng, 6, 5, 4, 3, np.float64).dev
     with pytest.raises(TypeError, match=rf"variant '{variant}' runs on tensor cores and takes float32 arrays"):
         cuda_kernels.forward(d["x"], d["W"], d["A"], d["B"], 1.5, variant=variant)
     if not cuda_kernels.variant_status(variant)[0]:
         d = Problem(rng, 6, 5, 4, 3, np.float32).dev
-        with pytest.raises(ValueError, match=r"needs mma.sync on TF32 / bf16, compute capability 8.0 or newer"):
+        why = (r"needs wgmma and TMA, compute capability 9.0" if variant in cuda_kernels.HOPPER_ONLY
+               else r"needs mma.sync on TF32 / bf16, compute capability 8.0 or newer")
+        with pytest.raises(ValueError, match=why):
             cuda_kernels.forward(d["x"], d["W"], d["A"], d["B"], 1.5, variant=variant)
 
 
@@ -390,7 +392,7 @@ def test_numpy_arrays_are_refused_with_a_clear_error(rng):
 def test_unknown_variant_is_refused_before_anything_else(rng):
     x = rng.standard_normal((3, 4))
     with pytest.raises(ValueError, match=r"variant must be one of \('naive', 'tiled', 'fused', 'vectorized', "
-                                         r"'async', 'warp', 'tf32x3', 'bf16'\), got 'fast'"):
+                                         r"'async', 'warp', 'tf32x3', 'bf16', 'wgmma'\), got 'fast'"):
         cuda_kernels.forward(x, x, x, x, 1.0, variant="fast")
 
 
@@ -421,8 +423,12 @@ def test_workspace_size_follows_the_split_plan():
     # Small M: u (128 × 16, summed over 4096) is split, so is y; the scratch holds whole copies.
     size = _C.lora_workspace_size("fused", "float32", 128, 4096, 4096, 16, False)
     assert size > 0 and size % (128 * 4096) == 0
+    # The wgmma rung stages y's operands as bf16 (two to a float32 element of the workspace):
+    # [x | s·u] (M × (K + r)) and [W | B] (N × (K + r)), each row padded to 8 values (16 bytes).
+    staged = (8192 + 4096) * (4096 + 16) // 2
+    assert staged <= _C.lora_workspace_size("wgmma", "float32", 8192, 4096, 4096, 16, False) <= staged + 16
     with pytest.raises(ValueError, match=r"variant must be 'naive', 'tiled', 'fused', 'vectorized', 'async', "
-                                         r"'warp', 'tf32x3', 'bf16' or 'nf4'"):
+                                         r"'warp', 'tf32x3', 'bf16', 'wgmma' or 'nf4'"):
         _C.lora_workspace_size("fast", "float32", 1, 1, 1, 1, False)
     with pytest.raises(ValueError, match=r"M = 0, expected 1 <= M"):
         _C.lora_workspace_size("fused", "float32", 0, 1, 1, 1, False)

@@ -10,7 +10,7 @@
 # 2. the trick: one product over an *extended inner dimension*, [x, s·u]·[Wᵀ; Bᵀ], checked in NumPy;
 # 3. FLOPs and memory traffic: why fusing matters even though the LoRA term is cheap;
 # 4. the CUDA kernel ladder (naive, tiled, fused, vectorized, async, warp, and the tensor-core rungs
-#    tf32x3 and bf16) and what each rung buys;
+#    tf32x3, bf16 and wgmma) and what each rung buys;
 # 5. every backend available here checked against the reference;
 # 6. a small CPU timing table, and the recorded GPU benchmark (when there is one).
 #
@@ -195,6 +195,7 @@ for M_, N_, K_, r_ in shapes:
 # | warp | `csrc/cuda/lora_warp.cu` | the async kernel with block → warp → thread tiles: each warp owns an explicit 32 × 64 (or smaller) sub-tile, a third less shared-memory traffic per multiply-add; four tile configurations, one chosen per product (`minilora bench --sweep` times them all) |
 # | tf32x3 | `csrc/cuda/lora_mma.cu` | tensor cores (`mma.sync`, a 16 × 8 × 8 product per warp-instruction): each float32 operand split into a TF32 high part and a TF32 residual, three products for float32 accuracy |
 # | bf16 | `csrc/cuda/lora_mma.cu` | tensor cores on operands rounded to bfloat16, float32 accumulators: one 16 × 8 × 16 product per instruction, bfloat16 accuracy |
+# | wgmma | `csrc/cuda/lora_wgmma.cu` | Hopper only (sm_90a): the wide products' operands staged as bf16, whole 128 × 64 tiles copied by TMA into a 4-stage ring, and 4 warps at once multiplying 64 × 16 by 16 × 128 straight from shared memory (`wgmma`) |
 #
 # `csrc/cuda/lora_layer.cu` writes the forward and backward once, as the six products above,
 # for every rung; `csrc/cuda/matmul.cuh` holds the glued operands. On the CPU, `csrc/lora_cpu.cpp`
@@ -275,6 +276,15 @@ else:
 # makes one product: bfloat16 accuracy, the fastest arithmetic. Both are predictions, **not yet
 # measured on any GPU** (benchmarks/results/NOTES-tensor-cores.md): on the emulator, the warp's
 # lanes meet at each `mma.sync` like threads at a barrier, and the last one computes the block.
+#
+# On an H100 or H200 `mma.sync` is no longer the fast path. `wgmma` has a warpgroup (4 warps) read
+# both operands straight from shared memory, 8 times the work of an `mma.sync` per instruction, and
+# runs asynchronously; the tensor memory accelerator (TMA) copies a whole tile per request, zeros
+# past the operand's edge included, and signals an mbarrier when the bytes have landed. The `wgmma`
+# rung stages each wide product's operands as bf16 first (TMA copies bytes, it does not convert
+# them), then keeps 4 tiles in flight while the tensor cores work. The emulator runs that too: a
+# copy lands when someone waits on its barrier, a product is made when `wgmma.wait_group` retires
+# it, and a copy into a tile that an unretired product still reads fails the launch.
 
 # %% [markdown]
 # ## 5. Every backend against the reference
@@ -306,10 +316,10 @@ check_shapes = [((1,), 3, 5, 1), ((7,), 33, 17, 3), ((2, 5), 40, 24, 4)]   # (le
 runs = [(name, None) for name in backends if name != "cuda"]
 if "cuda" in backends:
     from minilora.kernels import cuda as cuda_kernels
-    # The bf16 rung is held to bfloat16 bounds, not these (tests/test_emulated.py checks it); the
-    # tensor-core rungs need compute capability 8.0 and take float32 only.
+    # The bf16 rungs are held to bfloat16 bounds, not these (tests/test_emulated.py checks them);
+    # the tensor-core rungs need compute capability 8.0 (wgmma 9.0) and take float32 only.
     runs += [("cuda", variant) for variant in cuda_kernels.VARIANTS
-             if variant != "bf16" and cuda_kernels.variant_status(variant)[0]]
+             if variant not in cuda_kernels.BFLOAT16_OPERANDS and cuda_kernels.variant_status(variant)[0]]
 
 
 def worst_fraction_of_bound(out, ref, bound):

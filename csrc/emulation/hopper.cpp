@@ -63,11 +63,16 @@ bool wait_until(Lock& lock, Ready ready, const std::string& what) {
   return true;
 }
 
-void made_progress() {
-  count_completed_collective();
+// Threads waiting in wait_until look again (an arrival, a copy started, a step completed).
+void wake_waiters() {
 #if MINILORA_EMULATION_THREADS
   changed.notify_all();
 #endif
+}
+
+void made_progress() {
+  count_completed_collective();
+  wake_waiters();
 }
 
 // ---- mbarrier --------------------------------------------------------------------------------------
@@ -278,6 +283,7 @@ void mbarrier_arrive_expect_tx(uint64_t* barrier, uint32_t bytes) {
     return;
   }
   --b->pending;
+  wake_waiters();
 }
 
 void mbarrier_wait(uint64_t* barrier, uint32_t parity) {
@@ -322,6 +328,7 @@ void tma_load_2d(void* shared, const TensorMap2d& map, int x, int y, uint64_t* b
     return;
   }
   b->copies.push_back({shared, map, x, y});
+  wake_waiters();
 }
 
 bool land_tma_box(void* shared, const TensorMap2d& map, int x, int y) {
@@ -358,6 +365,7 @@ const char* multiply_wgmma(const unsigned char* window, size_t window_bytes, uin
     uint64_t start, stride;
   } tiles[2];
   const uint64_t descriptors[2] = {descriptor_a, descriptor_b};
+  if (n < 8 || n > 256 || n % 8 != 0) return "m64nNk16 with bf16 has N = 8, 16, ..., 256 only";
   for (int t = 0; t < 2; ++t) {
     const uint64_t desc = descriptors[t];
     const uint64_t swizzle = desc >> 62, base_offset = (desc >> 49) & 7;

@@ -346,6 +346,7 @@ class Emulator:
                              f"got {tensor.dtype} of shape {tensor.shape}, strides {tensor.strides}")
         size = int(box[0]) * int(box[1]) * tensor.itemsize
         shared = _aligned_bytes(size + misalign)[misalign:]
+        shared[:] = 0xFF  # NaN poison, as the emulator's shared memory: a byte the copy skips shows
         result = ctypes.c_int()
         code = self._lib.minilora_emulated_tma_box(
             tensor.ctypes.data, tensor.itemsize, tensor.shape[1], tensor.shape[0], tensor.strides[0],
