@@ -152,6 +152,11 @@ MUTANTS = {
     "wgmma: staging a column-contiguous operand without transposing it": (
         "lora_wgmma.cu", "const int o = C == Contiguous::Inner ? across : along;",
         "const int o = across;", "wgmma", EDGES, None),
+    "wgmma: no wgmma.fence before the first product": (
+        "lora_wgmma.cu", "    wgmma_fence();  // the accumulators", "    // the accumulators", "wgmma", EDGES,
+        "before any wgmma.fence"),
+    "wgmma: the barriers' initialisation not fenced for TMA": (
+        "lora_wgmma.cu", "    fence_barrier_init();\n", "", "wgmma", EDGES, "fence.mbarrier_init"),
     "wgmma: dynamic shared memory past 48 KiB without raising the kernel's limit": (
         "lora_wgmma.cu", "wgmma_matmul_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kWgmmaSharedBytes",
         "wgmma_matmul_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 48 * 1024", "wgmma", EDGES,

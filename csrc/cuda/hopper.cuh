@@ -58,7 +58,7 @@ __device__ __forceinline__ uint32_t shared_address(const void* pointer) {
 __device__ __forceinline__ void mbarrier_init(uint64_t* barrier, uint32_t arrivals) {
   emulation::mbarrier_init(barrier, arrivals);
 }
-__device__ __forceinline__ void fence_barrier_init() {}
+__device__ __forceinline__ void fence_barrier_init() { emulation::fence_barrier_init(); }
 __device__ __forceinline__ void mbarrier_arrive_expect_tx(uint64_t* barrier, uint32_t bytes) {
   emulation::mbarrier_arrive_expect_tx(barrier, bytes);
 }
@@ -71,7 +71,7 @@ __device__ __forceinline__ void tma_load_2d(void* shared, const CUtensorMap* map
   std::memcpy(&emulated, map, sizeof emulated);
   emulation::tma_load_2d(shared, emulated, x, y, barrier);
 }
-__device__ __forceinline__ void wgmma_fence() {}
+__device__ __forceinline__ void wgmma_fence() { emulation::wgmma_fence(); }
 __device__ __forceinline__ void wgmma_commit_group() { emulation::wgmma_commit_group(); }
 template <int kPending>
 __device__ __forceinline__ void wgmma_wait_group() {

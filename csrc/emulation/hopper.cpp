@@ -87,6 +87,7 @@ struct Barrier {
   int64_t transactions = 0;            // bytes expected and not yet landed
   uint64_t phases = 0;                 // completed so far
   std::vector<Copy> copies;            // started, not yet landed
+  bool fenced = false;                 // a fence.mbarrier_init came after its mbarrier.init
 };
 
 std::map<const void*, Barrier> barriers;
@@ -135,6 +136,7 @@ struct Warpgroup {
 };
 
 Warpgroup warpgroups[kMaxWarpgroups];
+std::vector<bool> fenced_threads;  // by thread index: has run a wgmma.fence in this block
 
 // The bytes of shared memory (offsets) a K-major 128-byte-swizzled tile of `rows` rows spans.
 struct Span {
@@ -205,6 +207,12 @@ void warpgroup_step(Step step, int value, uint64_t a, uint64_t b, float* d) {
              (group.step == step ? " with other operands (descriptors and counts must agree)" : ""));
     return;
   }
+  if (step == Step::Mma && !(size_t(thread) < fenced_threads.size() && fenced_threads[thread])) {
+    fail(cudaErrorLaunchFailure, "wgmma.mma_async in " + where() + " before any wgmma.fence (the "
+                                 "ISA wants one before the first wgmma and after the accumulators "
+                                 "are written by other code)");
+    return;
+  }
   group.d[thread % cuda::kWarpgroupThreads] = d;
   const uint64_t generation = group.generation;
   if (++group.arrived < cuda::kWarpgroupThreads) {
@@ -255,6 +263,7 @@ void start_block_of_hopper_state() {
   if (dynamic_base) std::memset(dynamic_base, 0xff, dynamic_bytes);  // NaN, as __shared__ is
   barriers.clear();
   for (Warpgroup& group : warpgroups) group = Warpgroup{};
+  fenced_threads.assign(size_t(blockDim.x) * blockDim.y * blockDim.z, false);
 }
 
 // ---- mbarrier ------------------------------------------------------------------------------------
@@ -270,6 +279,11 @@ void mbarrier_init(uint64_t* barrier, uint32_t arrivals) {
   b = Barrier{};
   b.arrivals = b.pending = arrivals;
   *barrier = 0;  // the 8 bytes are the barrier's; the emulator keeps its state beside them
+}
+
+void fence_barrier_init() {
+  Lock lock = hold();
+  for (auto& entry : barriers) entry.second.fenced = true;
 }
 
 void mbarrier_arrive_expect_tx(uint64_t* barrier, uint32_t bytes) {
@@ -320,6 +334,11 @@ void tma_load_2d(void* shared, const TensorMap2d& map, int x, int y, uint64_t* b
   Lock lock = hold();
   Barrier* b = barrier_at(barrier, "cp.async.bulk.tensor");
   if (!b) return;
+  if (!b->fenced) {
+    fail(cudaErrorLaunchFailure, "cp.async.bulk.tensor in " + where() + " completing on an mbarrier "
+                                 "whose mbarrier.init no fence.mbarrier_init made visible to TMA");
+    return;
+  }
   const uint64_t begin = shared_address(shared);
   if (pending_reader(begin, begin + uint64_t(box_bytes(map)))) {
     fail(cudaErrorLaunchFailure, "cp.async.bulk.tensor in " + where() + " into shared memory "
@@ -353,6 +372,12 @@ bool land_tma_box(void* shared, const TensorMap2d& map, int x, int y) {
 }
 
 // ---- wgmma -------------------------------------------------------------------------------------
+void wgmma_fence() {
+  Lock lock = hold();
+  const size_t thread = size_t(linear(threadIdx, blockDim));
+  if (thread < fenced_threads.size()) fenced_threads[thread] = true;
+}
+
 void wgmma_m64k16_bf16(float* d, int n, uint64_t descriptor_a, uint64_t descriptor_b) {
   warpgroup_step(Step::Mma, n, descriptor_a, descriptor_b, d);
 }

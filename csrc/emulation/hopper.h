@@ -32,6 +32,8 @@ void start_block_of_hopper_state();
 
 // ---- mbarrier ------------------------------------------------------------------------------------
 void mbarrier_init(uint64_t* barrier, uint32_t arrivals);
+// fence.mbarrier_init: the barriers initialised so far become visible to TMA, which refuses others.
+void fence_barrier_init();
 void mbarrier_arrive_expect_tx(uint64_t* barrier, uint32_t bytes);
 void mbarrier_wait(uint64_t* barrier, uint32_t parity);
 
@@ -56,6 +58,9 @@ bool land_tma_box(void* shared, const TensorMap2d& map, int x, int y);
 // ---- wgmma ---------------------------------------------------------------------------------------
 // D (64 x n, fp32) += A (64 x 16, bf16) · B (16 x n, bf16), A and B in shared memory as the
 // descriptors say (K-major, 128-byte swizzle); `d` is the calling thread's n / 2 accumulators.
+// wgmma.fence: the calling thread's registers are settled; a thread's first wgmma in a block must
+// come after one.
+void wgmma_fence();
 void wgmma_m64k16_bf16(float* d, int n, uint64_t descriptor_a, uint64_t descriptor_b);
 void wgmma_commit_group();
 void wgmma_wait_group(int pending);
