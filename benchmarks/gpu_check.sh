@@ -7,21 +7,24 @@
 #                                     CuPy, driver and GPU; a missing tool is "skipped", not failed
 #   2. build                   90 s   pip install --no-build-isolation --no-deps -e ., for sm_90 only
 #   3. kernels usable           5 s   minilora.kernels.cuda.status() must say the kernels can run
-#   4. pytest -m gpu           70 s   the GPU tests only (CI runs the rest, and the emulated kernels);
+#   4. rungs alone             30 s   benchmarks/smoke_rungs.py: every rung in a process of its own,
+#                                     all at once; a rung that fails or hangs is left out of the
+#                                     steps below (it would take their process's results with it)
+#   5. pytest -m gpu           65 s   the GPU tests only (CI runs the rest, and the emulated kernels);
 #                                     nine rungs, the tensor-core three in float32 only, and nf4
-#   5. sanitizer memcheck      45 s   compute-sanitizer over benchmarks/sanitize_kernels.py --quick:
+#   6. sanitizer memcheck      40 s   compute-sanitizer over benchmarks/sanitize_kernels.py --quick:
 #                                     every rung on 4 small shapes (float64 too, but for the
 #                                     tensor-core rungs), each warp tile configuration
 #                                     and the nf4 rung (W in NF4)
-#   6. sanitizer racecheck     45 s   the same in float32 only (--float32), for the slower tools;
-#   7. sanitizer initcheck     30 s   CuPy's memory pool off (it hides a small out-of-bounds access)
-#   8. benchmark               50 s   N = K = 4096, r = 16, M = 128, 512, 8192: float32 (the
+#   7. sanitizer racecheck     35 s   the same in float32 only (--float32), for the slower tools;
+#   8. sanitizer initcheck     20 s   CuPy's memory pool off (it hides a small out-of-bounds access)
+#   9. benchmark               50 s   N = K = 4096, r = 16, M = 128, 512, 8192: float32 (the
 #                                     register-blocked and tensor-core rungs and the baselines, not
 #                                     naive, tiled; no new shape after 20 s), then the bf16 rungs
 #                                     (bf16, wgmma) beside PEFT in bfloat16 into bf16/ (no new
 #                                     shape after 5 s);
 #                                     JSON after every shape
-#   9. summary                 10 s   kept in reserve
+#   10. summary                10 s   kept in reserve
 #                             -----
 #                             360 s
 # (Estimates: no step has run on a GPU yet. The tile sweep, minilora bench --sweep, is not part of
@@ -190,18 +193,40 @@ usable, reason = cuda.status()
 print(reason)
 raise SystemExit(0 if usable or '$DRY' == '1' else 1)"
 
-# ---- 4. the GPU tests -----------------------------------------------------------------------------
+# ---- 4. every rung alone ---------------------------------------------------------------------------
+# No rung has met a GPU before: one that faults or hangs would take down, or hold until their
+# limits, the steps below that run every rung in one process. So each runs alone first, and the
+# ones that fail are left out of those steps (and named in the summary).
+step must "rungs alone" tests.log 30 "$PYTHON" benchmarks/smoke_rungs.py \
+    --out "$OUT_DIR/broken_rungs.txt" --logs "$OUT_DIR"
+BROKEN="$(cat "$OUT_DIR/broken_rungs.txt" 2>/dev/null || true)"
+PYTEST_SKIP=()
+if [ -n "$BROKEN" ]; then
+    PREFLIGHT+=("- left out of the steps after 'rungs alone' (each failed alone: smoke_<rung>.log): $BROKEN")
+    PYTEST_SKIP=(-k "not (${BROKEN//,/ or })")
+    # shellcheck disable=SC2086  # BENCH_ARGS is a list of options
+    BENCH_ARGS="$("$PYTHON" -c '
+import sys
+broken, args = set(sys.argv[1].split(",")), sys.argv[2:]
+if "--methods" in args:
+    at = args.index("--methods") + 1
+    args[at] = ",".join(m for m in args[at].split(",") if m not in broken)
+print(" ".join(args))' "$BROKEN" $BENCH_ARGS)"
+fi
+
+# ---- 5. the GPU tests -----------------------------------------------------------------------------
 XDIST=()
 if [ "$DRY" != 1 ] && "$PYTHON" -c "import xdist" 2>/dev/null; then XDIST=(-n 8); fi
-step must "pytest -m gpu" tests.log 70 "$PYTHON" -m pytest -m gpu -q -rs -p no:cacheprovider "${XDIST[@]}"
+step must "pytest -m gpu" tests.log 65 "$PYTHON" -m pytest -m gpu -q -rs -p no:cacheprovider "${XDIST[@]}" \
+    "${PYTEST_SKIP[@]}"
 
-# ---- 5-7. compute-sanitizer -------------------------------------------------------------------------
+# ---- 6-8. compute-sanitizer -------------------------------------------------------------------------
 # memcheck over sanitize_kernels.py --quick; the slower racecheck and initcheck in float32 only.
 for tool in memcheck racecheck initcheck; do
-    limit=45 runs=(--quick)
-    [ "$tool" = racecheck ] && limit=45
-    [ "$tool" = initcheck ] && limit=30
-    [ "$tool" != memcheck ] && runs=(--quick --float32)
+    limit=40 runs=(--quick --skip "$BROKEN")
+    [ "$tool" = racecheck ] && limit=35
+    [ "$tool" = initcheck ] && limit=20
+    [ "$tool" != memcheck ] && runs=(--quick --float32 --skip "$BROKEN")
     if [ "$DRY" = 1 ]; then
         step must "sanitizer $tool (dry run: list the runs)" sanitizer.log "$limit" \
             "$PYTHON" benchmarks/sanitize_kernels.py --list "${runs[@]}"
@@ -213,7 +238,7 @@ for tool in memcheck racecheck initcheck; do
     fi
 done
 
-# ---- 8. benchmark -----------------------------------------------------------------------------------
+# ---- 9. benchmark -----------------------------------------------------------------------------------
 # Its numbers are read, not asserted: a failure is reported, not fatal. It starts no new shape past
 # --budget-s and writes lora_bench.json after every shape, so a cut-off run keeps what it measured.
 bench_limit=50

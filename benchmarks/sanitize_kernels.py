@@ -8,7 +8,8 @@ The shapes are not multiples of any tile and include the ones that make the kern
 inner dimension into partial sums, so every kernel (naive, tiled, fused, vectorized, async, warp
 with each of its tile configurations, the tensor-core tf32x3 and bf16 in float32 only, and the
 second pass that adds partial sums) and every bounds check runs; the nf4 rung (W in NF4, whose tile
-loader reads the packed bytes and absmaxes) on the --quick shapes, with blocks of 7 weights. Exits 1
+loader reads the packed bytes and absmaxes) on the --quick shapes, with blocks of 7 weights.
+--only RUNG runs one rung, --skip RUNG,RUNG leaves rungs out (benchmarks/gpu_check.sh). Exits 1
 if an output is wrong (NaN-poisoned outputs,
 float64 NumPy reference, the rounding bound of minilora.kernels.accuracy), 0 otherwise; prints one
 line per run.
@@ -101,6 +102,8 @@ def main(argv=None):
     parser.add_argument("--list", action="store_true", help="print the runs and exit (no GPU needed)")
     parser.add_argument("--quick", action="store_true", help=f"only the shapes {QUICK_SHAPES}")
     parser.add_argument("--float32", action="store_true", help="float32 only (for the slowest tools)")
+    parser.add_argument("--only", help="this rung alone (warp with its pinned tile configurations)")
+    parser.add_argument("--skip", default="", help="rungs to leave out, comma-separated")
     args = parser.parse_args(argv)
     dtypes = (np.float32,) if args.float32 else (np.float32, np.float64)
     runs = [(variant, dtype, shape) for variant in cuda_kernels.VARIANTS
@@ -108,6 +111,8 @@ def main(argv=None):
             if variant not in cuda_kernels.FLOAT32_ONLY or dtype == np.float32]
     runs += [(tile_sweep.PREFIX + tiles, np.float32, WARP_TILES_SHAPE) for tiles in _warp_tiles()]
     runs += [(nf4.VARIANT, dtype, shape) for dtype in dtypes for shape in QUICK_SHAPES]
+    skipped = {name for name in args.skip.split(",") if name}
+    runs = [run for run in runs if _rung_of(run[0]) not in skipped and args.only in (None, _rung_of(run[0]))]
     if args.list:
         for variant, dtype, (M, N, K, r) in runs:
             print(f"{variant:>10} {np.dtype(dtype).name} M={M} N={N} K={K} r={r}")
@@ -137,6 +142,11 @@ def _warp_tiles():
         return cuda_kernels.warp_tiles()[0]
     except RuntimeError:
         return ()
+
+
+def _rung_of(variant):
+    """The rung a run belongs to: "warp" for a pinned "warp:<tiles>"."""
+    return "warp" if tile_sweep.pinned_tiles(variant) is not None else variant
 
 
 def _pinned(variant, run):

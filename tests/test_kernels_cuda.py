@@ -15,11 +15,13 @@ contains the CUDA kernels, the sizes of their scratch buffers, and a dry run of
 benchmarks/gpu_check.sh.
 """
 
+import importlib.util
 import os
 import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -498,23 +500,24 @@ def test_gpu_check_budget_in_its_header_adds_up_to_its_default():
     """The header's table gives each step at most so many seconds; together they are the default
     budget, at most 6 minutes (the GPU machine's 15 minutes must hold a second call)."""
     text = GPU_CHECK.read_text()
-    steps = [int(s) for s in re.findall(r"^#\s+\d\. .*?\s(\d+) s ", text, re.MULTILINE)]
+    steps = [int(s) for s in re.findall(r"^#\s+\d+\. .*?\s(\d+) s ", text, re.MULTILINE)]
     total = int(re.search(r"^#\s+(\d+) s$", text, re.MULTILINE).group(1))
     default = int(re.search(r"GPU_CHECK_SECONDS:-(\d+)", text).group(1))
-    assert len(steps) == 9 and sum(steps) == total == default <= 360, (steps, total, default)
+    assert len(steps) == 10 and sum(steps) == total == default <= 360, (steps, total, default)
 
 
 def test_gpu_check_steps_run_with_the_limits_its_header_gives():
     text = GPU_CHECK.read_text()
-    limits = dict(re.findall(r"^#\s+(\d)\. .*?\s(\d+) s ", text, re.MULTILINE))
+    limits = dict(re.findall(r"^#\s+(\d+)\. .*?\s(\d+) s ", text, re.MULTILINE))
     expected = [(rf'step must "build" build\.log {limits["2"]} ', "build"),
                 (rf'step must "build \(dry run[^"]*" build\.log {limits["2"]} ', "dry-run build"),
                 (rf'step must "kernels usable" build\.log {limits["3"]} ', "kernels usable"),
-                (rf'step must "pytest -m gpu" tests\.log {limits["4"]} ', "pytest -m gpu"),
-                (rf"limit={limits['5']} runs", "memcheck"),
-                (rf'"\$tool" = racecheck \] && limit={limits["6"]}\n', "racecheck"),
-                (rf'"\$tool" = initcheck \] && limit={limits["7"]}\n', "initcheck"),
-                (rf'step report "benchmark" bench\.log {limits["8"]} ', "benchmark")]
+                (rf'step must "rungs alone" tests\.log {limits["4"]} ', "rungs alone"),
+                (rf'step must "pytest -m gpu" tests\.log {limits["5"]} ', "pytest -m gpu"),
+                (rf"limit={limits['6']} runs", "memcheck"),
+                (rf'"\$tool" = racecheck \] && limit={limits["7"]}\n', "racecheck"),
+                (rf'"\$tool" = initcheck \] && limit={limits["8"]}\n', "initcheck"),
+                (rf'step report "benchmark" bench\.log {limits["9"]} ', "benchmark")]
     for pattern, step in expected:
         assert re.search(pattern, text), f"{step}: the script's limit is not the header's"
 
@@ -526,11 +529,30 @@ def test_gpu_check_dry_run_runs_every_step(tmp_path):
     proc = subprocess.run(["bash", str(GPU_CHECK)], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     summary = (tmp_path / "summary.md").read_text()
-    for name in ("preflight", "build (dry run", "kernels usable", "pytest -m gpu", "sanitizer memcheck",
+    for name in ("preflight", "build (dry run", "kernels usable", "rungs alone", "pytest -m gpu", "sanitizer memcheck",
                  "sanitizer racecheck", "sanitizer initcheck", "benchmark"):
         assert f"| {name}" in summary, summary
     assert "FAILED" not in summary and "no required step failed" in summary, summary
     assert "- nvcc: " in summary and "- compute-sanitizer: " in summary
+
+
+def test_smoke_rungs_names_the_rungs_that_fail_or_hang(tmp_path):
+    """benchmarks/smoke_rungs.py runs every rung at once, each in its own process: one that exits
+    non-zero is FAILED, one still running at the limit is killed and HUNG, and the limit counts from
+    the common start, so a hang costs the step its limit once, not once per rung."""
+    spec = importlib.util.spec_from_file_location("smoke_rungs", GPU_CHECK.parent / "smoke_rungs.py")
+    smoke = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(smoke)
+    python = sys.executable
+    commands = {"good": [python, "-c", "print('fine')"], "bad": [python, "-c", "raise SystemExit(3)"],
+                "stuck": [python, "-c", "import time; time.sleep(60)"],
+                "stuck_too": [python, "-c", "import time; time.sleep(60)"]}
+    started = time.monotonic()
+    verdicts = smoke.run_alone(commands, 4.0, tmp_path)
+    assert time.monotonic() - started < 7.5  # one limit of 4 s, not one per stuck rung
+    assert verdicts["good"] == "ok" and verdicts["bad"] == "FAILED (exit 3)"
+    assert verdicts["stuck"].startswith("HUNG") and verdicts["stuck_too"].startswith("HUNG")
+    assert (tmp_path / "smoke_good.log").read_text() == "fine\n"
 
 
 # ---- the default backend for CuPy arrays ----------------------------------------------------------
