@@ -1,4 +1,4 @@
-// Rungs 5 and 6 of the ladder: tensor cores, through the warp-wide matrix product mma.sync
+// Rungs 7 and 8 of the ladder: tensor cores, through the warp-wide matrix product mma.sync
 // (mma.cuh), for every product of the layer.
 //
 // The rungs below this one do one multiply-add per instruction per thread. A tensor core does a

@@ -1,4 +1,4 @@
-// Rung 7 of the ladder, for compute capability 9.0 (H100, H200) only: the wide products y and dx
+// Rung 9 of the ladder, for compute capability 9.0 (H100, H200) only: the wide products y and dx
 // on Hopper's own tensor-core path, bf16 operands and fp32 accumulators like the bf16 rung
 // (lora_mma.cu), which runs the skinny products u, v, dA and dB of this rung too.
 //
@@ -9,8 +9,9 @@
 //             landed. No thread computes an address or a bound per element.
 //   wgmma     a warpgroup (4 warps, 128 threads) multiplies a 64 x 16 slice of A by a 16 x 128
 //             slice of B read straight from shared memory (a descriptor says where and how it is
-//             laid out): no fragments loaded into registers first, and 8x the work of one mma.sync
-//             per instruction. It runs asynchronously: issued, committed as a group, waited for.
+//             laid out): no fragments loaded into registers first, and one instruction does what
+//             64 bf16 mma.sync would (16 per warp). It runs asynchronously: issued, committed as a
+//             group, waited for.
 //   pipeline  4 stages of shared memory: while the tensor cores work on stage s, the copies for
 //             the next stages are already on their way.
 //

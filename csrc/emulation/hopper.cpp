@@ -49,18 +49,16 @@ std::string where() {
 // Wait for `ready` (called with the lock held): fibers go back to the scheduler, which resumes them
 // pass after pass and reports a pass in which nothing moves as divergence; OS threads sleep.
 template <typename Ready>
-bool wait_until(Lock& lock, Ready ready, const std::string& what) {
+void wait_until(Lock& lock, Ready ready, const std::string& what) {
 #if MINILORA_EMULATION_THREADS
   if (!changed.wait_for(lock, std::chrono::seconds(10), ready)) {
     fail(cudaErrorLaunchFailure, what + " in " + where() + ": waited 10 s for threads that never came");
-    return false;
   }
 #else
   (void)lock;
   (void)what;
   while (!ready()) wait_at_warp();
 #endif
-  return true;
 }
 
 // Threads waiting in wait_until look again (an arrival, a copy started, a step completed).
