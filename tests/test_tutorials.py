@@ -165,10 +165,19 @@ def test_tutorial_07_shows_a_recorded_benchmark(tmp_path):
             "skipped_shapes": [], "notes": []}
     bench.write_results(results, bench.summarize(records), meta, plot=False)
     (results / "notes.json").write_text(json.dumps({"not": "a result"}))
+    # A gpu_check.sh output folder kept as it came: its float32 run, and the bfloat16 one in bf16/.
+    check_run = results / "made-up-gpu-2026-12-03"
+    bench.write_results(check_run, bench.summarize(records), dict(meta, device="made-up check device"),
+                        plot=False)
+    bench.write_results(check_run / "bf16", bench.summarize(records), dict(meta, dtype="bfloat16"),
+                        plot=False)
 
     proc, figures = run_tutorial(fused_kernel_tutorial(), tmp_path, MINILORA_BENCH_RESULTS=str(results))
-    assert "lora_bench.json: made-up test device, float32" in proc.stdout
+    assert "\nlora_bench.json: made-up test device, float32" in proc.stdout
+    assert "made-up-gpu-2026-12-03/lora_bench.json: made-up check device, float32" in proc.stdout
+    assert "made-up-gpu-2026-12-03/bf16/lora_bench.json: made-up test device, bfloat16" in proc.stdout
     assert "| 512 | 64 | 96 | 4 | 5.000 | 1.25x | 1.50x |" in proc.stdout   # fused ms, R_base, composed
     assert "notes.json: not a `minilora bench` result" in proc.stdout
     assert "No recorded GPU results" not in proc.stdout
     assert (figures / "07_gpu_benchmark_lora_bench.png").is_file()
+    assert (figures / "07_gpu_benchmark_made_up_gpu_2026_12_03_bf16_lora_bench.png").is_file()

@@ -428,13 +428,15 @@ for M_, N_, K_, r_ in timing_shapes:
 #
 # GPU numbers only mean something with the GPU's name beside them, so they are never typed into
 # this tutorial: it reads whatever `minilora bench` has recorded in `benchmarks/results/*.json`
-# (or the folder named by `$MINILORA_BENCH_RESULTS`) and shows it. R_base is the time of the
-# LoRA layer divided by the time of the base layer alone: the fused kernel's goal is R_base ≈ 1.
+# and in the folders of `benchmarks/gpu_check.sh` runs kept there (`<gpu>-<date>/lora_bench.json`,
+# and its bfloat16 run in `bf16/`), or in the folder named by `$MINILORA_BENCH_RESULTS`, and shows
+# it. R_base is the time of the LoRA layer divided by the time of the base layer alone: the fused
+# kernel's goal is R_base ≈ 1.
 
 # %%
 results_dir = Path(os.environ.get("MINILORA_BENCH_RESULTS") or REPO / "benchmarks" / "results")
 recorded = []
-for path in sorted(results_dir.glob("*.json")):
+for path in sorted(set(results_dir.glob("*.json")) | set(results_dir.glob("*/**/lora_bench.json"))):
     data = json.loads(path.read_text())
     if isinstance(data, dict) and {"meta", "results"} <= set(data):
         recorded.append((path, data))
@@ -448,19 +450,20 @@ if not recorded:
     print("    bash benchmarks/gpu_check.sh            # build, GPU tests, sanitizer, benchmark "
           "(writes lora_bench.json to $OUT or ./gpu_check_out)")
     print("    minilora bench --out benchmarks/results # the benchmark alone, written here")
-    print("then keep the lora_bench.json in benchmarks/results/ (one file per GPU, e.g. "
-          "benchmarks/results/h100.json) and rerun this cell.")
+    print("then keep the check's output folder as benchmarks/results/<gpu>-<date>/ (or the "
+          "lora_bench.json alone, e.g. as benchmarks/results/h100.json) and rerun this cell.")
 
 for path, data in recorded:
     meta, rows = data["meta"], data["results"]
-    print(f"\n{path.name}: {meta['device']}, {meta['dtype']}")
+    name = path.relative_to(results_dir)
+    print(f"\n{name}: {meta['device']}, {meta['dtype']}")
     print("forward + backward, device time, R_base = time ÷ base layer:")
     print(bench.headline(rows))
     print()
     print(bench.pivot_table(rows, "device"))
 
     fig = bench.results_figure(rows, meta)
-    show(fig, "07_gpu_benchmark_" + re.sub(r"[^A-Za-z0-9]+", "_", path.stem))
+    show(fig, "07_gpu_benchmark_" + re.sub(r"[^A-Za-z0-9]+", "_", str(name.with_suffix(""))))
 
 # %% [markdown]
 # ### Without a GPU: the kernels on the CPU emulator
