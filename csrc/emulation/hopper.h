@@ -12,7 +12,7 @@
 //                          (shared memory read, accumulators written) only when wgmma.wait_group
 //                          retires its group, as late as the ISA allows
 //
-// Defined in hopper.cpp.
+// Defined in tma.cpp (dynamic shared memory, mbarrier, TMA) and wgmma.cpp.
 #pragma once
 
 #include <cstddef>
@@ -28,6 +28,7 @@ void* shared_pointer(uint32_t address);
 // For the scheduler: the launch's dynamic shared memory (bytes), and the poison before a block
 // (which also forgets every mbarrier, pending copy and pending product of the block before).
 void set_dynamic_shared_bytes(size_t bytes);
+size_t dynamic_shared_bytes();
 void start_block_of_hopper_state();
 
 // ---- mbarrier ------------------------------------------------------------------------------------
@@ -64,6 +65,11 @@ void wgmma_fence();
 void wgmma_m64k16_bf16(float* d, int n, uint64_t descriptor_a, uint64_t descriptor_b);
 void wgmma_commit_group();
 void wgmma_wait_group(int pending);
+
+// Between tma.cpp and wgmma.cpp: whether a product not yet retired reads any byte of
+// [begin, end) of shared memory (offsets), and the wgmma state forgotten before a block.
+bool wgmma_pending_reads(uint64_t begin, uint64_t end);
+void start_block_of_wgmma_state();
 
 // The product itself, for the probe too: every thread's accumulators d[thread][i] (128 x n / 2)
 // plus A·B, A and B read through the descriptors, shared addresses being offsets from `window`

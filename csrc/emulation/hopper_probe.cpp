@@ -1,6 +1,6 @@
 // Entry points that run the emulator's TMA box copy and wgmma product (hopper.h) on memory given
 // from Python, for tests/test_emulated_hopper.py, which lays out tiles and reads results with the
-// PTX ISA's formulas written out there, apart from hopper.cpp and hopper.cuh. Called through
+// PTX ISA's formulas written out there, apart from tma.cpp, wgmma.cpp and hopper.cuh. Called through
 // ctypes (minilora/kernels/emulated.py).
 #include <cstdio>
 #include <cstring>

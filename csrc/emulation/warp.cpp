@@ -207,7 +207,7 @@ int incomplete_warp() {
 }  // namespace minilora::emulation
 
 // The emulator has what compute capability 9.0 has and the kernels use: mma.sync on TF32 and bf16
-// (here), TMA, mbarrier and wgmma (hopper.cpp).
+// (here), TMA, mbarrier and wgmma (tma.cpp, wgmma.cpp).
 cudaError_t cudaGetDevice(int* device) {
   *device = 0;
   return cudaSuccess;

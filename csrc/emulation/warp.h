@@ -43,7 +43,7 @@ void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b
 void reset_warps();
 
 // Collectives completed since the library was loaded (mma.sync here; the warpgroup steps and the
-// mbarrier phases of hopper.cpp count too): fibers.cpp sees a pass over the waiting lanes that
+// mbarrier phases of tma.cpp and wgmma.cpp count too): fibers.cpp sees a pass over the waiting lanes that
 // completes none as divergence, and names a warp with lanes waiting at mma.sync (or -1).
 uint64_t collectives_completed();
 void count_completed_collective();
