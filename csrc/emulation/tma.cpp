@@ -16,12 +16,7 @@
 namespace minilora::emulation {
 namespace {
 
-using sm90::hold;
-using sm90::Lock;
-using sm90::made_progress;
-using sm90::wait_until;
-using sm90::wake_waiters;
-using sm90::where;
+using namespace sm90;  // the lock and the wait (hopper_sync.h)
 
 constexpr size_t kMaxDynamicShared = 227 * 1024;  // an H100's most per block
 

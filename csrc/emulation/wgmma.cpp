@@ -15,11 +15,7 @@
 namespace minilora::emulation {
 namespace {
 
-using sm90::hold;
-using sm90::Lock;
-using sm90::made_progress;
-using sm90::wait_until;
-using sm90::where;
+using namespace sm90;  // the lock and the wait (hopper_sync.h)
 
 constexpr int kMaxWarpgroups = 1024 / cuda::kWarpgroupThreads;
 
