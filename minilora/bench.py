@@ -14,8 +14,9 @@ twice the GPU's L2 cache, so no run finds its operands already cached by the pre
 Methods: the kernel ladder "naive", "tiled", "fused", "vectorized", "async", "warp", "tf32x3", "bf16",
 "wgmma" (minilora.kernels.cuda), and with --sweep "warp:<tiles>" (minilora.tile_sweep); "cupy", the
 reference's products through CuPy (minilora.kernels.cupy_baseline); "composed", the same products
-as cuBLAS GEMMs that accumulate in place (y = x·Wᵀ, then y += s·u·Bᵀ with beta = 1); "base", the
-layer without LoRA (x·Wᵀ, and dy·W for the backward), the floor; "peft", PyTorch + PEFT, when both
+as cuBLAS GEMMs that accumulate in place (y = x·Wᵀ, then y += s·u·Bᵀ with beta = 1); "graph", those
+GEMMs replayed as a CUDA graph, the bar for a fused kernel; "base", the layer without LoRA (x·Wᵀ,
+and dy·W for the backward), the floor (minilora.cublas_baselines); "peft", PyTorch + PEFT, when both
 import. R_base = time ÷ base time; R_peft = time ÷ peft time; TFLOP/s counts the LoRA layer's
 multiply-adds twice (the base layer's for "base").
 
@@ -30,7 +31,6 @@ Results go to --out (default $OUT, else ./minilora_bench): lora_bench.json, lora
 lora_bench.png. Without a usable GPU it prints one line saying why and exits 0.
 """
 
-import importlib
 import json
 import math
 import os
@@ -38,7 +38,7 @@ import statistics
 import time
 from pathlib import Path
 
-from minilora import backend, tile_sweep
+from minilora import backend, cublas_baselines, tile_sweep
 from minilora.io import atomic_write
 from minilora.kernels.bf16 import round_to_bfloat16
 from minilora.kernels.cuda import VARIANTS  # the kernel ladder, timed rung by rung
@@ -46,7 +46,7 @@ from minilora.plot import save_png
 
 FULL = {"M": (128, 512, 2048, 8192), "NK": ((1024, 1024), (4096, 4096), (11008, 4096)), "r": (8, 16, 64)}
 QUICK = {"M": (128, 2048), "NK": ((1024, 1024), (4096, 4096)), "r": (16,)}
-BASELINES = ("cupy", "composed", "base")
+BASELINES = ("cupy", "composed", "graph", "base")
 PASSES = ("forward", "forward+backward")
 BFLOAT16_METHODS = ("bf16", "wgmma", "peft")
 
@@ -227,13 +227,13 @@ def headline(rows, method="fused"):
         value = cells[name][key] if name in cells else None
         return "-" if value is None else f"{value:.2f}x"
 
-    lines = [f"| M | N | K | r | {method} ms | R_base | composed R_base | cupy R_base | R_peft |",
-             "|" + "---:|" * 9]
+    lines = [f"| M | N | K | r | {method} ms | R_base | composed R_base | graph R_base | cupy R_base "
+             "| R_peft |", "|" + "---:|" * 10]
     for (M, N, K, r), cells in table.items():
         if method in cells:
             lines.append(f"| {M} | {N} | {K} | {r} | {cells[method]['device_ms']:.3f} | "
-                         f"{ratio(cells, method)} | {ratio(cells, 'composed')} | {ratio(cells, 'cupy')} | "
-                         f"{ratio(cells, method, 'r_peft')} |")
+                         f"{ratio(cells, method)} | {ratio(cells, 'composed')} | {ratio(cells, 'graph')} | "
+                         f"{ratio(cells, 'cupy')} | {ratio(cells, method, 'r_peft')} |")
     return "\n".join(lines)
 
 
@@ -391,15 +391,21 @@ class _GpuBench:
                 _, u = cupy_baseline.forward(s["x"], s["W"], s["A"], s["B"], scaling)
                 return cupy_baseline.backward(s["dy"], s["x"], s["W"], s["A"], s["B"], u, scaling)
             return fwd, fwd_bwd
-        if method == "composed":
-            return (lambda i: _composed_forward(self.cp, sets[i % n], scaling),
-                    lambda i: _composed_forward_backward(self.cp, sets[i % n], scaling))
-        if method == "base":
-            return (lambda i: _base_forward(self.cp, sets[i % n]),
-                    lambda i: _base_forward_backward(self.cp, sets[i % n]))
+        if method in ("composed", "graph", "base"):
+            return self._cublas_callables(method, sets, scaling)
         if method == "peft":
             return _peft_callables(self.torch, self.peft, sets, scaling, self.stream, self.bfloat16)
         raise ValueError(f"unknown method {method!r}")
+
+    def _cublas_callables(self, method, sets, scaling):
+        cb = cublas_baselines
+        layers = ((cb.base_forward, cb.base_forward_backward) if method == "base" else
+                  (lambda s, out: cb.composed_forward(s, scaling, out),
+                   lambda s, out: cb.composed_forward_backward(s, scaling, out)))
+        if method == "graph":
+            return tuple(cb.graph_replays(self.cp, self.stream, sets, layer) for layer in layers)
+        n, out = len(sets), cb.fresh_outputs(self.cp, sets[0]["x"].dtype)
+        return tuple((lambda i, layer=layer: layer(sets[i % n], out)) for layer in layers)
 
     # -- one shape --
     def measure(self, M, N, K, r):
@@ -414,7 +420,11 @@ class _GpuBench:
                     if note not in self.notes:
                         self.notes.append(note)
                     continue
-                fwd, fwd_bwd = self._callables(method, sets, scaling)
+                try:
+                    fwd, fwd_bwd = self._callables(method, sets, scaling)
+                except cublas_baselines.GraphCaptureError as error:
+                    self.notes.append(f"graph not timed at M={M} N={N} K={K} r={r}: {error}")
+                    continue
                 y = fwd(0)
                 y = y[0] if isinstance(y, tuple) else y
                 if self.bfloat16 and method == "peft":
@@ -465,43 +475,6 @@ class _GpuBench:
         stream.synchronize()
         device = [self.cp.cuda.get_elapsed_time(start, stop) for start, stop in events]
         return statistics.median(device), statistics.median(host)
-
-
-def _gemm(*args, **kwargs):
-    """cupy.cublas.gemm(transa, transb, a, b, out=None, alpha=1.0, beta=0.0): out = alpha·op(a)·op(b)
-    + beta·out. Every call here passes a C-contiguous `out`, which cuBLAS then writes directly."""
-    return importlib.import_module("cupy.cublas").gemm(*args, **kwargs)
-
-
-def _composed_forward(cp, s, scaling):
-    """y = x·Wᵀ, then y += s·u·Bᵀ in place (cuBLAS beta = 1): no temporary M × N array."""
-    M, N, r = s["x"].shape[0], s["W"].shape[0], s["A"].shape[0]
-    u = _gemm("N", "T", s["x"], s["A"], out=cp.empty((M, r), s["x"].dtype))
-    y = _gemm("N", "T", s["x"], s["W"], out=cp.empty((M, N), s["x"].dtype))
-    _gemm("N", "T", u, s["B"], out=y, alpha=scaling, beta=1.0)
-    return y, u
-
-
-def _composed_forward_backward(cp, s, scaling):
-    _, u = _composed_forward(cp, s, scaling)
-    x, W, A, B, dy = s["x"], s["W"], s["A"], s["B"], s["dy"]
-    dtype = x.dtype
-    v = _gemm("N", "N", dy, B, out=cp.empty((x.shape[0], A.shape[0]), dtype))
-    dx = _gemm("N", "N", dy, W, out=cp.empty(x.shape, dtype))
-    _gemm("N", "N", v, A, out=dx, alpha=scaling, beta=1.0)
-    dA = _gemm("T", "N", v, x, out=cp.empty(A.shape, dtype), alpha=scaling)
-    dB = _gemm("T", "N", dy, u, out=cp.empty(B.shape, dtype), alpha=scaling)
-    return dx, dA, dB
-
-
-def _base_forward(cp, s):
-    return _gemm("N", "T", s["x"], s["W"], out=cp.empty((s["x"].shape[0], s["W"].shape[0]), s["x"].dtype))
-
-
-def _base_forward_backward(cp, s):
-    y = _base_forward(cp, s)
-    dx = _gemm("N", "N", s["dy"], s["W"], out=cp.empty(s["x"].shape, s["x"].dtype))
-    return y, dx
 
 
 def _import_peft():

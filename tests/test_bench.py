@@ -104,11 +104,13 @@ def test_pivot_table_has_one_line_per_shape_and_pass():
 def test_headline_puts_the_fused_forward_backward_next_to_the_baselines():
     both = "forward+backward"
     rows = bench.summarize([record("base", 5.0, pass_=both), record("fused", 6.0, pass_=both),
-                            record("composed", 5.5, pass_=both), record("peft", 12.0, pass_=both),
+                            record("composed", 5.5, pass_=both), record("graph", 5.25, pass_=both),
+                            record("peft", 12.0, pass_=both),
                             record("fused", 1.0), record("base", 1.0, M=512, pass_=both)])
     lines = bench.headline(rows).splitlines()
-    assert lines[0] == "| M | N | K | r | fused ms | R_base | composed R_base | cupy R_base | R_peft |"
-    assert lines[2:] == ["| 128 | 1024 | 512 | 16 | 6.000 | 1.20x | 1.10x | - | 0.50x |"]
+    assert lines[0] == ("| M | N | K | r | fused ms | R_base | composed R_base | graph R_base | cupy R_base "
+                        "| R_peft |")
+    assert lines[2:] == ["| 128 | 1024 | 512 | 16 | 6.000 | 1.20x | 1.10x | 1.05x | - | 0.50x |"]
 
 
 def test_results_are_written_as_json_markdown_and_png(tmp_path):
