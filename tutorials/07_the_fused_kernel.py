@@ -431,7 +431,10 @@ for M_, N_, K_, r_ in timing_shapes:
 # and in the folders of `benchmarks/gpu_check.sh` runs kept there (`<gpu>-<date>/lora_bench.json`,
 # and its bfloat16 run in `bf16/`), or in the folder named by `$MINILORA_BENCH_RESULTS`, and shows
 # it. R_base is the time of the LoRA layer divided by the time of the base layer alone: the fused
-# kernel's goal is R_base ≈ 1.
+# kernel's goal is R_base ≈ 1. The first table puts each kernel beside the cuBLAS baselines:
+# `composed`, the layer as cuBLAS calls that accumulate in place (beta = 1), launched one by one,
+# and `graph`, the same calls replayed as one CUDA graph, with no gap between them: the bar a
+# hand-written kernel has to beat to be worth writing.
 
 # %%
 results_dir = Path(os.environ.get("MINILORA_BENCH_RESULTS") or REPO / "benchmarks" / "results")
