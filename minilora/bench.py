@@ -28,7 +28,8 @@ would compare bf16 arithmetic with PEFT's float32). float64 leaves out the float
 (tf32x3, bf16, wgmma).
 
 Results go to --out (default $OUT, else ./minilora_bench): lora_bench.json, lora_bench.md and
-lora_bench.png. Without a usable GPU it prints one line saying why and exits 0.
+lora_bench.png, which name the GPU, the date, and the versions of CuPy, the CUDA runtime and driver
+(and of PyTorch and PEFT when timed). Without a usable GPU it prints one line saying why and exits 0.
 """
 
 import json
@@ -108,7 +109,7 @@ def run(args):
 
     records, skipped, start = [], [], time.perf_counter()
     meta = {"device": bench.device_name, "dtype": args.dtype, "l2_bytes": bench.l2_bytes,
-            "skipped_shapes": skipped, "notes": bench.notes}
+            "software": bench.software(), "skipped_shapes": skipped, "notes": bench.notes}
     for shape in shapes:
         if args.budget_s is not None and time.perf_counter() - start > args.budget_s:
             skipped.append(shape)
@@ -242,6 +243,8 @@ def markdown_report(rows, meta):
              "Median of many runs after a warm-up; inputs rotated past the L2 cache; W frozen "
              "(the backward computes dx, dA and dB). R_base = time ÷ the base layer's time "
              "(x·Wᵀ, plus dy·W in the backward) through cuBLAS.", ""]
+    if meta.get("software"):
+        parts += [software_line(meta["software"]), ""]
     parts += [pivot_table(rows, "device"), "", pivot_table(rows, "tflops"), "",
               pivot_table(rows, "host"), ""]
     if any(row["r_peft"] is not None for row in rows):
@@ -252,6 +255,14 @@ def markdown_report(rows, meta):
     if meta.get("skipped_shapes"):
         parts.append(f"- shapes not timed (time budget): {meta['skipped_shapes']}")
     return "\n".join(parts) + "\n"
+
+
+def software_line(software):
+    """One line naming what the timings depend on besides the GPU, from `_GpuBench.software()`."""
+    names = {"cupy": "CuPy", "cuda_runtime": "CUDA runtime", "cuda_driver": "driver for CUDA",
+             "torch": "PyTorch", "peft": "PEFT"}
+    listed = [f"{label} {software[key]}" for key, label in names.items() if software.get(key)]
+    return f"Measured {software.get('date', 'on an unrecorded date')} with " + ", ".join(listed) + "."
 
 
 def write_results(out_dir, rows, meta, plot=True):
@@ -342,6 +353,20 @@ class _GpuBench:
             if not usable:  # a tensor-core rung on a GPU without mma.sync for it
                 self.methods.remove(method)
                 self.notes.append(f"{method} not timed: {reason}")
+
+    def software(self):
+        """The versions the timings depend on besides the GPU, and the date (UTC)."""
+        def cuda_version(number):  # 13000 -> "13.0"
+            return f"{number // 1000}.{number % 1000 // 10}"
+
+        runtime = self.cp.cuda.runtime
+        found = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                 "cupy": self.cp.__version__,
+                 "cuda_runtime": cuda_version(runtime.runtimeGetVersion()),
+                 "cuda_driver": cuda_version(runtime.driverGetVersion())}
+        if self.torch is not None:
+            found |= {"torch": self.torch.__version__, "peft": self.peft.__version__}
+        return found
 
     # -- inputs --
     def _input_sets(self, M, N, K, r):

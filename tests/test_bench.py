@@ -6,6 +6,7 @@ The timing itself needs a GPU and runs in benchmarks/gpu_check.sh; nothing here 
 
 import argparse
 import json
+import types
 
 import pytest
 
@@ -118,6 +119,8 @@ def test_results_are_written_as_json_markdown_and_png(tmp_path):
                             record("base", 5.0, pass_="forward+backward"),
                             record("fused", 6.0, pass_="forward+backward")])
     meta = {"device": "Test GPU", "dtype": "float32", "notes": ["a note"],
+            "software": {"date": "2026-01-02 03:04 UTC", "cupy": "1.2.3", "cuda_runtime": "13.0",
+                         "cuda_driver": "13.1"},
             "skipped_shapes": [[8192, 1, 1, 1]]}
     bench.write_results(tmp_path, rows, meta, plot=True)
     names = sorted(p.name for p in tmp_path.iterdir())
@@ -130,6 +133,8 @@ def test_results_are_written_as_json_markdown_and_png(tmp_path):
     assert markdown.startswith("# LoRA layer benchmark: Test GPU, float32")
     assert "| 128 | 1024 | 512 | 16 | forward | 2.000 | 2.200 (1.10x) | 3.000 (1.50x) |" in markdown
     assert "R_peft" in markdown and "- a note" in markdown and "[8192, 1, 1, 1]" in markdown
+    assert ("Measured 2026-01-02 03:04 UTC with CuPy 1.2.3, CUDA runtime 13.0, driver for CUDA 13.1."
+            in markdown.splitlines())  # no PyTorch or PEFT: they were not timed
     assert (tmp_path / "lora_bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -146,3 +151,16 @@ def test_methods_for_each_dtype():
     assert "tf32x3" in kept and "bf16" not in kept and "wgmma" not in kept
     assert notes == ["bf16, wgmma: timed with --dtype bfloat16, beside PEFT in bfloat16"]
     assert bench.methods_for("float32", ("fused", "base")) == (("fused", "base"), [])
+
+
+def test_software_names_the_versions_the_timings_depend_on():
+    """CUDA numbers its versions 1000·major + 10·minor; PyTorch and PEFT are named when timed."""
+    runtime = types.SimpleNamespace(runtimeGetVersion=lambda: 12080, driverGetVersion=lambda: 13010)
+    cp = types.SimpleNamespace(__version__="14.2.0", cuda=types.SimpleNamespace(runtime=runtime))
+    timed = types.SimpleNamespace(cp=cp, torch=types.SimpleNamespace(__version__="2.11.0"),
+                                  peft=types.SimpleNamespace(__version__="0.21.2"))
+    found = bench._GpuBench.software(timed)
+    assert {k: found[k] for k in ("cupy", "cuda_runtime", "cuda_driver", "torch", "peft")} == {
+        "cupy": "14.2.0", "cuda_runtime": "12.8", "cuda_driver": "13.1", "torch": "2.11.0", "peft": "0.21.2"}
+    assert found["date"].endswith(" UTC")
+    assert "torch" not in bench._GpuBench.software(types.SimpleNamespace(cp=cp, torch=None))

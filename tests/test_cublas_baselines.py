@@ -139,7 +139,8 @@ def test_an_output_first_asked_for_during_capture_is_refused(fake_gpu):
 def test_a_capture_the_stream_refuses_names_the_cause(fake_gpu):
     cp, _ = fake_gpu
     stream = CapturingStream(fail_at_begin="operation not permitted when stream is capturing")
-    with pytest.raises(cb.GraphCaptureError, match="CUDA graph capture failed: RuntimeError: operation") as info:
+    with pytest.raises(cb.GraphCaptureError,
+                       match="CUDA graph capture failed: RuntimeError: operation") as info:
         cb.graph_replays(cp, stream, [input_set(8)], lambda s, out: cb.base_forward(s, out))
     assert isinstance(info.value.__cause__, RuntimeError)
 

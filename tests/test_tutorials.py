@@ -162,6 +162,7 @@ def test_tutorial_07_shows_a_recorded_benchmark(tmp_path):
                for pass_ in bench.PASSES]
     results = tmp_path / "results"
     meta = {"device": "made-up test device", "dtype": "float32", "l2_bytes": 1 << 20,
+            "software": {"date": "2026-12-03 10:00 UTC", "cupy": "0.0-made-up"},
             "skipped_shapes": [], "notes": []}
     bench.write_results(results, bench.summarize(records), meta, plot=False)
     (results / "notes.json").write_text(json.dumps({"not": "a result"}))
@@ -173,7 +174,8 @@ def test_tutorial_07_shows_a_recorded_benchmark(tmp_path):
                         plot=False)
 
     proc, figures = run_tutorial(fused_kernel_tutorial(), tmp_path, MINILORA_BENCH_RESULTS=str(results))
-    assert "\nlora_bench.json: made-up test device, float32" in proc.stdout
+    assert ("\nlora_bench.json: made-up test device, float32\n"
+            "Measured 2026-12-03 10:00 UTC with CuPy 0.0-made-up.") in proc.stdout
     assert "made-up-gpu-2026-12-03/lora_bench.json: made-up check device, float32" in proc.stdout
     assert "made-up-gpu-2026-12-03/bf16/lora_bench.json: made-up test device, bfloat16" in proc.stdout
     assert "| 512 | 64 | 96 | 4 | 5.000 | 1.25x | 1.50x |" in proc.stdout   # fused ms, R_base, composed

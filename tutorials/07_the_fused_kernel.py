@@ -460,6 +460,8 @@ for path, data in recorded:
     meta, rows = data["meta"], data["results"]
     name = path.relative_to(results_dir)
     print(f"\n{name}: {meta['device']}, {meta['dtype']}")
+    if meta.get("software"):
+        print(bench.software_line(meta["software"]))
     print("forward + backward, device time, R_base = time ÷ base layer:")
     print(bench.headline(rows))
     print()
