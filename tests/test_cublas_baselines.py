@@ -7,7 +7,8 @@ GEMMs issued while it captures and runs them again at each launch of the graph, 
 replays its kernels on the addresses it was captured with. What this checks is the baselines' own
 logic: the composed layer's arithmetic against the float64 reference, and that a graph replay
 computes each input set's results into outputs made before the capture. How fast cuBLAS runs them
-is for benchmarks/gpu_check.sh on a GPU.
+is for benchmarks/gpu_check.sh on a GPU, where the last test runs the real ones: cuBLAS through
+CuPy, and a real CUDA graph capture.
 """
 
 import types
@@ -151,3 +152,28 @@ def test_kept_outputs_refuse_a_name_asked_for_with_another_shape():
     assert out("y", [3, 4]) is first
     with pytest.raises(cb.GraphCaptureError, match=r"'y': asked for shape \(4, 3\), made as \(3, 4\)"):
         out("y", (4, 3))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_on_a_gpu_cublas_and_a_real_graph_replay_match_the_reference(cuda_device, dtype):
+    import cupy
+
+    rng = np.random.default_rng(9)
+    sets = [input_set(seed, M=37, N=29, K=45, r=5) for seed in (10, 11)]
+    on_gpu = [{name: cupy.asarray(array, dtype=dtype) for name, array in s.items()} for s in sets]
+    tolerance = {"rtol": 1e-4, "atol": 1e-4} if dtype == np.float32 else {"rtol": 1e-12, "atol": 1e-12}
+    scaling = float(rng.uniform(0.5, 2.0))
+    stream = cupy.cuda.Stream(non_blocking=True)
+    with stream:
+        fwd_bwd = cb.graph_replays(cupy, stream, on_gpu,
+                                   lambda s, out: cb.composed_forward_backward(s, scaling, out))
+        eager = cb.fresh_outputs(cupy, dtype)
+        for i, s in enumerate(sets):
+            (y, u), backward = expected(s, scaling)
+            for got in (fwd_bwd(i), cb.composed_forward_backward(on_gpu[i], scaling, eager)):
+                stream.synchronize()
+                for a, w in zip(got, backward):
+                    np.testing.assert_allclose(cupy.asnumpy(a), w, **tolerance)
+            np.testing.assert_allclose(cupy.asnumpy(cb.composed_forward(on_gpu[i], scaling, eager)[0]),
+                                       y, **tolerance)
