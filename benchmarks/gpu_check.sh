@@ -244,9 +244,12 @@ done
 bench_limit=50
 [ "$(left)" -lt "$bench_limit" ] && bench_limit=$(left)
 fp32_budget=$((bench_limit > 30 ? bench_limit - 30 : 1))
-# One step, two runs: float32 (every fp32 and tf32x3 rung and the baselines), then bfloat16.
+# One step, two runs: float32 (every fp32 and tf32x3 rung and the baselines), then bfloat16, which
+# runs even when the first failed (a method that raises fails its run, after the others are timed).
 # shellcheck disable=SC2086  # BENCH_ARGS is a list of options
-step report "benchmark" bench.log 50 bash -c '"$1" benchmarks/bench_lora.py --out "$2" --budget-s "$3" ${@:5} &&
-    "$1" benchmarks/bench_lora.py --out "$2/bf16" --dtype bfloat16 --budget-s "$4" --no-plot ${@:5}' \
+step report "benchmark" bench.log 50 bash -c '"$1" benchmarks/bench_lora.py --out "$2" --budget-s "$3" ${@:5}
+    fp32=$?
+    "$1" benchmarks/bench_lora.py --out "$2/bf16" --dtype bfloat16 --budget-s "$4" --no-plot ${@:5} &&
+    exit "$fp32"' \
     bench "$PYTHON" "$OUT_DIR" "$fp32_budget" "$BF16_BENCH_SECONDS" $BENCH_ARGS
 exit "$FAILED"

@@ -29,7 +29,9 @@ would compare bf16 arithmetic with PEFT's float32). float64 leaves out the float
 
 Results go to --out (default $OUT, else ./minilora_bench): lora_bench.json, lora_bench.md and
 lora_bench.png, which name the GPU, the date, and the versions of CuPy, the CUDA runtime and driver
-(and of PyTorch and PEFT when timed). Without a usable GPU it prints one line saying why and exits 0.
+(and of PyTorch and PEFT when timed). A method that raises is listed as failed, with its error
+(meta "failures"), the others are timed all the same, and the command exits 1. Without a usable
+GPU it prints one line saying why and exits 0.
 """
 
 import json
@@ -109,7 +111,8 @@ def run(args):
 
     records, skipped, start = [], [], time.perf_counter()
     meta = {"device": bench.device_name, "dtype": args.dtype, "l2_bytes": bench.l2_bytes,
-            "software": bench.software(), "skipped_shapes": skipped, "notes": bench.notes}
+            "software": bench.software(), "skipped_shapes": skipped, "notes": bench.notes,
+            "failures": bench.failures}
     for shape in shapes:
         if args.budget_s is not None and time.perf_counter() - start > args.budget_s:
             skipped.append(shape)
@@ -127,7 +130,9 @@ def run(args):
     if skipped:
         print(f"skipped {len(skipped)} shapes over the --budget-s of {args.budget_s} s: {skipped}")
     print(f"results in {out_dir}/lora_bench.{{json,md{'' if args.no_plot else ',png'}}}")
-    return 0
+    for failure in bench.failures:
+        print(f"FAILED: {failure}")
+    return 1 if bench.failures else 0
 
 
 def methods_for(dtype, methods):
@@ -251,6 +256,7 @@ def markdown_report(rows, meta):
         parts += [pivot_table(rows, "peft"), ""]
     if any(tile_sweep.pinned_tiles(row["method"]) for row in rows):
         parts += [tile_sweep.sweep_table(rows), ""]
+    parts += [f"- FAILED, not timed: {failure}" for failure in meta.get("failures", [])]
     parts += [f"- {note}" for note in meta.get("notes", [])]
     if meta.get("skipped_shapes"):
         parts.append(f"- shapes not timed (time budget): {meta['skipped_shapes']}")
@@ -338,6 +344,7 @@ class _GpuBench:
         self.l2_bytes = int(props.get("l2CacheSize", 50 << 20))
         self.spin = self.cp.RawKernel(SPIN_SOURCE, "minilora_spin")
         self.notes = []
+        self.failures = []  # "method at shape: error", for every method that raised
         self.torch, self.peft = _import_peft() if "peft" in methods else (None, None)
         self.peft_note = ("" if "peft" not in methods or self.peft
                           else " (peft skipped: torch or peft not importable)")
@@ -446,28 +453,36 @@ class _GpuBench:
                         self.notes.append(note)
                     continue
                 try:
-                    fwd, fwd_bwd = self._callables(method, sets, scaling)
-                except cublas_baselines.GraphCaptureError as error:
-                    self.notes.append(f"graph not timed at M={M} N={N} K={K} r={r}: {error}")
-                    continue
-                y = fwd(0)
-                y = y[0] if isinstance(y, tuple) else y
-                if self.bfloat16 and method == "peft":
-                    y = y.float()  # CuPy reads no bfloat16 tensor
-                error = None
-                if method != "base":
-                    diff = self.cp.linalg.norm(self.cp.asarray(y, dtype=self.cp.float64) - reference_y)
-                    error = float(diff / self.cp.linalg.norm(reference_y.astype(self.cp.float64)))
-                for pass_, fn in zip(PASSES, (fwd, fwd_bwd)):
-                    device_ms, host_ms = self._time(fn)
-                    records.append({"M": M, "N": N, "K": K, "r": r, "method": method, "pass": pass_,
-                                    "device_ms": device_ms, "host_ms": host_ms, "rel_err_vs_cupy": error,
-                                    "copies": len(sets)})
+                    records += self._measure_method(method, sets, scaling, reference_y, (M, N, K, r))
+                except Exception as error:  # one method's failure costs its own numbers, not the run's
+                    self.failures.append(f"{method} at M={M} N={N} K={K} r={r}: "
+                                         f"{type(error).__name__}: {error}")
         self.stream.synchronize()
         del sets
         self.cp.get_default_memory_pool().free_all_blocks()
         if self.torch is not None:
             self.torch.cuda.empty_cache()
+        return records
+
+    def _measure_method(self, method, sets, scaling, reference_y, shape):
+        """The records of one method on one shape: its forward's error against the cupy
+        baseline's, and both passes timed."""
+        fwd, fwd_bwd = self._callables(method, sets, scaling)
+        y = fwd(0)
+        y = y[0] if isinstance(y, tuple) else y
+        if self.bfloat16 and method == "peft":
+            y = y.float()  # CuPy reads no bfloat16 tensor
+        error = None
+        if method != "base":
+            diff = self.cp.linalg.norm(self.cp.asarray(y, dtype=self.cp.float64) - reference_y)
+            error = float(diff / self.cp.linalg.norm(reference_y.astype(self.cp.float64)))
+        M, N, K, r = shape
+        records = []
+        for pass_, fn in zip(PASSES, (fwd, fwd_bwd)):
+            device_ms, host_ms = self._time(fn)
+            records.append({"M": M, "N": N, "K": K, "r": r, "method": method, "pass": pass_,
+                            "device_ms": device_ms, "host_ms": host_ms, "rel_err_vs_cupy": error,
+                            "copies": len(sets)})
         return records
 
     def _time(self, fn):

@@ -20,7 +20,7 @@ import importlib
 
 class GraphCaptureError(RuntimeError):
     """The composed layer could not be captured into a CUDA graph (the CuPy build, the driver or
-    cuBLAS refused); the benchmark notes it and times the other methods."""
+    cuBLAS refused); the benchmark lists it among its failures and times the other methods."""
 
 
 def gemm(*args, **kwargs):

@@ -164,3 +164,59 @@ def test_software_names_the_versions_the_timings_depend_on():
         "cupy": "14.2.0", "cuda_runtime": "12.8", "cuda_driver": "13.1", "torch": "2.11.0", "peft": "0.21.2"}
     assert found["date"].endswith(" UTC")
     assert "torch" not in bench._GpuBench.software(types.SimpleNamespace(cp=cp, torch=None))
+
+
+class _Stream:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def synchronize(self):
+        pass
+
+
+def test_a_method_that_raises_is_listed_as_failed_and_the_others_are_timed():
+    """measure() goes on past a method that raises, and keeps what it says."""
+    def measure_method(method, sets, scaling, reference_y, shape):
+        if method == "broken":
+            raise ValueError("refused at this shape")
+        return [record(method, 1.0, M=shape[0])]
+
+    pool = types.SimpleNamespace(free_all_blocks=lambda: None)
+    timed = types.SimpleNamespace(
+        stream=_Stream(), methods=["fused", "broken", "base"], naive_max_flops=0, notes=[], failures=[],
+        torch=None, cp=types.SimpleNamespace(get_default_memory_pool=lambda: pool),
+        _input_sets=lambda *shape: [{}], _callables=lambda *args: ((lambda i: ([0.0],)), None),
+        _measure_method=measure_method)
+    records = bench._GpuBench.measure(timed, 64, 32, 16, 4)
+    assert [rec["method"] for rec in records] == ["fused", "base"]
+    assert timed.failures == ["broken at M=64 N=32 K=16 r=4: ValueError: refused at this shape"]
+    markdown = bench.markdown_report(bench.summarize(records),
+                                     {"device": "Test GPU", "dtype": "float32", "failures": timed.failures})
+    assert "- FAILED, not timed: broken at M=64 N=32 K=16 r=4: ValueError: refused at this shape" in markdown
+
+
+def test_the_command_exits_1_after_a_failure_with_the_results_written(monkeypatch, capsys, tmp_path):
+    class FailingBench:
+        device_name, l2_bytes, peft_note = "Test GPU", 1 << 20, ""
+
+        def __init__(self, dtype, methods, naive_max_gflop, quick):
+            self.methods, self.notes, self.failures = list(methods), [], []
+
+        def software(self):
+            return {}
+
+        def measure(self, M, N, K, r):
+            self.failures.append(f"broken at M={M}: ValueError: no")
+            return [record("fused", 1.0, M=M, N=N, K=K, r=r)]
+
+    monkeypatch.setattr(cuda_kernels, "status", lambda: (True, ""))
+    monkeypatch.setattr(bench, "_GpuBench", FailingBench)
+    argv = ["--M", "8", "--NK", "16x16", "--r", "2", "--methods", "fused", "--out", str(tmp_path), "--no-plot"]
+    assert bench.run(parse(argv)) == 1
+    assert "FAILED: broken at M=8: ValueError: no" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "lora_bench.json").read_text())
+    assert saved["meta"]["failures"] == ["broken at M=8: ValueError: no"]
+    assert [row["method"] for row in saved["results"]] == ["fused"]
