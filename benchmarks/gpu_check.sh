@@ -56,7 +56,7 @@ START=$SECONDS
 export PYTHONUNBUFFERED=1
 export MINILORA_CUDA=1
 export MINILORA_CUDA_ARCHS="${MINILORA_CUDA_ARCHS:-90}"
-BENCH_ARGS="${BENCH_ARGS:---M 128,512,8192 --NK 4096x4096 --r 16 --quick --methods fused,vectorized,async,warp,tf32x3,bf16,wgmma,cupy,composed,graph,base,peft}"
+BENCH_ARGS="${BENCH_ARGS:---M 128,512,8192 --NK 4096x4096 --r 16 --quick --methods base,composed,graph,cupy,peft,fused,vectorized,async,warp,tf32x3,bf16,wgmma}"
 BF16_BENCH_SECONDS=5  # the bfloat16 run starts no new shape after this (after the float32 run)
 
 SUMMARY=()

@@ -141,9 +141,9 @@ def test_results_are_written_as_json_markdown_and_png(tmp_path):
 def test_methods_for_each_dtype():
     """The bf16 rungs are timed in bfloat16 beside PEFT, without the CuPy baselines (CuPy has no
     bfloat16); float64 has no tensor-core rungs; float32 everything but the bf16 rungs."""
-    everything = bench.VARIANTS + bench.BASELINES + ("peft",)
+    everything = bench.ALL_METHODS
     kept, notes = bench.methods_for("bfloat16", everything)
-    assert kept == ("bf16", "wgmma", "peft") and len(notes) == 1 and "CuPy has no bfloat16" in notes[0]
+    assert kept == ("peft", "bf16", "wgmma") and len(notes) == 1 and "CuPy has no bfloat16" in notes[0]
     kept, notes = bench.methods_for("float64", everything)
     assert "tf32x3" not in kept and "bf16" not in kept and "wgmma" not in kept
     assert "fused" in kept and "cupy" in kept
