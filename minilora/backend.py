@@ -143,3 +143,11 @@ def parse_dtype(dtype, argname="dtype"):
         return np.dtype(dtype)
     except TypeError as exc:
         raise TypeError(f"{argname} must be a NumPy dtype or its name (e.g. 'float32'), got {dtype!r}") from exc
+
+
+def parse_float_dtype(dtype, argname="dtype"):
+    """parse_dtype, for the dtypes minilora computes in: float32 or float64 (TypeError otherwise)."""
+    dtype = parse_dtype(dtype, argname)
+    if dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{argname} must be float32 or float64, got {dtype}")
+    return dtype

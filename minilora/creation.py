@@ -10,13 +10,6 @@ from minilora.ops.axes import as_shape
 from minilora.tensor import NUMERIC_KINDS, Tensor
 
 
-def _float_dtype(dtype):
-    dtype = backend.parse_dtype(dtype)
-    if dtype not in backend.FLOAT_DTYPES:
-        raise TypeError(f"dtype must be float32 or float64, got {dtype}")
-    return dtype
-
-
 def _numeric_dtype(dtype):
     dtype = backend.parse_dtype(dtype)
     if dtype.kind not in NUMERIC_KINDS:
@@ -46,7 +39,7 @@ def ones(*shape, dtype="float32", device="cpu", requires_grad=False):
 def randn(*shape, dtype="float32", device="cpu", requires_grad=False):
     """A Tensor of standard normal samples of `shape` (float32 or float64)."""
     shape = _sizes(shape, "randn's shape")
-    data = random.randn(shape, dtype=_float_dtype(dtype), device=backend.check_device(device))
+    data = random.randn(shape, dtype=backend.parse_float_dtype(dtype), device=backend.check_device(device))
     return Tensor(data, requires_grad)
 
 

@@ -194,6 +194,24 @@ def test_a_checkpoint_of_a_merged_model_reloads_exactly(rng, tmp_path):
     assert np.array_equal(logits(merged_target, idx), unmerged_logits)
 
 
+def test_a_merged_model_cast_with_to_still_saves_and_unmerges(rng):
+    """Module.to casts the weight that unmerge() puts back along with the merged one."""
+    idx = tokens(rng)
+    model = adapted_gpt(rng)
+    unmerged_state = model.state_dict()
+    merge_adapters(model)
+    model.to(dtype="float64")
+    state = model.state_dict()
+    for name in unmerged_state:
+        assert state[name].dtype == np.float64
+        assert np.array_equal(state[name], unmerged_state[name].astype(np.float64)), name
+    merged_logits = logits(model, idx)
+    unmerge_adapters(model)
+    for name, p in model.named_parameters():
+        assert p.dtype == np.float64 and np.array_equal(p.numpy(), unmerged_state[name]), name
+    assert relative_error(logits(model, idx), merged_logits) <= 1e-12
+
+
 def test_load_state_dict_into_a_merged_layer_keeps_what_was_loaded(rng):
     source, layer = random_layer(rng, 10, 6, r=2).eval(), random_layer(rng, 10, 6, r=2).eval()
     layer.merge()

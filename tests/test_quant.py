@@ -160,10 +160,22 @@ def test_double_quant_changes_the_weights_only_by_the_absmax_rounding(rng):
     (np.ones(4), {"block_size": 2.0}, ValueError, "block_size"),
     (np.ones(4), {"double_quant": 1}, TypeError, "double_quant"),
     (np.array([1.0, np.nan]), {}, ValueError, "NaN"),
+    (np.array([1.0, -1e300]), {}, ValueError, r"magnitude 1e\+300, expected at most 3\.40282e\+38"),
 ])
 def test_bad_input_is_named(array, kwargs, error, words):
     with pytest.raises(error, match=words):
         nf4_quantize(array, **kwargs)
+
+
+def test_dequantize_and_astype_give_float32_or_float64():
+    q = nf4_quantize(np.linspace(-1, 1, 10).astype(np.float32), 4)
+    wide = q.astype("float64")
+    assert wide.dtype == np.float64 and wide.packed is q.packed and q.dtype == np.float32
+    np.testing.assert_array_equal(wide.dequantize(), q.dequantize().astype(np.float64))
+    with pytest.raises(TypeError, match="dequantize\\(dtype\\) must be float32 or float64, got int8"):
+        q.dequantize("int8")
+    with pytest.raises(TypeError, match="astype\\(dtype\\) must be float32 or float64, got float16"):
+        q.astype(np.float16)
 
 
 def test_repr_says_what_it_costs():

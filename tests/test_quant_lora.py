@@ -11,6 +11,7 @@ import pytest
 
 import minilora
 from minilora import F, kernels
+from minilora.checkpoint import save_checkpoint
 from minilora.gradcheck import gradcheck
 from minilora.lora import LoRAConfig, LoRALinear, apply_lora, load_adapter, merge_and_unload, save_adapter
 from minilora.lora.merge import merge_adapters, unmerge_adapters
@@ -174,6 +175,36 @@ def test_merging_an_nf4_base_gives_a_float_layer_and_unmerge_gives_the_same_nf4_
         layer.unmerge()
     assert layer.base is quantized
     np.testing.assert_array_equal(layer(x).detach().numpy(), before)
+
+
+def test_an_nf4_model_cast_to_float64_merges_in_float64(rng):
+    """to(dtype=...) sets the dtype an NF4 base dequantizes to, so merging gives a float64 weight."""
+    model = apply_lora(small_gpt(), LoRAConfig(r=2, base_quant="nf4")).to(dtype="float64").eval()
+    layer = model.h[0].attn.q_proj
+    layer.lora_B.data[...] = rng.standard_normal(layer.lora_B.shape)
+    tokens = idx(rng)
+    with minilora.no_grad():
+        before = model(tokens)[0].numpy()
+        merge_adapters(model)
+        assert layer.base.weight.dtype == np.float64
+        np.testing.assert_allclose(model(tokens)[0].numpy(), before, rtol=1e-12, atol=1e-12)
+        unmerge_adapters(model)
+    assert isinstance(layer.base, NF4Linear) and layer.base.dtype == np.float64
+
+
+def test_merge_and_unload_dequantizes_the_nf4_layers_without_adapters(rng, tmp_path):
+    """With base_quant_scope="all-linear", k_proj and the MLP are NF4 with no adapter: the plain model
+    holds them as float Linears too, so it can be checkpointed."""
+    adapted = apply_lora(small_gpt(), LoRAConfig(r=2, base_quant="nf4", base_quant_scope="all-linear")).eval()
+    k_proj = adapted.h[0].attn.k_proj.weight_nf4.dequantize()
+    tokens = idx(rng)
+    expected = adapted(tokens)[0].numpy()
+    plain = merge_and_unload(adapted)
+    assert not any(isinstance(m, NF4Linear) for m in plain.modules())
+    assert type(plain.h[0].attn.k_proj) is Linear
+    np.testing.assert_array_equal(plain.h[0].attn.k_proj.weight.numpy(), k_proj)
+    np.testing.assert_allclose(plain(tokens)[0].numpy(), expected, rtol=1e-5, atol=1e-5)
+    save_checkpoint(plain, tmp_path / "plain")
 
 
 def test_a_qlora_adapter_saves_loads_and_merges_into_a_plain_model(rng, tmp_path):

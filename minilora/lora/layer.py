@@ -262,18 +262,21 @@ class LoRALinear(Module):
         self.merged_adapter = adapter_name
 
     def unmerge(self):
-        """Put back the weight exactly as it was before merge() (the same array, bit for bit)."""
+        """Put back the weight exactly as it was before merge() (the same array, bit for bit; after a
+        .to() while merged, that array moved or cast as the rest of the layer was)."""
         if not self.merged:
             raise RuntimeError("unmerge() called on a LoRALinear that is not merged")
-        weight, original = self.base.weight, self._unmerged_weight
-        if original.dtype != weight.dtype or backend.device_of(original) != weight.device:
-            raise RuntimeError(f"the layer was cast or moved while merged ({original.dtype} -> {weight.dtype}); "
-                               "unmerge before calling .to(...)")
-        weight.data = original
+        self.base.weight.data = self._unmerged_weight
         self._unmerged_weight = None
         self.merged_adapter = None
         if self._quantized_base is not None:
             self.base, self._quantized_base = self._quantized_base, None
+
+    def _converted(self, convert, device, dtype):
+        # Module.to moved or cast the merged weight; the weight unmerge() puts back goes with it,
+        # so that unmerge() still restores W (exactly, unless a cast to float32 rounds it).
+        if self._unmerged_weight is not None:
+            self._unmerged_weight = convert(self._unmerged_weight)
 
     @contextlib.contextmanager
     def unmerged(self):

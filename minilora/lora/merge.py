@@ -3,11 +3,13 @@
 merge_adapters / unmerge_adapters call LoRALinear.merge()/unmerge() on every LoRA layer (W' = W +
 scaling·B·A, and back to the very same W). merge_and_unload goes one step further and gives back a
 plain model: every LoRALinear is replaced by its Linear holding W', every modules_to_save wrapper by
-the active adapter's copy, and the adapters are dropped. Its outputs equal the adapted model's up
-to float rounding; it has no LoRA parameters at all.
+the active adapter's copy, every NF4 layer left (base_quant_scope="all-linear" quantizes layers
+without adapters too) by a float Linear holding its dequantized W, and the adapters are dropped. Its
+outputs equal the adapted model's up to float rounding; it has no LoRA parameters at all.
 """
 
 from minilora.lora.inject import lora_configs, lora_layers, mark_trainable, saved_modules, set_module
+from minilora.quant.linear import NF4Linear
 
 
 def merge_adapters(model):
@@ -37,6 +39,9 @@ def merge_and_unload(model):
         set_module(model, name, layer.base)
     for name, wrapper in saved_modules(model):
         set_module(model, name, wrapper.active)
+    for name, module in list(model.named_modules()):
+        if isinstance(module, NF4Linear):
+            set_module(model, name, module.dequantized_linear())
     del model.lora_configs
     del model.active_adapter
     mark_trainable(model, None)

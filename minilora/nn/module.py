@@ -201,14 +201,15 @@ class Module:
                 p.grad = convert(p.grad)
         for _, b in self.named_buffers():
             b.data = convert(b.data)
-        if device is not None:
-            for m in self.modules():
-                m._moved_to(device)
+        for m in self.modules():
+            m._converted(convert, device, dtype)
         return self
 
-    def _moved_to(self, device):
-        """Called by to(device) on every submodule, for state that is neither a parameter nor a
-        buffer (an NF4 weight, minilora/quant/linear.py). Nothing by default."""
+    def _converted(self, convert, device, dtype):
+        """Called by to() on every submodule, for state that is neither a parameter nor a buffer:
+        an NF4 weight (minilora/quant/linear.py), the weight a merged LoRALinear keeps for unmerge
+        (minilora/lora/layer.py). `convert` is what to() did to each parameter's array; `device` and
+        `dtype` are to()'s arguments, checked (None where not given). Nothing by default."""
 
     # ---- saving and loading ------------------------------------------------------------------------
     def unmerged(self):

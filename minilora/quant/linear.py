@@ -9,8 +9,9 @@ Forward: y = x·Ŵᵀ + b with Ŵ = W dequantized for this call, in x's dtype. N
 indices have no gradient): this layer is always frozen, which is all QLoRA needs of its base.
 
 Devices: W is quantized on the CPU (from a Linear on the CPU); model.to("cuda") then moves the NF4
-arrays to the GPU with the rest of the model (_moved_to below), where the fused op runs them on the
-CUDA kernels' "nf4" rung, and to("cpu") brings them back.
+arrays to the GPU with the rest of the model (_converted below), where the fused op runs them on the
+CUDA kernels' "nf4" rung, and to("cpu") brings them back; model.to(dtype="float64") makes W
+dequantize to float64 (the 4-bit data stays as it is).
 
 What it leaves out, for now: the NF4 arrays are not Parameters, so state_dict() and checkpoints
 hold the bias only. A QLoRA model is rebuilt by
@@ -41,8 +42,12 @@ class NF4Linear(Module):
         if self.bias is not None:
             self.bias.requires_grad = False
 
-    def _moved_to(self, device):
-        self.weight_nf4 = self.weight_nf4.to(device)   # Module.to moves parameters; this moves W
+    def _converted(self, convert, device, dtype):
+        # Module.to converts parameters (the bias); this moves W, or sets the dtype it dequantizes to.
+        if device is not None:
+            self.weight_nf4 = self.weight_nf4.to(device)
+        if dtype is not None:
+            self.weight_nf4 = self.weight_nf4.astype(dtype)
 
     @property
     def weight(self):

@@ -85,6 +85,11 @@ class NF4Tensor:
         absmax = self.absmax.to(device) if self.double_quant else move(self.absmax)
         return NF4Tensor(move(self.packed), absmax, self.shape, self.dtype, self.block_size)
 
+    def astype(self, dtype):
+        """This NF4Tensor dequantizing to `dtype` (float32 or float64), sharing its 4-bit data."""
+        dtype = backend.parse_float_dtype(dtype, "NF4Tensor.astype(dtype)")
+        return NF4Tensor(self.packed, self.absmax, self.shape, dtype, self.block_size)
+
     @property
     def double_quant(self):
         return isinstance(self.absmax, QuantizedAbsmax)
@@ -109,7 +114,7 @@ class NF4Tensor:
     def dequantize(self, dtype=None):
         """The array back, NF4_CODE[index] · absmax, with the original shape, in `dtype` (default:
         the original dtype). The levels and scales are float32, so float64 adds no precision."""
-        dtype = self.dtype if dtype is None else np.dtype(dtype)
+        dtype = self.dtype if dtype is None else backend.parse_float_dtype(dtype, "dequantize(dtype)")
         xp = backend.xp_of(self.packed)
         values = xp.asarray(NF4_CODE)[self.indices()]                            # (size,) float32
         scale = xp.repeat(self.block_absmax(), self.block_size)[: self.size]      # (size,) float32
@@ -142,6 +147,10 @@ def nf4_quantize(array, block_size=64, double_quant=False):
         raise TypeError(f"double_quant must be True or False, got {double_quant!r}")
     if not np.isfinite(array).all():
         raise ValueError("nf4_quantize: the array holds NaN or inf, which have no NF4 level")
+    largest, float32_max = float(np.abs(array).max()), float(np.finfo(np.float32).max)
+    if largest > float32_max:  # the block scales are float32: this one would be inf
+        raise ValueError(f"nf4_quantize: the array holds a value of magnitude {largest:.6g}, expected at most "
+                         f"{float32_max:.6g} (float32's largest; the block scales are float32)")
     block_size = int(block_size)
     flat = array.reshape(-1).astype(np.float32)
     blocks = _pad_to(flat, block_size).reshape(-1, block_size)               # (n_blocks, block_size)
