@@ -3,6 +3,7 @@
 import json
 import math
 
+import numpy as np
 import pytest
 
 from minilora.lora import LoRAConfig
@@ -45,6 +46,17 @@ def test_bad_values_are_rejected_with_the_argument_named(kwargs, fragment):
 def test_wrong_types_are_type_errors(kwargs):
     with pytest.raises(TypeError):
         LoRAConfig(**kwargs)
+
+
+def test_numpy_numbers_are_taken_and_kept_as_python_numbers():
+    """r = np.int64(4) from an array of ranks, alpha = np.float32(8): stored as int and float, so the
+    config still writes to JSON."""
+    config = LoRAConfig(r=np.int64(4), alpha=np.float32(8), dropout=np.float64(0.1),
+                        rank_pattern={"q_proj": np.int32(2)}, alpha_pattern={"q_proj": np.int64(3)})
+    assert (config.r, config.alpha, config.dropout) == (4, 8.0, 0.1)
+    assert type(config.r) is int and type(config.alpha) is float and type(config.dropout) is float
+    assert type(config.rank_pattern["q_proj"]) is int and type(config.alpha_pattern["q_proj"]) is int
+    assert LoRAConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
 
 
 def test_json_round_trip_gives_an_equal_config():

@@ -190,6 +190,25 @@ def test_bad_layers_and_adapters_are_rejected(rng):
         new_adapter(7, 5, 1, 0)
 
 
+@pytest.mark.parametrize("kwargs, error, words", [
+    (dict(dropout="0.1"), ValueError, "dropout must be a number in [0, 1), got '0.1'"),
+    (dict(dropout=1.0), ValueError, "dropout must be a number in [0, 1), got 1.0"),
+    (dict(alpha="8"), ValueError, "alpha must be a finite number > 0, got '8'"),
+    (dict(use_rslora="yes"), TypeError, "use_rslora must be True or False, got 'yes'"),
+    (dict(use_dora=1), TypeError, "use_dora must be True or False, got 1"),
+    (dict(r=2.0), ValueError, "r must be an int in [1, min(in, out)] = [1, 3] for this layer, got 2.0"),
+])
+def test_layer_arguments_are_checked_as_lora_config_checks_them(kwargs, error, words):
+    with pytest.raises(error) as info:
+        LoRALinear(Linear(4, 3), **({"r": 2} | kwargs))
+    assert words in str(info.value)
+
+
+def test_a_numpy_rank_and_alpha_make_the_same_layer_as_python_ones():
+    layer = LoRALinear(Linear(4, 3), r=np.int64(2), alpha=np.float32(6))
+    assert type(layer.r) is int and layer.r == 2 and layer.scaling == 3.0
+
+
 def test_an_empty_batch_goes_through_like_through_linear(rng, device):
     layer = LoRALinear(Linear(6, 4, device=device), r=2, alpha=4)
     layer.lora_B.data[...] = backend.xp_for(device).asarray(rng.standard_normal((4, 2)), dtype="float32")

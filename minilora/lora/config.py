@@ -15,6 +15,7 @@ as initialised), PiSSA (init="pissa", minilora/lora/pissa.py), and QLoRA's 4-bit
 """
 
 import math
+import numbers
 import re
 from dataclasses import asdict, dataclass, field, fields
 
@@ -81,19 +82,14 @@ class LoRAConfig:
     base_quant_scope: str = "adapted"
 
     def __post_init__(self):
-        _check_rank("r", self.r)
-        _check_alpha("alpha", self.alpha)
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) \
-                or not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
-        self.dropout = float(self.dropout)
+        self.r = check_rank("r", self.r)
+        self.alpha = check_alpha("alpha", self.alpha)
+        self.dropout = check_dropout("dropout", self.dropout)
         self.target_modules = _names_or_regex("target_modules", self.target_modules, allow_empty=False)
         self.exclude_modules = _names_or_regex("exclude_modules", self.exclude_modules, allow_empty=True)
         if self.exclude_modules == ALL_LINEAR:
             raise ValueError("exclude_modules cannot be 'all-linear' (nothing would be left to adapt)")
         self.modules_to_save = _names("modules_to_save", self.modules_to_save)
-        if not isinstance(self.use_rslora, bool):
-            raise TypeError(f"use_rslora must be True or False, got {self.use_rslora!r}")
         if self.init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
         if self.bias not in BIASES:
@@ -105,11 +101,10 @@ class LoRAConfig:
                 raise ValueError("layers_to_transform must be None or a non-empty list of block "
                                  f"indices (ints >= 0), got {self.layers_to_transform!r}")
             self.layers_to_transform = tuple(sorted(set(int(i) for i in layers)))
-        self.rank_pattern = _pattern("rank_pattern", self.rank_pattern, _check_rank)
-        self.alpha_pattern = _pattern("alpha_pattern", self.alpha_pattern, _check_alpha)
-        for name in ("use_dora", "use_lora_fa", "base_quant_double"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        self.rank_pattern = _pattern("rank_pattern", self.rank_pattern, check_rank)
+        self.alpha_pattern = _pattern("alpha_pattern", self.alpha_pattern, check_alpha)
+        for name in ("use_rslora", "use_dora", "use_lora_fa", "base_quant_double"):
+            check_flag(name, getattr(self, name))
         if self.base_quant not in BASE_QUANTS:
             raise ValueError(f"base_quant must be one of {BASE_QUANTS}, got {self.base_quant!r}")
         if not _is_int(self.base_quant_block_size) or self.base_quant_block_size < 2:
@@ -170,15 +165,33 @@ def _is_int(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _check_rank(argname, r):
-    if not _is_int(r) or r < 1:
+# ---- the checks an adapter's own arguments share (LoRALinear makes one without a config) --------
+def check_rank(argname, r):
+    """r as an int; ValueError unless it is an integer >= 1 (a NumPy integer too)."""
+    if isinstance(r, bool) or not isinstance(r, numbers.Integral) or r < 1:
         raise ValueError(f"{argname} must be an int >= 1, got {r!r}")
+    return int(r)
 
 
-def _check_alpha(argname, alpha):
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0 \
+def check_alpha(argname, alpha):
+    """alpha as an int or float; ValueError unless it is a finite real number > 0 (NumPy's too)."""
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not alpha > 0 \
             or not math.isfinite(alpha):
         raise ValueError(f"{argname} must be a finite number > 0, got {alpha!r}")
+    return int(alpha) if isinstance(alpha, numbers.Integral) else float(alpha)
+
+
+def check_dropout(argname, p):
+    """p as a float; ValueError unless it is a real number in [0, 1)."""
+    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= p < 1.0:
+        raise ValueError(f"{argname} must be a number in [0, 1), got {p!r}")
+    return float(p)
+
+
+def check_flag(argname, value):
+    """TypeError unless value is True or False: a string like "no" would be read as True."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{argname} must be True or False, got {value!r}")
 
 
 def _names(argname, value):
@@ -216,5 +229,4 @@ def _pattern(argname, value, check):
     for key, item in value.items():
         if not isinstance(key, str) or not key:
             raise TypeError(f"{argname} keys must be non-empty module names, got {key!r}")
-        check(f"{argname}[{key!r}]", item)
-    return dict(value)
+    return {key: check(f"{argname}[{key!r}]", item) for key, item in value.items()}

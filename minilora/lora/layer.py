@@ -26,6 +26,7 @@ merged layer holds a float W', and unmerge() puts the very same NF4 base back.
 
 import contextlib
 import math
+import numbers
 
 import numpy as np
 
@@ -33,7 +34,7 @@ from minilora import backend, random
 from minilora import functional as F
 from minilora.lora import dora
 from minilora.lora.adapter_dict import AdapterDict
-from minilora.lora.config import INITS, scaling as lora_scaling
+from minilora.lora.config import INITS, check_alpha, check_dropout, check_flag, scaling as lora_scaling
 from minilora.nn import Linear, Module, Parameter
 from minilora.nn import parameter
 from minilora.quant.linear import NF4Linear
@@ -51,8 +52,7 @@ class LoRAAdapter(Module):
                              f"{lora_A.shape} and {lora_B.shape}")
         if not math.isfinite(scaling):
             raise ValueError(f"scaling must be a finite number, got {scaling!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        dropout = check_dropout("dropout", dropout)
         self.lora_A = lora_A if isinstance(lora_A, Parameter) else Parameter(lora_A)
         self.lora_B = lora_B if isinstance(lora_B, Parameter) else Parameter(lora_B)
         self.scaling = float(scaling)
@@ -79,8 +79,8 @@ def new_adapter(in_features, out_features, r, alpha, dropout=0.0, use_rslora=Fal
     if init == "pissa":
         raise ValueError("init='pissa' starts from W's singular vectors and changes W: use apply_lora with "
                          "LoRAConfig(init='pissa'), or minilora.lora.pissa.pissa_init on a layer")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < math.inf:
-        raise ValueError(f"alpha must be a finite number > 0, got {alpha!r}")
+    alpha = check_alpha("alpha", alpha)
+    check_flag("use_rslora", use_rslora)
     if init == "gaussian":
         lora_A = random.randn((r, in_features), dtype, device) * (1.0 / math.sqrt(in_features))
     else:
@@ -104,10 +104,11 @@ class LoRALinear(Module):
         super().__init__()
         if not isinstance(base, (Linear, NF4Linear)):
             raise TypeError(f"LoRALinear wraps a Linear (or an NF4Linear), got {type(base).__name__}")
-        if r is not None and (isinstance(r, bool) or not isinstance(r, int)
+        if r is not None and (isinstance(r, bool) or not isinstance(r, numbers.Integral)
                               or not 1 <= r <= min(base.in_features, base.out_features)):
             raise ValueError(f"r must be an int in [1, min(in, out)] = [1, "
                              f"{min(base.in_features, base.out_features)}] for this layer, got {r!r}")
+        check_flag("use_dora", use_dora)
         self.base = base
         base.requires_grad_(False)  # W and b are frozen; apply_lora may unfreeze b (LoRAConfig.bias)
         self.in_features = base.in_features
@@ -119,7 +120,7 @@ class LoRALinear(Module):
         self._unmerged_weight = None
         self._quantized_base = None  # the NF4Linear while merged (the merged W' is float)
         if r is not None:
-            adapter = new_adapter(self.in_features, self.out_features, r, alpha, dropout, use_rslora, init,
+            adapter = new_adapter(self.in_features, self.out_features, int(r), alpha, dropout, use_rslora, init,
                                   base.weight.dtype, base.weight.device)
             if use_dora:
                 dora.init_magnitude(base, adapter)
