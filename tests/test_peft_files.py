@@ -42,7 +42,10 @@ def test_keys_shapes_and_fields(tmp_path, rng):
                                                 rank_pattern={"h.1.attn.v_proj": 3}, dropout=0.1))
     assert save_peft_adapter(model, tmp_path) == tmp_path
     config, tensors, header = read(tmp_path)
-    assert header == {"format": "pt"}
+    assert header.keys() == {"format", "minilora.adapter_config"} and header["format"] == "pt"
+    record = json.loads(header["minilora.adapter_config"])  # the fields read back, to check the pair
+    assert record["r"] == 2 and record["rank_pattern"] == {r"h\.1\.attn\.v_proj": 3}
+    assert set(record) < set(config) and all(config[k] == v for k, v in record.items())
     expected = {}
     for i in range(L):
         for proj, r in (("q_proj", 2), ("v_proj", 3 if i == 1 else 2)):
@@ -273,6 +276,8 @@ def test_a_wrong_rank_is_an_error(tmp_path, rng):
     ("layer_replication", [[0, 1]], "layers repeated"),
     ("some_future_field", 3, "some_future_field=3 cannot be expressed"),
     ("bias", "most", "bias='most'"),
+    ("r", "2", "adapter_config.json: r must be an int >= 1, got '2'"),
+    ("lora_alpha", None, "adapter_config.json: lora_alpha must be a finite number > 0, got None"),
 ])
 def test_a_field_minilora_cannot_express_is_an_error(tmp_path, rng, field, value, says):
     assert says in error_for(tmp_path, rng, **{field: value})
@@ -290,6 +295,22 @@ def test_embedding_tensors_and_dora_magnitudes_that_do_not_fit_are_named(tmp_pat
     message = error_for(tmp_path, rng, tensors, use_dora=True)
     assert f"h.1.attn.q_proj.lora_magnitude_vector has shape ({C + 1},), the config (r=2) and the model need ({C},)" \
         in message and "h.0.attn.q_proj" not in message
+
+
+def test_weights_and_config_of_different_saves_are_refused(tmp_path, rng):
+    """A save that stopped between its two files leaves new weights beside the old config: r or alpha
+    would be read wrong. The weights' header records the config they were saved with."""
+    model = randomly_trained(tiny_gpt(), rng, LoRAConfig(r=2, alpha=4))
+    save_peft_adapter(model, tmp_path / "old")
+    save_peft_adapter(randomly_trained(tiny_gpt(), rng, LoRAConfig(r=2, alpha=8)), tmp_path / "new")
+    (tmp_path / "new" / "adapter_config.json").write_bytes((tmp_path / "old" / "adapter_config.json").read_bytes())
+    with pytest.raises(ValueError, match="were not saved together .*lora_alpha=4 in the config, 8 in the weights"):
+        load_peft_adapter(tiny_gpt(), tmp_path / "new")
+    # A field minilora does not read may be edited; the pair still loads.
+    config = json.loads((tmp_path / "old" / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = "gpt2"
+    (tmp_path / "old" / "adapter_config.json").write_text(json.dumps(config))
+    load_peft_adapter(tiny_gpt(), tmp_path / "old")
 
 
 def test_loading_twice_and_unknown_layouts(tmp_path, rng):

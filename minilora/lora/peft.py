@@ -33,8 +33,9 @@ Module names come in two layouts:
                 concatenated; a part without an adapter (k) gets ‖W_k‖ per row, the magnitude
                 that leaves its rows as they are.
 
-Two things are stricter here than in PEFT: a tensor whose name fits no module is an error, not a
-warning; and a trained bias of an adapted layer is written under the name PEFT loads
+Three things are stricter here than in PEFT: a tensor whose name fits no module is an error, not a
+warning; the weights' header records the config fields minilora reads, and a config that differs
+from that record (the files of two saves in one folder) is an error; and a trained bias of an adapted layer is written under the name PEFT loads
 (`...base_layer.bias`), since under any other name PEFT would leave the base bias in place and its
 outputs would be silently off. Anything in a PEFT file that minilora cannot express (a lora_B
 bias, another init, ...) is an error naming the field. A PiSSA adapter is refused on saving: PiSSA
@@ -72,6 +73,10 @@ UNSUPPORTED = {"lora_embedding_": "LoRA on an Embedding cannot be expressed (min
                "lora_B.bias": "a bias on lora_B (lora_bias=True) cannot be expressed"}
 MAGNITUDE = "lora_magnitude_vector"  # DoRA's m, as PEFT's get_peft_model_state_dict names it
 PARTS_KEY = "minilora.fused_parts"  # in the safetensors header: {c_attn name: [[part, r, alpha], ...]}
+# Also in the header: the fields of adapter_config.json that minilora reads, as saved with the
+# weights, so that a folder holding the weights of one save and the config of another (a save that
+# stopped between its two files) is refused rather than loaded with the wrong r or alpha.
+CONFIG_KEY = "minilora.adapter_config"
 
 
 # ---- names ------------------------------------------------------------------------------------------
@@ -156,7 +161,7 @@ def save_peft_adapter(model, directory, adapter_name="default", layout=None):
         "fan_in_fan_out": any(_where(n, layout)[2] for parts in groups.values() for _, n, _ in parts),
         "use_dora": config.use_dora, "lora_bias": False,
     }
-    header = {"format": "pt"}
+    header = {"format": "pt", CONFIG_KEY: json.dumps({k: file_config[k] for k in peft_config.READ}, sort_keys=True)}
     if fused:
         header[PARTS_KEY] = json.dumps(fused)
     _write(directory, file_config, tensors, header)
@@ -242,6 +247,8 @@ def _saved_tensors(model, adapter_name, layout):
 
 
 def _write(directory, file_config, tensors, header):
+    """The weights first, then the config: each file is whole, and a save that stops between the two
+    leaves a pair that load_peft_adapter refuses (CONFIG_KEY)."""
     from safetensors.numpy import save
 
     directory = os.fspath(directory)
@@ -276,6 +283,7 @@ def load_peft_adapter(model, directory, adapter_name="default", layout=None):
     linear_names = _linear_names(model, layout)
     file_config = peft_config.expand_all_linear(file_config, linear_names)
     tensors, header = read_safetensors(weights_path)
+    _check_saved_together(file_config, header, config_path, weights_path)
     lora, biases, saved = _sort_tensors(tensors, file_config, weights_path)
 
     adapters = _adapters(model, layout, file_config, lora, header, linear_names, weights_path)
@@ -298,6 +306,22 @@ def load_peft_adapter(model, directory, adapter_name="default", layout=None):
         params[plain].data[...] = array
     activate(model, adapter_name)
     return model
+
+
+def _check_saved_together(file_config, header, config_path, weights_path):
+    """The config fields recorded in the weights' header (by save_peft_adapter; PEFT records none)
+    equal the config file's."""
+    if CONFIG_KEY not in header:
+        return
+    try:
+        record = json.loads(header[CONFIG_KEY])
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{weights_path}: the header's {CONFIG_KEY} is not valid JSON ({exc})") from exc
+    differ = [f"{key}={file_config.get(key)!r} in the config, {value!r} in the weights"
+              for key, value in sorted(record.items()) if file_config.get(key) != value]
+    if differ:
+        raise ValueError(f"{config_path} and {weights_path} were not saved together (a save that stopped "
+                         f"between its two files, or an edited config): {'; '.join(differ)}. Save the adapter again")
 
 
 def _sort_tensors(tensors, file_config, source):

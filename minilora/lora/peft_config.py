@@ -21,6 +21,7 @@ Names are the module names of the PyTorch model, without PEFT's "base_model.mode
 
 import re
 
+from minilora.lora.config import check_alpha, check_rank
 from minilora.lora.targets import OUTPUT_HEADS
 
 # Fields that describe the file and do not change what the adapter computes.
@@ -58,6 +59,8 @@ def check_expressible(config, source):
     for key in ("r", "lora_alpha", "target_modules"):
         if key not in config:
             raise ValueError(f"{source}: the field {key!r} is missing")
+    check_rank(f"{source}: r", config["r"])  # before anything compares it with the tensors' shapes
+    check_alpha(f"{source}: lora_alpha", config["lora_alpha"])
     why = {"lora_bias": "a bias on lora_B",
            "layer_replication": "layers repeated from others", "use_qalora": "QA-LoRA",
            "target_parameters": "LoRA on nn.Parameters rather than modules",
