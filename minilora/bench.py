@@ -34,6 +34,7 @@ lora_bench.png, which name the GPU, the date, and the versions of CuPy, the CUDA
 GPU it prints one line saying why and exits 0.
 """
 
+import argparse
 import json
 import math
 import os
@@ -42,6 +43,7 @@ import time
 from pathlib import Path
 
 from minilora import backend, cublas_baselines, tile_sweep
+from minilora.cli import positive_int
 from minilora.io import atomic_write
 from minilora.kernels.bf16 import round_to_bfloat16
 from minilora.kernels.cuda import VARIANTS  # the kernel ladder, timed rung by rung
@@ -82,16 +84,26 @@ def add_arguments(parser):
     parser.add_argument("--no-plot", action="store_true", help="skip the matplotlib figure")
 
 
+# Option types: each turns the text into a value, or says what is wrong with it before any GPU work.
 def _int_list(text):
-    return tuple(int(v) for v in text.split(","))
+    return tuple(positive_int(v) for v in text.split(","))
 
 
 def _shape_list(text):
-    return tuple(tuple(int(v) for v in item.lower().split("x")) for item in text.split(","))
+    shapes = tuple(tuple(item.lower().split("x")) for item in text.split(","))
+    for shape, item in zip(shapes, text.split(",")):
+        if len(shape) != 2:
+            raise argparse.ArgumentTypeError(f"expected sizes NxK such as 4096x4096, got {item!r}")
+    return tuple((positive_int(N), positive_int(K)) for N, K in shapes)
 
 
 def _name_list(text):
-    return tuple(v.strip() for v in text.split(",") if v.strip())
+    names = tuple(v.strip() for v in text.split(",") if v.strip())
+    unknown = [n for n in names if n not in ALL_METHODS and tile_sweep.pinned_tiles(n) is None]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"expected methods among {', '.join(ALL_METHODS)} (or warp:<tiles>), "
+                                         f"got {text!r}")
+    return names
 
 
 def run(args):

@@ -52,6 +52,26 @@ def test_shape_options_parse():
     assert args.methods == ("fused", "base")
 
 
+@pytest.mark.parametrize("argv, says", [
+    (["--NK", "10"], "argument --NK: expected sizes NxK such as 4096x4096, got '10'"),
+    (["--NK", "4096x0"], "argument --NK: expected a positive int, got 0"),
+    (["--NK", "4x4x4"], "argument --NK: expected sizes NxK such as 4096x4096, got '4x4x4'"),
+    (["--M", "128,0"], "argument --M: expected a positive int, got 0"),
+    (["--r", "x"], "argument --r: expected a positive int, got 'x'"),
+    (["--methods", "fused,bogus"], "argument --methods: expected methods among base, composed"),
+    (["--methods", ","], "argument --methods: expected methods among"),
+])
+def test_bad_options_are_refused_before_any_gpu_work(no_gpu, capsys, argv, says):
+    """On a machine without a GPU too: a typo is not hidden behind 'nothing to time'."""
+    with pytest.raises(SystemExit) as info:
+        cli.main(["bench", *argv])
+    assert info.value.code == 2 and says in capsys.readouterr().err
+
+
+def test_a_pinned_tile_configuration_is_a_method():
+    assert parse(["--methods", "base,warp:64x64x8/32x32/8x4"]).methods == ("base", "warp:64x64x8/32x32/8x4")
+
+
 def matmul_flops(*products):
     """2·a·b·c for each (a × b)·(b × c) product."""
     return sum(2 * a * b * c for a, b, c in products)
