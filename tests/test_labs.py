@@ -709,6 +709,9 @@ def test_a_missing_file_a_bad_seed_and_a_bad_timeout_are_clear_errors(tmp_path, 
     assert capsys.readouterr().err.strip() == f"minilora lab check: no such lab file: {missing}"
     with pytest.raises(FileNotFoundError, match="no such lab file"):
         labs.check("lora", path=missing)
+    assert cli.main(["lab", "check", "lora", "--file", str(tmp_path)]) == 1
+    assert capsys.readouterr().err.strip() == (f"minilora lab check: {tmp_path} is a folder, expected a lab's "
+                                               ".py file in it (the lab<N>_<name>.py that `minilora lab start` writes)")
     with pytest.raises(ValueError, match=r"seed must be a non-negative int, got -1"):
         labs.check("lora", path=SOLUTIONS / lab_file("lora"), seed=-1)
     with pytest.raises(ValueError, match=r"timeout must be a positive number of seconds, got 0"):

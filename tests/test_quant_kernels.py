@@ -135,6 +135,10 @@ def test_bad_nf4_weights_are_refused_naming_what_is_wrong(rng):
     broken.absmax = broken.absmax[:2]
     with pytest.raises(ValueError, match=r"W has 2 absmaxes, expected ceil\(24 / block_size 8\) = 3"):
         cpp.forward(x, broken, A, B, 1.0)
+    broken = nf4_quantize(rng.standard_normal((4, 6)).astype(np.float32), 8)
+    broken.absmax = broken.absmax.astype(np.float64)
+    with pytest.raises(ValueError, match=r"W.absmax must be float32 \(as nf4_quantize makes it\), got float64"):
+        cpp.forward(x, broken, A, B, 1.0)
     with pytest.raises(TypeError, match=r"A has dtype float16, expected float32 or float64"):
         cpp.forward(x, W, A.astype(np.float16), B, 1.0)
     with pytest.raises(TypeError, match=r"W must be an NF4Tensor here, got ndarray"):

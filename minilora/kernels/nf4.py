@@ -74,6 +74,8 @@ def check_weight(W, device=None):
     if W.packed.dtype != np.uint8 or W.packed.shape != ((W.size + 1) // 2,):
         raise ValueError(f"W.packed must be uint8 of shape ({(W.size + 1) // 2},) for a W of shape "
                          f"{W.shape}, got {W.packed.dtype} of shape {W.packed.shape}")
+    if not W.double_quant and W.absmax.dtype != np.float32:  # compiled code reads float32 scales
+        raise ValueError(f"W.absmax must be float32 (as nf4_quantize makes it), got {W.absmax.dtype}")
     if absmax.shape != (blocks,):
         raise ValueError(f"W has {absmax.shape[0]} absmaxes, expected ceil({W.size} / block_size "
                          f"{W.block_size}) = {blocks}")

@@ -17,7 +17,6 @@ case in float32, which must come back as float32.
 
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 
@@ -25,7 +24,7 @@ from minilora.labs.calling import LocalStudent, StudentRaised, call_student, fin
 from minilora.labs.diagnosis import hint_for
 from minilora.labs.draw import case_rng
 from minilora.labs.errors import Failure
-from minilora.labs.loading import default_lab_file
+from minilora.labs.loading import check_lab_file, default_lab_file
 from minilora.labs.numeric import numeric_check
 from minilora.labs.registry import get_lab
 from minilora.labs.report import CheckLine, LabResult
@@ -48,10 +47,8 @@ def check(name, path=None, seed=None, timeout=DEFAULT_TIMEOUT_S):
     if path is None:
         path, file_option = default_lab_file(lab), ""
     else:
-        path = Path(path)
+        path = check_lab_file(path)
         file_option = f" --file {path}"
-        if not path.is_file():
-            raise FileNotFoundError(f"no such lab file: {path}")
     seed = choose_seed(seed)
     result = LabResult(lab, path, seed, f"minilora lab check {lab.name}{file_option} --seed {seed}")
     with StudentProcess(path, timeout) as process:

@@ -60,15 +60,24 @@ def default_lab_file(lab):
     return path
 
 
+def check_lab_file(path):
+    """`path` as a Path; FileNotFoundError unless it names a file (a folder is named as one)."""
+    path = Path(path)
+    if path.is_dir():
+        raise FileNotFoundError(f"{path} is a folder, expected a lab's .py file in it (the "
+                                "lab<N>_<name>.py that `minilora lab start` writes)")
+    if not path.is_file():
+        raise FileNotFoundError(f"no such lab file: {path}")
+    return path
+
+
 def load_module(path, module_name):
     """Run the Python file at `path` as a new module called `module_name` and return it.
 
     Raises FileNotFoundError when there is no such file, Failure when it does not parse or
     raises while it runs (the message names the line).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such lab file: {path}")
+    path = check_lab_file(path)
     source = path.read_text(encoding="utf-8")
     try:
         code = compile(source, str(path), "exec")
