@@ -44,6 +44,9 @@ class Function:
     # Positions of inputs that hold integer indices (targets, token ids) rather than values:
     # they are exempt from the same-dtype rule and never receive a gradient.
     index_inputs = ()
+    # True for ops defined on real numbers only (softmax, GELU, layer norm, ...): an integer or bool
+    # tensor is refused with its dtype named, instead of failing inside NumPy's in-place arithmetic.
+    float_inputs = False
 
     @staticmethod
     def forward(ctx, *arrays, **options):
@@ -59,6 +62,8 @@ class Function:
             if not isinstance(t, Tensor):
                 raise TypeError(f"{cls.__name__}: input {i} must be a Tensor, got {type(t).__name__}")
         _check_same_device_and_dtype(cls, inputs)
+        if cls.float_inputs:
+            _check_floating(cls, inputs)
         device = inputs[0].device
         ctx = Context(cls, inputs, backend.xp_for(device))
         # NumPy returns a scalar, not an array, for 0-d results (x.sum()): keep Tensor.data an array.
@@ -88,6 +93,13 @@ def _check_same_device_and_dtype(fn, inputs):
         names = " and ".join(f"{t.dtype} (input {i})" for i, t in values)
         raise TypeError(f"{fn.__name__}: inputs have different dtypes: {names}; "
                         "minilora never casts silently, cast one with .to(dtype=...)")
+
+
+def _check_floating(fn, inputs):
+    for i, t in enumerate(inputs):
+        if i not in fn.index_inputs and t.dtype.kind != "f":
+            raise TypeError(f"{fn.__name__}: input {i} has dtype {t.dtype}, expected a floating tensor "
+                            "(float32 or float64); minilora never casts silently, cast it with .to(dtype=...)")
 
 
 def _check_output_dtype(fn, inputs, out):

@@ -1,4 +1,5 @@
-"""exp, log, tanh, relu, gelu: values against NumPy formulas and gradients against central differences."""
+"""exp, log, tanh, relu, gelu: values against NumPy formulas and gradients against central differences;
+the ops defined on real numbers only refuse integer and bool tensors by name."""
 
 import math
 
@@ -95,3 +96,25 @@ def test_gelu_on_arrays_larger_than_a_cache_block(rng):
     x.grad = None
     F.gelu(x).backward(np.ascontiguousarray(dy))  # and a contiguous one, piece by piece
     np.testing.assert_allclose(x.grad, dy * slope, rtol=1e-10, atol=1e-12)
+
+
+# ---- ops on real numbers only -------------------------------------------------------------------
+REAL_VALUED = {
+    "Gelu": lambda x: F.gelu(x),
+    "Softmax": lambda x: F.softmax(x, axis=-1),
+    "LogSoftmax": lambda x: F.log_softmax(x, axis=-1),
+    "CausalSoftmax": lambda x: F.causal_softmax(x, 0.5),
+    "Normalize": lambda x: F.layer_norm(x),
+    "CrossEntropy": lambda x: F.cross_entropy(x, minilora.tensor(np.array([0, 2, 1]))),
+}
+
+
+@pytest.mark.parametrize("name", REAL_VALUED)
+@pytest.mark.parametrize("dtype", ["int64", "int32", "bool"])
+def test_real_valued_ops_refuse_integer_and_bool_tensors_by_name(name, dtype):
+    """Not NumPy's "Cannot cast ufunc output" from inside an in-place step: the op and the dtype."""
+    x = minilora.tensor(np.arange(9).reshape(3, 3).astype(dtype))
+    with pytest.raises(TypeError, match=rf"^{name}: input 0 has dtype {dtype}, expected a floating tensor "
+                                        r"\(float32 or float64\)"):
+        REAL_VALUED[name](x)
+    assert REAL_VALUED[name](x.to(dtype="float64")).dtype == np.float64

@@ -18,6 +18,8 @@ from minilora.ops.softmax import softmax_array, softmax_backward_array
 
 
 class CausalSoftmax(Function):
+    float_inputs = True
+
     @staticmethod
     def forward(ctx, scores, scale):
         # scores (..., T, T_k): query t sees the keys j <= t

@@ -12,6 +12,7 @@ from minilora.tensor import Tensor
 
 class CrossEntropy(Function):
     index_inputs = (1,)
+    float_inputs = True
 
     @staticmethod
     def forward(ctx, logits, targets, ignore_index):

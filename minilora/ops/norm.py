@@ -19,6 +19,8 @@ from minilora.tensor import Tensor
 class Normalize(Function):
     """(x - mean) / sqrt(var + eps) over the last axis (biased variance, as LayerNorm uses)."""
 
+    float_inputs = True
+
     @staticmethod
     def forward(ctx, x, eps):
         xp = ctx.xp
@@ -52,6 +54,8 @@ class Normalize(Function):
 class CompiledLayerNorm(Function):
     """Normalize, then · weight + bias, as one op on minilora._C; inputs (x, weight, bias), with
     `affine` naming which of weight and bias are there (any, both or none)."""
+
+    float_inputs = True
 
     @staticmethod
     def forward(ctx, x, *params, eps, affine):

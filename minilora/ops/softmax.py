@@ -18,6 +18,8 @@ def log_softmax_array(xp, x, axis):
 
 
 class Softmax(Function):
+    float_inputs = True
+
     @staticmethod
     def forward(ctx, x, axis):
         ctx.axis = axis
@@ -56,6 +58,8 @@ def softmax_backward_array(grad, y, axis):
 
 
 class LogSoftmax(Function):
+    float_inputs = True
+
     @staticmethod
     def forward(ctx, x, axis):
         out = log_softmax_array(ctx.xp, x, axis)

@@ -82,6 +82,8 @@ class Gelu(Function):
     read of each value, vector exp, values over the threads), saving the same x and e.
     """
 
+    float_inputs = True
+
     @staticmethod
     def forward(ctx, x):
         if compiled.runs(x):
