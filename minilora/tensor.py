@@ -72,7 +72,17 @@ class Tensor:
         return self._ctx is None
 
     def __len__(self):
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d tensor: it has no first axis (its one value is .item())")
         return self.shape[0]
+
+    def __bool__(self):
+        """The truth of a one-element tensor, so that `if loss < best:` means what it says; more
+        elements are ambiguous, as in NumPy (without this, Python would use len() instead)."""
+        if self.size != 1:
+            raise ValueError(f"the truth value of a tensor of shape {self.shape} is ambiguous: compare "
+                             "one element (.item()), or reduce the mask first (.numpy().any(), .all())")
+        return bool(self.data.reshape(()).item())
 
     def __repr__(self):
         grad = ", requires_grad=True" if self.requires_grad else ""
@@ -233,6 +243,16 @@ class Tensor:
 
     def __ge__(self, other):
         return Tensor(self.data >= _raw(other))
+
+    def __eq__(self, other):
+        return Tensor(self.data == _raw(other))
+
+    def __ne__(self, other):
+        return Tensor(self.data != _raw(other))
+
+    # Defining __eq__ would drop hashing; a Tensor stays hashable by identity, so dicts and sets
+    # of parameters work as before (and never compare values).
+    __hash__ = object.__hash__
 
     def sum(self, axis=None, keepdims=False):
         return F.sum(self, axis=axis, keepdims=keepdims)

@@ -233,6 +233,28 @@ def test_comparisons_give_boolean_masks(make):
     np.testing.assert_array_equal((x <= 0.5).numpy(), x.numpy() <= 0.5)
 
 
+def test_equality_gives_masks_and_tensors_stay_hashable_by_identity(make):
+    x = make.randn(4)
+    y = minilora.tensor(x.numpy().copy())
+    y.data[2] += 1
+    np.testing.assert_array_equal((x == y).numpy(), [True, True, False, True])
+    np.testing.assert_array_equal((x != y).numpy(), [False, False, True, False])
+    np.testing.assert_array_equal((minilora.tensor([1.0, 2.0]) == 1).numpy(), [True, False])
+    assert len({x, y, x}) == 2 and {x: "x"}[x] == "x"
+
+
+def test_truth_value_is_the_one_element_s_and_ambiguous_for_more():
+    """Python would take len() for the truth of an object without __bool__: [0.0] > 1 was True."""
+    assert not (minilora.tensor([0.0]) > 1) and (minilora.tensor(2.0) > 1)
+    assert bool(minilora.tensor([[3]])) and not minilora.tensor(0.0)
+    with pytest.raises(ValueError, match=r"the truth value of a tensor of shape \(2,\) is ambiguous"):
+        bool(minilora.tensor([0.0, 0.0]) > 1)
+    with pytest.raises(ValueError, match=r"shape \(0,\) is ambiguous"):
+        bool(minilora.tensor(np.zeros(0)))
+    with pytest.raises(TypeError, match=r"len\(\) of a 0-d tensor"):
+        len(minilora.tensor(1.0))
+
+
 def test_creation_functions(device):
     z = minilora.zeros(2, 3, device=device)
     o = minilora.ones((4,), dtype="float64", device=device, requires_grad=True)
