@@ -43,6 +43,7 @@ import zipfile
 import numpy as np
 
 from minilora import backend
+from minilora.tensor import Tensor
 
 FORMAT = "minilora-arrays"
 VERSION = 2  # version 1 did not cover the metadata with the checksum
@@ -61,8 +62,9 @@ def save_arrays(path, arrays, metadata=None):
     """Write `arrays` and `metadata` to `path` atomically; return the path written (a str).
 
     path: a file name; ".npz" is appended when it does not already end with it (as numpy.savez does).
-    arrays: {name: array} with non-empty str names not ending in ".npy"; NumPy or CuPy arrays of
-            a numeric or bool dtype (CuPy arrays are copied to the CPU). The order of the dict is kept.
+    arrays: {name: array} with non-empty str names that a zip entry holds as given (not ending in
+            ".npy"; no NUL, no backslash); NumPy or CuPy arrays or minilora Tensors of a numeric or
+            bool dtype (CuPy arrays are copied to the CPU). The order of the dict is kept.
     metadata: a dict that json.dumps accepts (numbers, strings, lists, dicts, None; str keys),
               nested at most MAX_DEPTH deep, or None for {}.
     """
@@ -153,12 +155,14 @@ def _checked_arrays(arrays):
             raise TypeError(f"array names must be non-empty str, got {name!r}")
         if name == METADATA_ENTRY:
             raise ValueError(f"the array name {METADATA_ENTRY!r} is reserved for the file's metadata")
-        if name.endswith(".npy"):
-            # Stored as the entry "{name}.npy": "a.npy" would be the entry "a.npy.npy", which numpy
-            # reads back as "a.npy" while the array "a" is the entry "a.npy" too.
-            raise ValueError(f"array names must not end in '.npy', got {name!r}")
+        _check_entry_name(name)
+        if isinstance(array, Tensor):
+            # Taken as its array, as Module.load_state_dict takes one: a dict of Tensors such as
+            # dict(model.named_parameters()) saves and loads back like the state_dict of arrays.
+            array = array.data
         if not hasattr(array, "dtype") or not hasattr(array, "shape"):
-            raise TypeError(f"arrays[{name!r}] must be a NumPy or CuPy array, got {type(array).__name__}")
+            raise TypeError(f"arrays[{name!r}] must be a NumPy or CuPy array or a minilora Tensor, "
+                            f"got {type(array).__name__}")
         array = np.asarray(backend.to_numpy(array))
         if not array.flags.c_contiguous:  # the .npy bytes and the checksum are in C order
             array = array.copy(order="C")
@@ -167,6 +171,27 @@ def _checked_arrays(arrays):
                             "arrays can be saved (no objects, no pickle)")
         out[name] = array
     return out
+
+
+def _check_entry_name(name):
+    """Raise unless the array `name`, stored as the zip entry "{name}.npy", reads back as `name`."""
+    if name.endswith(".npy"):
+        # "a.npy" would be the entry "a.npy.npy", which numpy reads back as "a.npy" while the
+        # array "a" is the entry "a.npy" too.
+        raise ValueError(f"array names must not end in '.npy', got {name!r}")
+    # Names that come back as other names: zipfile, writing and reading, cuts an entry name at its
+    # first NUL and, on Windows, turns backslashes into "/".
+    for char, why in (("\x00", "a NUL character (zip cuts the entry name there)"),
+                      ("\\", "a backslash (zip on Windows reads it as '/')")):
+        if char in name:
+            raise ValueError(f"array names must not contain {why}, got {name!r}")
+    try:
+        size = len(f"{name}.npy".encode("utf-8"))  # how zipfile stores a name that is not ASCII
+    except UnicodeEncodeError:
+        raise ValueError(f"array names must be valid Unicode text (encodable as UTF-8), got {name!r}") from None
+    if size > 0xFFFF:  # a zip entry name's length is a 16-bit field
+        raise ValueError(f"array names must be at most {0xFFFF - 4} bytes long in UTF-8, got one of {size - 4} "
+                         f"bytes ({name[:20]!r}...)")
 
 
 def _write_npz(f, arrays, header_bytes):

@@ -53,18 +53,26 @@ def test_unigram_entropy_against_the_formula():
     assert corpus.unigram_entropy("val") == pytest.approx(np.log(2), rel=1e-12)
 
 
-@pytest.mark.parametrize("kwargs, fragment", [
-    (dict(split="test", batch_size=2, block_size=4), "split must be one of"),
-    (dict(split="train", batch_size=2, block_size=1000), r"block_size must be in \[1, 90\)"),
+@pytest.mark.parametrize("kwargs, error, fragment", [
+    (dict(split="test"), ValueError, "split must be one of"),
+    (dict(block_size=1000), ValueError, r"block_size must be an int in \[1, 90\) for the train split, got 1000"),
+    (dict(block_size=4.0), ValueError, r"block_size must be an int in \[1, 90\) for the train split, got 4.0"),
+    (dict(batch_size=-1), ValueError, "batch_size must be a positive int, got -1"),
+    (dict(batch_size=2.5), ValueError, "batch_size must be a positive int, got 2.5"),
+    (dict(rng=None), TypeError,
+     r"rng must be a numpy.random.Generator \(numpy.random.default_rng\(seed\)\), got NoneType"),
 ])
-def test_bad_batch_arguments(kwargs, fragment):
+def test_bad_batch_arguments(kwargs, error, fragment):
     corpus = TextCorpus("x" * 100)
-    with pytest.raises(ValueError, match=fragment):
-        corpus.get_batch(rng=np.random.default_rng(0), **kwargs)
+    arguments = dict(split="train", batch_size=2, block_size=4, rng=np.random.default_rng(0)) | kwargs
+    with pytest.raises(error, match=fragment):
+        corpus.get_batch(**arguments)
 
 
 def test_bad_corpus_arguments():
-    with pytest.raises(ValueError, match=r"val_fraction must be in \(0, 1\)"):
+    with pytest.raises(ValueError, match="val_fraction must be > 0 and < 1, got 1.0"):
         TextCorpus("abc", val_fraction=1.0)
+    with pytest.raises(TypeError, match="val_fraction must be a number, got str '0.1'"):
+        TextCorpus("abc", val_fraction="0.1")
     with pytest.raises(ValueError, match="too short"):
         TextCorpus("abc", val_fraction=0.1)

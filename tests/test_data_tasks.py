@@ -118,6 +118,42 @@ def test_bad_sizes_and_splits():
         ds.get_batch("test", 4, np.random.default_rng(0))
 
 
+@pytest.mark.parametrize("kwargs, fragment", [
+    (dict(val_size=None), "val_size must be a positive int, got None"),
+    (dict(val_size=10.5), "val_size must be a positive int, got 10.5"),
+    (dict(val_size=10, train_size=2.0), "train_size must be a positive int, got 2.0"),
+    (dict(val_size=100), "val_size=100 and train_size=0 must each be >= 1"),
+])
+def test_bad_dataset_sizes_are_named(kwargs, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        TaskDataset(get_task("add", digits=1), **kwargs)
+
+
+def test_bad_batch_arguments_are_refused_at_the_call():
+    ds = TaskDataset(get_task("add", digits=1), val_size=10)
+    with pytest.raises(ValueError, match="batch_size must be a positive int, got 0"):
+        ds.batches("val", 0)  # not only once the batches are iterated
+    with pytest.raises(ValueError, match="batch_size must be a positive int, got -1"):
+        ds.get_batch("train", -1, np.random.default_rng(0))
+    with pytest.raises(TypeError, match=r"rng must be a numpy.random.Generator .*, got int"):
+        ds.get_batch("train", 4, 0)
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    (dict(limit=0), "limit must be a positive int, got 0"),
+    (dict(limit=-1), "limit must be a positive int, got -1"),
+    (dict(batch_size=0), "batch_size must be a positive int, got 0"),
+])
+def test_bad_scoring_arguments_are_named(kwargs, fragment):
+    ds = TaskDataset(get_task("add", digits=1), val_size=10)
+    model = AnswerKey(lambda prompt: "000.")
+    with pytest.raises(ValueError, match=fragment):
+        ds.score(model, **kwargs)
+    with pytest.raises(ValueError, match=fragment):
+        ds.exact_match(model, **kwargs)
+    assert model.calls == []
+
+
 class AnswerKey:
     """A stand-in model whose generate() writes the given answer after each prompt, so the scoring
     can be checked against answers known to be right or wrong."""

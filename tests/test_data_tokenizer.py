@@ -38,6 +38,15 @@ def test_decode_accepts_lists_and_arrays_of_any_int_dtype():
     assert tok.decode([]) == ""
 
 
+def test_decode_accepts_a_tensor_of_ids():
+    import minilora
+
+    tok = CharTokenizer("xyz")
+    assert tok.decode(minilora.tensor([2, 0, 1])) == "zxy"
+    with pytest.raises(TypeError, match="decode needs integer ids, got dtype float32"):
+        tok.decode(minilora.tensor([0.0, 1.0]))
+
+
 def test_unknown_character_is_named_with_its_position():
     tok = CharTokenizer("abc")
     with pytest.raises(ValueError, match=r"cannot encode 'z' at position 2: it is not among the 3 characters"):

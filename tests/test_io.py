@@ -244,15 +244,36 @@ def test_array_file_error_is_a_value_error():
     assert issubclass(io.ArrayFileError, ValueError)
 
 
+def test_the_longest_name_a_zip_entry_holds_round_trips(tmp_path):
+    name = "x" * 65531  # the entry "{name}.npy" is 65535 bytes, the most a zip name holds
+    arrays, _ = io.load_arrays(io.save_arrays(tmp_path / "long", {name: np.zeros(1)}))
+    assert list(arrays) == [name]
+
+
+def test_tensors_are_saved_as_their_arrays(tmp_path):
+    import minilora
+
+    weight = minilora.tensor(np.arange(6, dtype=np.float32).reshape(2, 3), requires_grad=True)
+    arrays, _ = io.load_arrays(io.save_arrays(tmp_path / "t", {"w": weight, "ids": minilora.tensor([1, 2])}))
+    np.testing.assert_array_equal(arrays["w"], weight.numpy())
+    assert arrays["w"].dtype == np.float32 and arrays["ids"].tolist() == [1, 2]
+
+
 # ---- what cannot be saved ----------------------------------------------------------------------------
 @pytest.mark.parametrize("arrays, metadata, error, fragment", [
     ([np.zeros(2)], None, TypeError, "arrays must be a dict"),
     ({1: np.zeros(2)}, None, TypeError, "array names must be non-empty str"),
-    ({"x": [1, 2]}, None, TypeError, r"arrays\['x'\] must be a NumPy or CuPy array, got list"),
+    ({"x": [1, 2]}, None, TypeError, r"arrays\['x'\] must be a NumPy or CuPy array or a minilora Tensor, got list"),
     ({"x": np.array(["a"])}, None, TypeError, "only bool, integer and floating"),
     ({"x": np.array([None], dtype=object)}, None, TypeError, "no objects, no pickle"),
     ({io.METADATA_ENTRY: np.zeros(1)}, None, ValueError, "reserved"),
     ({"a": np.zeros(1), "a.npy": np.zeros(2)}, None, ValueError, r"must not end in '.npy', got 'a.npy'"),
+    # names a zip entry cannot hold as given: they would load back as other names, or not at all
+    ({"a\x00b": np.zeros(1)}, None, ValueError,
+     r"must not contain a NUL character \(zip cuts the entry name there\), got 'a\\x00b'"),
+    ({"a\\b": np.zeros(1)}, None, ValueError, r"must not contain a backslash \(zip on Windows reads it as '/'\)"),
+    ({"\ud800": np.zeros(1)}, None, ValueError, r"must be valid Unicode text \(encodable as UTF-8\), got '\\ud800'"),
+    ({"x" * 65532: np.zeros(1)}, None, ValueError, "must be at most 65531 bytes long in UTF-8, got one of 65532 bytes"),
     ({"x": np.zeros(1)}, {"deep": json.loads("[" * 32 + "]" * 32)}, ValueError, "more than MAX_DEPTH = 32 deep"),
     ({"x": np.zeros(1)}, [1], TypeError, "metadata must be a dict"),
     ({"x": np.zeros(1)}, {"a": np.zeros(1)}, TypeError, "JSON-serialisable"),

@@ -16,9 +16,20 @@ targets are the inputs shifted left by one.
 
 import numpy as np
 
+from minilora.checks import check_number
 from minilora.data.tokenizer import CharTokenizer
+from minilora.nn.checks import positive_int
 
 SPLITS = ("train", "val")
+
+
+def check_rng(rng):
+    """Raise unless rng is a numpy.random.Generator, the one source of every random batch (so a
+    seed gives the same batches again)."""
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator (numpy.random.default_rng(seed)), "
+                        f"got {type(rng).__name__}")
+    return rng
 
 
 def pydoc_text():
@@ -34,8 +45,7 @@ class TextCorpus:
     def __init__(self, text, val_fraction=0.1):
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, got {type(text).__name__}")
-        if not 0.0 < val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
+        check_number("val_fraction", val_fraction, above=0, below=1)
         self.tokenizer = CharTokenizer.from_text(text)
         ids = self.tokenizer.encode(text)
         n_val = int(len(ids) * val_fraction)
@@ -61,9 +71,10 @@ class TextCorpus:
         (batch_size, block_size); targets[b, t] is the character after idx[b, t].
         rng: a numpy.random.Generator (the batches are reproducible from its seed)."""
         ids = self.split_ids(split)
-        if not 1 <= block_size < len(ids):
-            raise ValueError(f"block_size must be in [1, {len(ids)}) for the {split} split, got {block_size}")
-        starts = rng.integers(0, len(ids) - block_size, size=batch_size)
+        positive_int("batch_size", batch_size)
+        if isinstance(block_size, bool) or not isinstance(block_size, int) or not 1 <= block_size < len(ids):
+            raise ValueError(f"block_size must be an int in [1, {len(ids)}) for the {split} split, got {block_size!r}")
+        starts = check_rng(rng).integers(0, len(ids) - block_size, size=batch_size)
         window = starts[:, None] + np.arange(block_size + 1)  # (B, T + 1)
         tokens = ids[window]
         return tokens[:, :-1], tokens[:, 1:]

@@ -28,7 +28,9 @@ generated greedily (batched) after "prompt=".
 
 import numpy as np
 
+from minilora.data.corpus import check_rng
 from minilora.data.tokenizer import CharTokenizer
+from minilora.nn.checks import positive_int
 
 ALPHABET = "0123456789+-=."  # digits first, so id d is digit d
 END = "."
@@ -129,9 +131,9 @@ class TaskDataset:
         if not isinstance(task, Task):
             raise TypeError(f"task must be a Task (e.g. get_task('add')), got {type(task).__name__}")
         n = task.num_examples
-        if train_size is None:
-            train_size = n - val_size
-        if val_size < 1 or train_size < 1 or val_size + train_size > n:
+        positive_int("val_size", val_size)
+        train_size = n - val_size if train_size is None else positive_int("train_size", train_size)
+        if train_size < 1 or val_size + train_size > n:  # train_size < 1: val_size leaves no example
             raise ValueError(f"{task!r} has {n} examples; val_size={val_size} and train_size={train_size} "
                              f"must each be >= 1 and add up to at most {n}")
         self.task = task
@@ -148,14 +150,18 @@ class TaskDataset:
 
     def get_batch(self, split, batch_size, rng):
         """batch_size examples of `split` drawn at random -> (idx, targets), (B, T) int64 each."""
-        rows = rng.integers(0, len(self.example_ids[self._check(split)]), size=batch_size)
+        n = len(self.example_ids[self._check(split)])
+        rows = check_rng(rng).integers(0, n, size=positive_int("batch_size", batch_size))
         return self.inputs[split][rows], self.targets[split][rows]
 
     def batches(self, split, batch_size):
         """Every example of `split` once, in order, as (idx, targets) batches (the last may be smaller)."""
         n = len(self.example_ids[self._check(split)])
-        for start in range(0, n, batch_size):
-            yield self.inputs[split][start:start + batch_size], self.targets[split][start:start + batch_size]
+        positive_int("batch_size", batch_size)
+        # A generator expression, not a generator function: bad arguments fail here, at the call,
+        # not later at the first batch.
+        return ((self.inputs[split][start:start + batch_size], self.targets[split][start:start + batch_size])
+                for start in range(0, n, batch_size))
 
     def exact_match(self, model, split="val", batch_size=500, limit=None):
         """The fraction of examples of `split` (the first `limit` of them, if given) whose whole
@@ -164,6 +170,9 @@ class TaskDataset:
 
     def score(self, model, split="val", batch_size=500, limit=None):
         """(generated answers as strings, whether each is exactly right as a bool array)."""
+        positive_int("batch_size", batch_size)
+        if limit is not None:
+            positive_int("limit", limit)  # limit=0 would score nothing, a negative one all but the last
         ids = self.example_ids[self._check(split)][:limit]
         p, a = self.task.prompt_length, self.task.answer_length
         prompts = self.inputs[split][:len(ids), :p]                                   # (N, P)

@@ -12,6 +12,7 @@ as tokens the vocabulary is tiny (tens of symbols) and every id can be read off 
 import numpy as np
 
 from minilora import backend
+from minilora.tensor import Tensor
 
 
 class CharTokenizer:
@@ -54,7 +55,9 @@ class CharTokenizer:
                              f"{self.vocab_size} characters of this tokenizer ({self.chars!r})") from None
 
     def decode(self, ids):
-        """ids: a 1-D sequence or array of ints (NumPy, CuPy, or a list) -> str."""
+        """ids: a 1-D sequence or array of ints (NumPy, CuPy, a minilora Tensor, or a list) -> str."""
+        if isinstance(ids, Tensor):  # what model.generate returns, one row of it
+            ids = ids.data
         ids = np.asarray(backend.to_numpy(ids) if hasattr(ids, "dtype") else ids)
         if ids.ndim != 1:
             raise ValueError(f"decode needs a 1-D sequence of ids, got shape {ids.shape}; decode rows one by one")
