@@ -55,6 +55,9 @@ def test_linear_rejects_bad_sizes_and_inputs():
         nn.Linear(0, 3)
     with pytest.raises(ValueError, match="out_features"):
         nn.Linear(3, 2.5)
+    with pytest.raises(ValueError, match=r"in_features must be a positive int, got np.int64\(3\) "
+                                         r"\(a NumPy int64: pass int\(...\)\)"):
+        nn.Linear(np.int64(3), 2)
     for value in (float("nan"), float("inf"), -0.1):
         with pytest.raises(ValueError, match="init_std must be"):
             nn.Linear(3, 2, init_std=value)

@@ -65,6 +65,34 @@ def test_pow_exponent_must_be_a_number(make):
         x ** make.randn(2)
 
 
+def test_pow_of_zero_has_a_zero_gradient_even_at_zero():
+    x = minilora.tensor([0.0, 2.0], dtype="float64", requires_grad=True)
+    (x ** 0).sum().backward()
+    np.testing.assert_array_equal(x.grad, [0.0, 0.0])  # 0 · 0 ** -1 would be NaN at x = 0
+
+
+@pytest.mark.parametrize("exponent", [np.float64(2.0), np.int64(2), np.float32(0.5)])
+def test_a_numpy_exponent_keeps_float32_float32(exponent):
+    x = minilora.tensor([1.0, 4.0], requires_grad=True)
+    y = x ** exponent
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y.numpy(), np.array([1.0, 4.0]) ** float(exponent))
+    with pytest.raises(TypeError, match="pow: exponent must be an int or a float, got bool True"):
+        x ** True
+
+
+def test_a_bool_mask_does_not_absorb_numbers():
+    """np.asarray(3, dtype=bool) is True: mask * 3 would silently still be the mask."""
+    mask = minilora.tensor([True, False])
+    for other in (3, np.array([2, 3])):
+        with pytest.raises(TypeError, match=r"cannot combine .* with a bool tensor \(a mask\); cast the mask first"):
+            mask * other
+    with pytest.raises(TypeError, match=r"cannot combine the float 2.5 with a bool tensor"):
+        mask + 2.5
+    np.testing.assert_array_equal((mask * True).numpy(), [True, False])
+    np.testing.assert_array_equal((mask.to(dtype="int64") * 3).numpy(), [3, 0])
+
+
 def test_two_numbers_is_an_error():
     with pytest.raises(TypeError, match="Tensor"):
         F.add(1.0, 2.0)

@@ -20,6 +20,12 @@ def test_p_is_validated(make, p):
         F.dropout(make.randn(2), p, training=True)
 
 
+def test_a_numpy_p_keeps_float32_float32():
+    x = minilora.tensor(np.ones(8, dtype=np.float32))
+    assert F.dropout(x, np.float64(0.5), training=True).dtype == np.float32
+    assert minilora.nn.Dropout(np.float32(0.25)).p == 0.25
+
+
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.8])
 def test_drops_a_fraction_p_and_scales_the_rest(device, p):
     minilora.manual_seed(7)

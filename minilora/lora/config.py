@@ -19,6 +19,8 @@ import numbers
 import re
 from dataclasses import asdict, dataclass, field, fields
 
+from minilora.nn.checks import probability
+
 INITS = ("gaussian", "kaiming", "pissa")
 BASE_QUANTS = (None, "nf4")
 BASE_QUANT_SCOPES = ("adapted", "all-linear")
@@ -84,7 +86,7 @@ class LoRAConfig:
     def __post_init__(self):
         self.r = check_rank("r", self.r)
         self.alpha = check_alpha("alpha", self.alpha)
-        self.dropout = check_dropout("dropout", self.dropout)
+        self.dropout = probability("dropout", self.dropout)
         self.target_modules = _names_or_regex("target_modules", self.target_modules, allow_empty=False)
         self.exclude_modules = _names_or_regex("exclude_modules", self.exclude_modules, allow_empty=True)
         if self.exclude_modules == ALL_LINEAR:
@@ -179,13 +181,6 @@ def check_alpha(argname, alpha):
             or not math.isfinite(alpha):
         raise ValueError(f"{argname} must be a finite number > 0, got {alpha!r}")
     return int(alpha) if isinstance(alpha, numbers.Integral) else float(alpha)
-
-
-def check_dropout(argname, p):
-    """p as a float; ValueError unless it is a real number in [0, 1)."""
-    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= p < 1.0:
-        raise ValueError(f"{argname} must be a number in [0, 1), got {p!r}")
-    return float(p)
 
 
 def check_flag(argname, value):

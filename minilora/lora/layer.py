@@ -34,9 +34,10 @@ from minilora import backend, random
 from minilora import functional as F
 from minilora.lora import dora
 from minilora.lora.adapter_dict import AdapterDict
-from minilora.lora.config import INITS, check_alpha, check_dropout, check_flag, scaling as lora_scaling
+from minilora.lora.config import INITS, check_alpha, check_flag, scaling as lora_scaling
 from minilora.nn import Linear, Module, Parameter
 from minilora.nn import parameter
+from minilora.nn.checks import probability
 from minilora.quant.linear import NF4Linear
 from minilora.tensor import is_grad_enabled
 
@@ -52,7 +53,7 @@ class LoRAAdapter(Module):
                              f"{lora_A.shape} and {lora_B.shape}")
         if not math.isfinite(scaling):
             raise ValueError(f"scaling must be a finite number, got {scaling!r}")
-        dropout = check_dropout("dropout", dropout)
+        dropout = probability("dropout", dropout)
         self.lora_A = lora_A if isinstance(lora_A, Parameter) else Parameter(lora_A)
         self.lora_B = lora_B if isinstance(lora_B, Parameter) else Parameter(lora_B)
         self.scaling = float(scaling)

@@ -4,9 +4,10 @@ The binary ops compute a gradient only for the sides that need one (ctx.needs_in
 constant side (a Python number, a mask, a frozen weight) costs no product and no reduction.
 """
 
+import numbers
+
 from minilora.function import Function
 from minilora.ops.broadcast import as_tensor_pair, unbroadcast
-from minilora.tensor import Tensor
 
 
 class Add(Function):
@@ -87,6 +88,8 @@ class Pow(Function):
     @staticmethod
     def backward(ctx, grad):
         (a,) = ctx.saved
+        if ctx.exponent == 0:  # a ** 0 is 1 everywhere; 0 · a ** -1 would be NaN at a = 0
+            return ctx.xp.zeros_like(a)
         return grad * ctx.exponent * a ** (ctx.exponent - 1)
 
 
@@ -116,7 +119,9 @@ def neg(a):
 
 
 def pow(a, exponent):
-    """a ** exponent, where exponent is a Python int or float (not a Tensor)."""
-    if isinstance(exponent, Tensor) or not isinstance(exponent, (int, float)):
-        raise TypeError(f"pow: exponent must be a Python int or float, got {type(exponent).__name__}")
+    """a ** exponent, where exponent is a real number (not a Tensor; NumPy's scalars are taken)."""
+    if isinstance(exponent, bool) or not isinstance(exponent, numbers.Real):
+        raise TypeError(f"pow: exponent must be an int or a float, got {type(exponent).__name__} {exponent!r}")
+    # As a Python number: a NumPy float64 exponent would turn a float32 tensor into float64.
+    exponent = int(exponent) if isinstance(exponent, numbers.Integral) else float(exponent)
     return Pow.apply(a, exponent=exponent)

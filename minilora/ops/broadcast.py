@@ -28,7 +28,7 @@ def as_tensor(value, like):
     xp = backend.xp_of(like.data)
     # Checked first: np.asarray(None, dtype=float32) is NaN, and a string may parse as a number.
     if isinstance(value, numbers.Real):
-        kind = "i" if isinstance(value, numbers.Integral) else "f"
+        kind = "b" if isinstance(value, bool) else "i" if isinstance(value, numbers.Integral) else "f"
     elif hasattr(value, "dtype"):
         kind = value.dtype.kind
         if kind not in NUMERIC_KINDS:
@@ -43,6 +43,10 @@ def as_tensor(value, like):
         # Casting 0.5 to an integer dtype would silently give 0.
         raise TypeError(f"cannot combine the float {value!r} with a {like.dtype} tensor; "
                         "cast the tensor first with .to(dtype='float32')")
+    if like.dtype.kind == "b" and kind != "b":
+        # Casting 3 to bool would silently give True: a mask times 3 would still be the mask.
+        raise TypeError(f"cannot combine {value!r} with a bool tensor (a mask); cast the mask first, "
+                        "with .to(dtype='int64') or .to(dtype='float32')")
     try:
         return Tensor(xp.asarray(value, dtype=like.dtype))
     except OverflowError:

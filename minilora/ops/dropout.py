@@ -9,6 +9,7 @@ import numpy as np
 
 from minilora import random
 from minilora.function import Function, check_tensor
+from minilora.nn.checks import probability
 
 
 class Dropout(Function):
@@ -28,8 +29,7 @@ def dropout(x, p, training=True):
 
     p: a number in [0, 1). Returns x itself when not training or when p == 0.
     """
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
-        raise ValueError(f"dropout: p must be a number in [0, 1), got {p!r}")
+    p = probability("dropout: p", p)  # a Python float: a NumPy float64 p would widen a float32 mask
     check_tensor("dropout", "x", x)
     if x.dtype.kind != "f":
         raise TypeError(f"dropout needs a floating tensor, got dtype {x.dtype}")
