@@ -12,7 +12,9 @@ runs and a row is added to the history, a dict of lists that minilora.plot draws
 
     step, train_loss (mean since the previous row), val_loss, accuracy, lr, time (seconds)
 
-A loss that becomes NaN or inf stops training with TrainingDiverged naming the step.
+A loss that becomes NaN or inf, or a gradient that does (caught by the clipping), stops training
+with TrainingDiverged naming the step. An evaluation may be NaN: it is kept in the history and
+written as null in JSON (save_history, a checkpoint's extra), which has no NaN.
 
 The runs (`python -m minilora.train --task add|coded|sub|text`, also `minilora train`):
     add, coded, sub   a 4-layer, 128-wide GPT learns two-digit addition (in plain or coded
@@ -25,6 +27,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import numbers
 import os
 import time
 from typing import Optional
@@ -34,13 +37,17 @@ from tqdm.auto import tqdm  # a widget in a notebook (one output, not one per up
 
 from minilora import backend, cli, random
 from minilora.checkpoint import save_checkpoint
+from minilora.checks import check_number
 from minilora.data.tasks import TASKS
 from minilora.io import atomic_write
 from minilora.nn import GPT, GPTConfig
+from minilora.nn.checks import positive_int
 from minilora.optim import AdamW, CosineWithWarmup, clip_grad_norm
+from minilora.optim.schedule import check_min_lr_ratio
 from minilora.tensor import no_grad, tensor
 
 HISTORY_KEYS = ("step", "train_loss", "val_loss", "accuracy", "lr", "time")
+LOOP_KEYS = ("step", "train_loss", "lr", "time")  # the loop records these; evaluate may not
 
 
 @dataclasses.dataclass
@@ -57,13 +64,17 @@ class TrainConfig:
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "eval_every"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if not isinstance(self.warmup_steps, int) or not 0 <= self.warmup_steps <= self.steps:
+            positive_int(name, getattr(self, name))
+        for name, value in (("warmup_steps", self.warmup_steps), ("seed", self.seed)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+        if self.warmup_steps > self.steps:
             raise ValueError(f"warmup_steps must be an int in [0, steps={self.steps}], got {self.warmup_steps!r}")
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ValueError(f"grad_clip must be None or > 0, got {self.grad_clip!r}")
+        check_number("lr", self.lr, low=0.0)
+        check_number("weight_decay", self.weight_decay, low=0.0)
+        check_min_lr_ratio(self.min_lr_ratio)
+        if self.grad_clip is not None:  # inf: measure the norm (and catch inf/NaN gradients), never clip
+            check_number("grad_clip", self.grad_clip, above=0.0, allow_inf=True)
 
 
 class TrainingDiverged(RuntimeError):
@@ -82,7 +93,7 @@ def train(model, get_batch, config, evaluate=None, optimizer=None, checkpoint_pa
     get_batch(batch_size, rng) -> (idx, targets): integer arrays (B, T) (NumPy; they are moved to
         the model's device); rng is a numpy Generator seeded with config.seed.
     evaluate(model) -> {name: float}, e.g. {"val_loss": ..., "accuracy": ...}; names beyond
-        HISTORY_KEYS get their own history lists.
+        HISTORY_KEYS get their own history lists; the LOOP_KEYS are the loop's own.
     optimizer: default AdamW over the parameters that require grad, matrices decayed.
     checkpoint_path: save there (minilora.checkpoint) every checkpoint_every steps and at the end,
         with extra = checkpoint_extra plus the step and the history.
@@ -106,21 +117,23 @@ def train(model, get_batch, config, evaluate=None, optimizer=None, checkpoint_pa
         value = loss.item()
         lr = optimizer.param_groups[0]["lr"]
         if not math.isfinite(value):
-            bar.close()
-            raise TrainingDiverged(f"training stopped at step {step} of {config.steps}: the loss is {value} "
-                                   f"(lr {lr:.3g}); lower the learning rate or clip the gradients "
-                                   f"(grad_clip={config.grad_clip})", history)
+            raise _diverged(bar, history, config, step, f"the loss is {value} (lr {lr:.3g}); lower the "
+                            f"learning rate or clip the gradients (grad_clip={config.grad_clip})")
         optimizer.zero_grad()
         loss.backward()
         if config.grad_clip is not None:
-            clip_grad_norm(trainable, config.grad_clip)
+            try:
+                clip_grad_norm(trainable, config.grad_clip)
+            except ValueError as exc:  # max_norm was checked with the config: the norm is not finite
+                raise _diverged(bar, history, config, step,
+                                f"{exc} (lr {lr:.3g}); lower the learning rate") from exc
         optimizer.step()
         scheduler.step()
         losses.append(value)
         bar.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.2e}", refresh=False)
 
         if step % config.eval_every == 0 or step == config.steps:
-            metrics = evaluate(model) if evaluate is not None else {}
+            metrics = _check_metrics(evaluate(model)) if evaluate is not None else {}
             model.train()
             _record(history, step=step, train_loss=float(np.mean(losses)), lr=lr,
                     time=time.perf_counter() - start, **metrics)
@@ -128,10 +141,38 @@ def train(model, get_batch, config, evaluate=None, optimizer=None, checkpoint_pa
             if not quiet:
                 bar.write(_describe(history))
         if checkpoint_path is not None and (step == config.steps or (checkpoint_every and step % checkpoint_every == 0)):
-            extra = {**(checkpoint_extra or {}), "step": step, "history": history}
+            extra = {**(checkpoint_extra or {}), "step": step, "history": _json_ready(history)}
             save_checkpoint(model, checkpoint_path, extra=extra)
     bar.close()
     return history
+
+
+def _diverged(bar, history, config, step, reason):
+    """The TrainingDiverged to raise at `step`, after closing the progress bar."""
+    bar.close()
+    return TrainingDiverged(f"training stopped at step {step} of {config.steps}: {reason}", history)
+
+
+def _check_metrics(metrics):
+    """evaluate's result as {name: float}, or a clear error saying what was expected."""
+    if not isinstance(metrics, dict):
+        raise TypeError(f"evaluate(model) must return a dict {{name: number}}, got {type(metrics).__name__} "
+                        f"{metrics!r:.100}")
+    taken = [key for key in metrics if key in LOOP_KEYS]
+    if taken:
+        raise ValueError(f"evaluate(model) returned {taken}, which the loop records itself ({', '.join(LOOP_KEYS)}); "
+                         "give the metric another name")
+    for key, value in metrics.items():
+        if not isinstance(key, str) or isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"evaluate(model) must return a dict {{name (str): number}}, got {key!r}: {value!r}")
+    return {key: float(value) for key, value in metrics.items()}
+
+
+def _json_ready(history):
+    """The history with NaN and inf as None, since JSON has no NaN (json.dump would write a bare
+    NaN, which JSON readers refuse)."""
+    return {key: [None if isinstance(v, float) and not math.isfinite(v) else v for v in values]
+            for key, values in history.items()}
 
 
 def parameter_groups(params, weight_decay):
@@ -192,9 +233,9 @@ def mean_loss(model, batches):
 
 
 def save_history(history, path):
-    """Write the history as JSON (atomically); returns path."""
+    """Write the history as JSON (atomically), NaN and inf as null; returns path."""
     with atomic_write(path, mode="w") as f:
-        json.dump(history, f, indent=1)
+        json.dump(_json_ready(history), f, indent=1, allow_nan=False)
     return path
 
 

@@ -95,9 +95,10 @@ def test_optimizers_clipping_and_schedule(data):
 
         run_case("optim.SGD", lambda: optim.SGD([p], **opts), bad, check=check)
     elif kind == "AdamW":
-        opts = {"lr": data.draw(st.sampled_from([0.0, 1e-3, 0.1])), "eps": data.draw(st.sampled_from([0.0, 1e-8])),
+        opts = {"lr": data.draw(st.sampled_from([0.0, 1e-3, 0.1])), "eps": data.draw(st.sampled_from([1e-12, 1e-8])),
                 "weight_decay": data.draw(st.sampled_from([0.0, 0.01])), "betas": (0.9, 0.999)}
         pools = {k: BAD_NUMBERS + [-1.0] for k in ("lr", "eps", "weight_decay")}
+        pools["eps"] = pools["eps"] + [0.0]  # eps = 0 gives 0 / 0 where a gradient is 0
         pools["betas"] = [(NAN, 0.999), (0.9, NAN), (1.0, 0.9), (0.9,), (0.9, INF), "0.9", (None, 0.9)]
         bad, value = spoil(data.draw, pools)
         opts = {**opts, **({bad: value} if bad else {})}

@@ -116,6 +116,7 @@ def test_zero_grad_clears_every_group(rng):
     (lambda p: optim.AdamW([p], lr=0.1, betas=(1.0, 0.9)), ValueError, r"betas\[0\] must be in \[0.0, 1.0\)"),
     (lambda p: optim.AdamW([p], lr=0.1, betas=(0.9,)), ValueError, "pair"),
     (lambda p: optim.AdamW([p], lr=0.1, eps=-1e-8), ValueError, "eps"),
+    (lambda p: optim.AdamW([p], lr=0.1, eps=0.0), ValueError, r"eps must be > 0.0, got 0.0"),  # 0 / 0 at g = 0
     (lambda p: optim.AdamW([{"params": [p], "lr": -1}], lr=0.1), ValueError, "lr"),
     (lambda p: optim.AdamW([{"params": [p], "learning_rate": 1}], lr=0.1), ValueError, "unknown option"),
     (lambda p: optim.SGD([{"params": [p]}, {"params": [p]}], lr=0.1), ValueError, "listed twice"),
@@ -149,6 +150,63 @@ def test_optimizer_state_dict_round_trip_continues_identically(rng):
     assert not np.any(opt_a.state[id(first[0])]["exp_avg"] == 9.0)
     with pytest.raises(ValueError, match="sizes"):
         optim.AdamW([param(rng, 3, 2)], lr=0.1).load_state_dict(saved)
+
+
+def adamw_state(rng):
+    """An AdamW over two parameters after one step, and its state_dict."""
+    params = [param(rng, 3, 2), param(rng, 4)]
+    optimizer = optim.AdamW([{"params": [params[0]]}, {"params": [params[1]]}], lr=0.01)
+    run(optimizer, params, [[rng.standard_normal((3, 2)), rng.standard_normal(4)]])
+    return optimizer, optimizer.state_dict()
+
+
+@pytest.mark.parametrize("change, error, message", [
+    (lambda saved: {"state": saved["state"]}, ValueError, r"the state_dict lacks \['param_groups'\]"),
+    (lambda saved: [saved], TypeError, r"needs a dict from Optimizer.state_dict\(\), got list"),
+    (lambda saved: {**saved, "state": {5: saved["state"][0]}}, ValueError,
+     "parameter index 5; this optimizer has parameters 0 to 1"),
+    (lambda saved: {**saved, "state": {"0": saved["state"][0]}}, TypeError,
+     r"keys must be parameter indices \(int\), got str '0'"),
+    (lambda saved: {**saved, "state": {0: [1.0]}}, TypeError, "the state of parameter 0 must be a dict, got list"),
+    (lambda saved: {**saved, "param_groups": None}, TypeError, r"state_dict\['param_groups'\] must be a list"),
+    (lambda saved: {**saved, "optimizer": "SGD"}, ValueError, "the state_dict was saved by 'SGD', not by 'AdamW'"),
+])
+def test_load_state_dict_rejects_a_bad_state_dict_clearly(change, error, message, rng):
+    optimizer, saved = adamw_state(rng)
+    before = optimizer.state_dict()
+    with pytest.raises(error, match=message):
+        optimizer.load_state_dict(change(saved))
+    assert optimizer.state_dict()["state"][0]["step"] == before["state"][0]["step"] == 1
+
+
+def test_load_state_dict_refuses_another_optimizers_state(rng):
+    _, saved = adamw_state(rng)
+    sgd = optim.SGD([{"params": [param(rng, 3, 2)]}, {"params": [param(rng, 4)]}], lr=0.1)
+    assert saved["optimizer"] == "AdamW"
+    with pytest.raises(ValueError, match="the state_dict was saved by 'AdamW', not by 'SGD'"):
+        sgd.load_state_dict(saved)
+    # A state_dict saved before the class was recorded is refused by its options instead.
+    del saved["optimizer"]
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['betas', 'eps'\] in a saved parameter group of SGD"):
+        sgd.load_state_dict(saved)
+    assert set(sgd.param_groups[0]) == {"params", "lr", "momentum", "weight_decay"} and sgd.state == {}
+
+
+def test_load_state_dict_accepts_a_state_dict_without_the_class_name(rng):
+    _, saved = adamw_state(rng)
+    del saved["optimizer"]  # as state_dict() wrote it before recording the class
+    optimizer = optim.AdamW([{"params": [param(rng, 3, 2)]}, {"params": [param(rng, 4)]}], lr=0.5)
+    optimizer.load_state_dict(saved)
+    assert optimizer.param_groups[0]["lr"] == 0.01 and optimizer.state_dict()["state"][1]["step"] == 1
+
+
+def test_load_state_dict_changes_nothing_when_a_later_group_is_bad(rng):
+    optimizer, saved = adamw_state(rng)
+    saved["param_groups"][0]["lr"] = 0.5
+    saved["param_groups"][1]["eps"] = 0.0
+    with pytest.raises(ValueError, match="eps must be > 0.0"):
+        optimizer.load_state_dict(saved)
+    assert [g["lr"] for g in optimizer.param_groups] == [0.01, 0.01]
 
 
 # ---- gradient clipping --------------------------------------------------------------------------
@@ -265,3 +323,33 @@ def test_clip_grad_norm_refuses_nan_and_accepts_inf(rng):
         optim.clip_grad_norm([p], float("nan"))
     assert optim.clip_grad_norm([p], float("inf")) == 5.0
     np.testing.assert_array_equal(p.grad, [3.0, 4.0, 0.0])
+
+
+def test_clip_grad_norm_sums_float32_squares_without_overflow():
+    # 1e20 is a finite float32, its square (1e40) is not: summed in float32 the norm would be inf.
+    p = nn.Parameter(np.zeros(2, dtype="float32"))
+    p.grad = np.full(2, 1e20, dtype="float32")
+    total = optim.clip_grad_norm([p], max_norm=1.0)
+    assert math.isclose(total, math.sqrt(2) * 1e20, rel_tol=1e-6)
+    np.testing.assert_allclose(p.grad, [2 ** -0.5] * 2, rtol=1e-6)
+    assert p.grad.dtype == np.float32
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+def test_clip_grad_norm_refuses_inf_or_nan_gradients_and_changes_none(bad, rng):
+    params = [param(rng, 3), param(rng, 2, 2), param(rng, 2)]
+    params[0].grad, params[2].grad = rng.standard_normal(3) * 10, rng.standard_normal(2)
+    params[1].grad = np.array([[1.0, bad], [2.0, 3.0]])
+    before = [p.grad.copy() for p in params]
+    with pytest.raises(ValueError, match=r"the gradients hold inf or NaN: the grad of parameter 1 \(shape \(2, 2\)\)"):
+        optim.clip_grad_norm(params, max_norm=1.0)
+    for p, g in zip(params, before):
+        np.testing.assert_array_equal(p.grad, g)
+
+
+def test_clip_grad_norm_refuses_a_norm_beyond_float64():
+    p = nn.Parameter(np.zeros(2))
+    p.grad = np.full(2, 1e200)
+    with np.errstate(over="ignore"), pytest.raises(ValueError, match="total norm overflows float64"):
+        optim.clip_grad_norm([p], max_norm=1.0)
+    np.testing.assert_array_equal(p.grad, [1e200, 1e200])

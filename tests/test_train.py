@@ -152,15 +152,72 @@ def test_mean_loss_is_the_mean_over_every_answer_position():
     assert got == pytest.approx(-picked[keep].mean(), rel=1e-5)
 
 
-@pytest.mark.parametrize("kwargs, fragment", [
-    (dict(steps=0), "steps must be a positive int"),
-    (dict(steps=10, warmup_steps=11), r"warmup_steps must be an int in \[0, steps=10\]"),
-    (dict(grad_clip=0.0), "grad_clip must be None or > 0"),
-    (dict(eval_every=1.5), "eval_every must be a positive int"),
+@pytest.mark.parametrize("kwargs, error, fragment", [
+    (dict(steps=0), ValueError, "steps must be a positive int"),
+    (dict(steps=10, warmup_steps=11), ValueError, r"warmup_steps must be an int in \[0, steps=10\]"),
+    (dict(warmup_steps=True), ValueError, "warmup_steps must be an int >= 0, got True"),
+    (dict(grad_clip=0.0), ValueError, r"grad_clip must be > 0.0, got 0.0"),
+    (dict(grad_clip="1"), TypeError, "grad_clip must be a number, got str '1'"),
+    (dict(grad_clip=float("nan")), ValueError, "grad_clip must be a number"),
+    (dict(eval_every=1.5), ValueError, "eval_every must be a positive int"),
+    (dict(lr=-0.1), ValueError, r"lr must be >= 0.0, got -0.1"),
+    (dict(lr=float("nan")), ValueError, "lr must be a finite number"),
+    (dict(lr="3e-3"), TypeError, "lr must be a number, got str '3e-3'"),
+    (dict(weight_decay=-1), ValueError, r"weight_decay must be >= 0.0, got -1"),
+    (dict(min_lr_ratio=1.5), ValueError, r"min_lr_ratio must be in \[0, 1\], got 1.5"),
+    (dict(min_lr_ratio=None), TypeError, "min_lr_ratio must be a number, got NoneType None"),
+    (dict(seed=-1), ValueError, "seed must be an int >= 0, got -1"),
+    (dict(seed=1.5), ValueError, "seed must be an int >= 0, got 1.5"),
 ])
-def test_bad_train_config(kwargs, fragment):
-    with pytest.raises(ValueError, match=fragment):
+def test_bad_train_config(kwargs, error, fragment):
+    with pytest.raises(error, match=fragment):
         TrainConfig(**kwargs)
+
+
+@pytest.mark.parametrize("result, error, fragment", [
+    (None, TypeError, r"evaluate\(model\) must return a dict \{name: number\}, got NoneType None"),
+    ({"lr": 1.0, "val_loss": 2.0}, ValueError,
+     r"evaluate\(model\) returned \['lr'\], which the loop records itself \(step, train_loss, lr, time\)"),
+    ({"step": 3}, ValueError, r"returned \['step'\], which the loop records itself"),
+    ({"val_loss": "low"}, TypeError, r"must return a dict \{name \(str\): number\}, got 'val_loss': 'low'"),
+])
+def test_a_bad_evaluate_result_is_named(result, error, fragment):
+    config = TrainConfig(steps=2, batch_size=4, warmup_steps=0)
+    with pytest.raises(error, match=fragment):
+        train(tiny_gpt(), batches_of(dataset()), config, evaluate=lambda m: result, quiet=True)
+
+
+def test_a_nan_evaluation_is_kept_and_written_as_null(tmp_path):
+    path = str(tmp_path / "ckpt.npz")
+    history = train(tiny_gpt(), batches_of(dataset()), TrainConfig(steps=2, batch_size=4, warmup_steps=0, eval_every=1),
+                    evaluate=lambda m: {"val_loss": float("nan"), "accuracy": np.float32(0.5)},
+                    checkpoint_path=path, quiet=True)
+    assert np.isnan(history["val_loss"]).all() and history["accuracy"] == [0.5, 0.5]
+    assert read_checkpoint(path).extra["history"]["val_loss"] == [None, None]
+
+    def no_bare_nan(name):
+        raise AssertionError(f"invalid JSON: {name}")
+
+    text = save_history(history, tmp_path / "h.json").read_text()
+    assert json.loads(text, parse_constant=no_bare_nan)["val_loss"] == [None, None]
+
+
+def test_an_infinite_gradient_stops_training_and_names_the_step():
+    class SquareRoot(minilora.nn.Module):
+        """loss = sqrt(w) at w = 0: a finite loss (0) whose gradient, 1 / (2·sqrt(w)), is inf."""
+
+        def __init__(self):
+            super().__init__()
+            self.w = minilora.nn.Parameter(np.zeros(1, dtype=np.float32))
+
+        def forward(self, idx, targets):
+            return None, (self.w ** 0.5).sum()
+
+    with np.errstate(divide="ignore"), pytest.raises(
+            TrainingDiverged, match=r"training stopped at step 1 of 3: the gradients hold inf or NaN: "
+                                    r"the grad of parameter 0 \(shape \(1,\)\)"):
+        train(SquareRoot(), lambda b, rng: (np.zeros((b, 1), np.int64),) * 2,
+              TrainConfig(steps=3, warmup_steps=0), quiet=True)
 
 
 def test_nothing_to_train_is_an_error():

@@ -29,7 +29,7 @@ class AdamW(Optimizer):
             raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
         check_number("betas[0]", betas[0], low=0.0, below=1.0)
         check_number("betas[1]", betas[1], low=0.0, below=1.0)
-        check_number("eps", group["eps"], low=0.0)
+        check_number("eps", group["eps"], above=0.0)  # eps = 0 divides 0 by 0 where a gradient is 0
         check_number("weight_decay", group["weight_decay"], low=0.0)
 
     def update(self, p, grad, state, group):

@@ -43,10 +43,7 @@ class Optimizer:
         """Add a dict {"params": [...], option: value, ...}; missing options take the defaults."""
         if not isinstance(group, dict) or "params" not in group:
             raise TypeError(f"a parameter group must be a dict with a 'params' entry, got {group!r}")
-        unknown = [k for k in group if k not in _GROUP_KEYS and k not in self.defaults]
-        if unknown:
-            raise ValueError(f"unknown option(s) {unknown} in a parameter group of {type(self).__name__}; "
-                             f"its options are {sorted(self.defaults)}")
+        self._check_option_names(group, "a parameter group")
         params = group["params"]
         params = [params] if isinstance(params, Tensor) else list(params)
         taken = {id(p) for g in self.param_groups for p in g["params"]}
@@ -60,6 +57,12 @@ class Optimizer:
         full = {**self.defaults, **group, "params": params}
         self.check_options(full)
         self.param_groups.append(full)
+
+    def _check_option_names(self, group, where):
+        unknown = [k for k in group if k not in _GROUP_KEYS and k not in self.defaults]
+        if unknown:
+            raise ValueError(f"unknown option(s) {unknown} in {where} of {type(self).__name__}; "
+                             f"its options are {sorted(self.defaults)}")
 
     def check_options(self, group):
         """Raise a clear error for a bad option value; subclasses check their own options."""
@@ -92,34 +95,70 @@ class Optimizer:
 
     # ---- checkpoints ---------------------------------------------------------------------------
     def state_dict(self):
-        """{"state": {index: {name: NumPy array or number}}, "param_groups": [options + "params":
-        [indices]]}, where index counts the parameters across the groups in order. Copied."""
+        """{"optimizer": class name, "state": {index: {name: NumPy array or number}},
+        "param_groups": [options + "params": [indices]]}, where index counts the parameters across
+        the groups in order. Copied."""
         index = {id(p): i for i, p in enumerate(self.parameters())}
         state = {index[key]: {k: _copy_to_numpy(v) for k, v in s.items()}
                  for key, s in self.state.items() if key in index}
         groups = [{**g, "params": [index[id(p)] for p in g["params"]]} for g in self.param_groups]
-        return {"state": state, "param_groups": groups}
+        return {"optimizer": type(self).__name__, "state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict):
-        """Restore options and state saved by state_dict() from an optimizer over the same
-        parameters, in the same groups and order."""
-        groups, params = state_dict["param_groups"], self.parameters()
+        """Restore options and state saved by state_dict() from an optimizer of the same class over
+        the same parameters, in the same groups and order. A state_dict without "optimizer" (saved
+        before it was recorded) is accepted if its options are this optimizer's. Everything is
+        checked before anything changes."""
+        groups, state = self._check_state_dict(state_dict)
+        for group, saved in zip(self.param_groups, groups):
+            self.check_options({**group, **saved, "params": group["params"]})
+        for group, saved in zip(self.param_groups, groups):
+            group.update({k: v for k, v in saved.items() if k != "params"})
+        params = self.parameters()
+        self.state = {id(params[index]): {k: _to_param(v, params[index]) for k, v in s.items()}
+                      for index, s in state.items()}
+
+    def _check_state_dict(self, state_dict):
+        """Raise a clear error unless state_dict fits this optimizer; returns its groups and state."""
+        name = type(self).__name__
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"{name}.load_state_dict needs a dict from Optimizer.state_dict(), "
+                            f"got {type(state_dict).__name__}")
+        missing = [k for k in ("state", "param_groups") if k not in state_dict]
+        if missing:
+            raise ValueError(f"the state_dict lacks {missing}; Optimizer.state_dict() gives 'state' and "
+                             f"'param_groups', got keys {sorted(state_dict, key=str)}")
+        saved_by = state_dict.get("optimizer", name)
+        if saved_by != name:
+            raise ValueError(f"the state_dict was saved by {saved_by!r}, not by {name!r}; an optimizer "
+                             "loads only its own class's state")
+        groups, state = state_dict["param_groups"], state_dict["state"]
+        if not isinstance(groups, list) or not all(isinstance(g, dict) and "params" in g for g in groups):
+            raise TypeError(f"state_dict['param_groups'] must be a list of dicts with a 'params' entry, "
+                            f"got {groups!r:.200}")
+        for group in groups:
+            self._check_option_names(group, "a saved parameter group")
         sizes, saved_sizes = [len(g["params"]) for g in self.param_groups], [len(g["params"]) for g in groups]
         if sizes != saved_sizes:
             raise ValueError(f"the state_dict has groups of sizes {saved_sizes}, this optimizer {sizes}")
-        for index, s in state_dict["state"].items():
-            for name, value in s.items():
+        if not isinstance(state, dict):
+            raise TypeError(f"state_dict['state'] must be a dict {{parameter index: dict}}, "
+                            f"got {type(state).__name__}")
+        params = self.parameters()
+        for index, s in state.items():
+            if isinstance(index, bool) or not isinstance(index, int):
+                raise TypeError(f"state_dict['state'] keys must be parameter indices (int), got "
+                                f"{type(index).__name__} {index!r}; JSON turns int keys into str")
+            if not 0 <= index < len(params):
+                raise ValueError(f"state_dict['state'] has parameter index {index}; this optimizer has "
+                                 f"parameters 0 to {len(params) - 1}")
+            if not isinstance(s, dict):
+                raise TypeError(f"the state of parameter {index} must be a dict, got {type(s).__name__}")
+            for key, value in s.items():
                 if hasattr(value, "shape") and tuple(value.shape) != params[index].shape:
-                    raise ValueError(f"state {name!r} of parameter {index} has shape {tuple(value.shape)}, "
+                    raise ValueError(f"state {key!r} of parameter {index} has shape {tuple(value.shape)}, "
                                      f"the parameter has {params[index].shape}")
-        for group, saved in zip(self.param_groups, groups):
-            options = {k: v for k, v in saved.items() if k != "params"}
-            self.check_options({**group, **options})
-            group.update(options)
-        self.state = {}
-        for index, s in state_dict["state"].items():
-            p = params[index]
-            self.state[id(p)] = {k: _to_param(v, p) for k, v in s.items()}
+        return groups, state
 
 
 def _copy_to_numpy(value):

@@ -44,6 +44,14 @@ def cosine_lr(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
     return min_lr + (max_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def check_min_lr_ratio(value):
+    """Raise unless value is a number in [0, 1]: the floor as a fraction of the peak lr."""
+    check_number("min_lr_ratio", value, low=0.0)
+    if value > 1:
+        raise ValueError(f"min_lr_ratio must be in [0, 1], got {value!r}")
+    return value
+
+
 class CosineWithWarmup:
     """Sets every group's lr from cosine_lr, with that group's lr at construction as its max_lr
     and min_lr_ratio · max_lr as its floor (groups keep their ratios to each other).
@@ -54,9 +62,7 @@ class CosineWithWarmup:
     """
 
     def __init__(self, optimizer, warmup_steps, total_steps, min_lr_ratio=0.1):
-        check_number("min_lr_ratio", min_lr_ratio, low=0.0)
-        if min_lr_ratio > 1:
-            raise ValueError(f"min_lr_ratio must be in [0, 1], got {min_lr_ratio!r}")
+        check_min_lr_ratio(min_lr_ratio)
         self.optimizer = optimizer
         self.warmup_steps = warmup_steps
         self.total_steps = total_steps
