@@ -254,6 +254,13 @@ def _check_inputs(inputs):
                              "pass x.detach().requires_grad_() instead")
         if not getattr(t.data.flags, "writeable", True):
             raise ValueError(f"gradcheck: input {i}'s data is read-only; pass a copy")
+    for i in checked:
+        for j, other in enumerate(inputs):
+            if j != i and backend.xp_of(other.data).shares_memory(inputs[i].data, other.data):
+                # Nudging one element of input i would move input j too, so the central difference
+                # would measure both at once: a right gradient would be reported wrong.
+                raise ValueError(f"gradcheck: inputs {min(i, j)} and {max(i, j)} share memory (views of one "
+                                 "array, or one tensor twice); pass copies: minilora.tensor(array) makes one")
     return checked
 
 

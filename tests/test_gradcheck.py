@@ -268,6 +268,21 @@ def test_bad_arguments(rng):
         minilora.gradcheck(lambda a: a.detach() * 2.0, [x])
 
 
+def test_inputs_that_share_memory_are_refused_rather_than_reported_wrong(rng):
+    """Nudging one element of base[:3] moves base[1:] too: the difference quotient would measure
+    both, and a right gradient would be reported wrong."""
+    from minilora.tensor import Tensor
+
+    base = rng.standard_normal(4)
+    a, b = Tensor(base[:3], requires_grad=True), Tensor(base[1:], requires_grad=True)
+    with pytest.raises(ValueError, match=r"inputs 0 and 1 share memory \(views of one array, or one tensor twice\)"):
+        minilora.gradcheck(F.mul, [a, b])
+    with pytest.raises(ValueError, match="inputs 0 and 1 share memory"):
+        minilora.gradcheck(F.mul, [a, a])
+    assert minilora.gradcheck(F.mul, [minilora.tensor(base[:3], requires_grad=True),
+                                      minilora.tensor(base[1:], requires_grad=True)]).ok
+
+
 def test_gradcheck_on_each_device(make):
     x, w = make.randn(2, 3), make.randn(3, 3)
     assert minilora.gradcheck(lambda a, b: F.softmax(a @ b), [x, w]).ok
