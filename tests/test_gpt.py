@@ -282,6 +282,8 @@ def test_sampling_is_reproducible_with_manual_seed(rng):
         model.generate(prompt, 3, top_k=0)
     with pytest.raises(ValueError, match="max_new_tokens"):
         model.generate(prompt, -1)
+    with pytest.raises(ValueError, match=r"generate needs at least one token to continue, got idx of shape \(1, 0\)"):
+        model.generate(np.zeros((1, 0), dtype=np.int64), 3)
 
 
 def test_next_token_samples_the_softmax_and_respects_top_k():

@@ -9,9 +9,11 @@ import re
 import sys
 import unicodedata
 
+import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
+import minilora
 from minilora.data import GPT2Tokenizer
 from minilora.data.gpt2_tokenizer import LETTERS, NUMBERS, byte_to_unicode, pre_tokenize
 
@@ -112,6 +114,13 @@ def test_any_text_round_trips(text):
 def test_decode_of_half_a_character_gives_the_replacement_character(tok):
     ids = tok.encode("é")
     assert tok.decode(ids[:1]) == "\ufffd"
+
+
+def test_decode_takes_what_generate_returns(tok):
+    ids = tok.encode("hello é")
+    assert tok.decode(minilora.tensor(np.array(ids))) == tok.decode(np.array(ids)) == "hello é"
+    with pytest.raises(ValueError, match=rf"decode needs a 1-D sequence of ids, got shape \(1, {len(ids)}\)"):
+        tok.decode(minilora.tensor(np.array([ids])))
 
 
 def test_errors(tmp_path, files):

@@ -31,6 +31,8 @@ import json
 import os
 import re
 
+from minilora.data.tokenizer import id_array
+
 # GPT-2's pre-tokenisation pattern, with \p{L} -> [^\W\d_] and \p{N} -> \d (see above).
 LETTERS = r"[^\W\d_]"
 NUMBERS = r"\d"
@@ -146,8 +148,9 @@ class GPT2Tokenizer:
 
     def decode(self, ids):
         """Token ids -> str. Bytes that are not valid UTF-8 on their own (half of a character, when
-        the ids are a slice) become U+FFFD, as in transformers."""
-        unknown = [i for i in ids if int(i) not in self.decoder]
+        the ids are a slice) become U+FFFD, as in transformers. ids: as CharTokenizer.decode takes them."""
+        ids = id_array(ids)
+        unknown = [int(i) for i in ids if int(i) not in self.decoder]
         if unknown:
             raise ValueError(f"decode: ids {unknown[:5]} are not in the vocabulary (ids 0..{max(self.decoder)})")
         symbols = "".join(self.decoder[int(i)] for i in ids)

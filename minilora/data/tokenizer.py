@@ -56,13 +56,7 @@ class CharTokenizer:
 
     def decode(self, ids):
         """ids: a 1-D sequence or array of ints (NumPy, CuPy, a minilora Tensor, or a list) -> str."""
-        if isinstance(ids, Tensor):  # what model.generate returns, one row of it
-            ids = ids.data
-        ids = np.asarray(backend.to_numpy(ids) if hasattr(ids, "dtype") else ids)
-        if ids.ndim != 1:
-            raise ValueError(f"decode needs a 1-D sequence of ids, got shape {ids.shape}; decode rows one by one")
-        if ids.size and ids.dtype.kind not in "iu":
-            raise TypeError(f"decode needs integer ids, got dtype {ids.dtype}")
+        ids = id_array(ids)
         bad = [int(i) for i in ids if not 0 <= i < self.vocab_size]
         if bad:
             raise ValueError(f"cannot decode id {bad[0]}: ids must be in [0, {self.vocab_size}) for this tokenizer")
@@ -70,3 +64,16 @@ class CharTokenizer:
 
     def __repr__(self):
         return f"CharTokenizer(vocab_size={self.vocab_size}, chars={self.chars!r})"
+
+
+def id_array(ids):
+    """Token ids to decode as a 1-D NumPy integer array: from a list, a NumPy or CuPy array, or a
+    minilora Tensor (what model.generate returns, one row of it)."""
+    if isinstance(ids, Tensor):
+        ids = ids.data
+    ids = np.asarray(backend.to_numpy(ids) if hasattr(ids, "dtype") else ids)
+    if ids.ndim != 1:
+        raise ValueError(f"decode needs a 1-D sequence of ids, got shape {ids.shape}; decode rows one by one")
+    if ids.size and ids.dtype.kind not in "iu":
+        raise TypeError(f"decode needs integer ids, got dtype {ids.dtype}")
+    return ids

@@ -189,6 +189,9 @@ class GPT(Module):
         Runs without dropout and without recording a graph; the train/eval mode is restored after.
         """
         idx = self._tokens("idx", idx)
+        if idx.shape[1] == 0:  # the next token is read off the last position's logits
+            raise ValueError(f"generate needs at least one token to continue, got idx of shape {idx.shape}; "
+                             "start from a prompt (one token such as a newline will do)")
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
         sampling.check_options(temperature, top_k)
