@@ -131,6 +131,11 @@ class Tensor:
         """Accumulate d(self)/d(leaf) · grad into the `.grad` of every leaf that requires grad.
 
         grad: an array (or Tensor) of self's shape; may be omitted when self has one element.
+
+        The graph keeps the arrays forward saved, not copies (copies would double the memory of a
+        step): a tensor's .data changed in place between forward and backward (an optimizer step,
+        an edit by hand) gives the gradient at the new values, without an error. So call backward
+        before changing any input, as a training step does.
         """
         if not self.requires_grad:
             raise RuntimeError("backward() called on a tensor that does not require grad: none of its "
