@@ -108,6 +108,12 @@ def test_layernorm_rejects_wrong_width_and_eps(rng):
             minilora.F.layer_norm(_x(rng, 2, 4), eps=value)
     with pytest.raises(ValueError, match=r"\(\.\.\., 4\)"):
         nn.LayerNorm(4)(_x(rng, 2, 3))
+    with pytest.raises(ValueError, match=r"LayerNorm expects input \(\.\.\., 4\), got shape \(\)"):
+        nn.LayerNorm(4)(minilora.tensor(1.0))
+    with pytest.raises(TypeError, match="LayerNorm: x must be a Tensor, got list"):
+        nn.LayerNorm(4)([1.0, 2.0, 3.0, 4.0])
+    with pytest.raises(ValueError, match=r"layer_norm needs x of shape \(\.\.\., D\) with D >= 1, got shape \(2, 0\)"):
+        minilora.F.layer_norm(minilora.tensor(np.zeros((2, 0))))
 
 
 # ---- Dropout ------------------------------------------------------------------------------------

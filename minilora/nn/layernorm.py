@@ -2,6 +2,7 @@
 
 from minilora import functional as F
 from minilora.checks import check_number
+from minilora.function import check_tensor
 from minilora.nn import parameter
 from minilora.nn.checks import positive_int
 from minilora.nn.module import Module
@@ -24,7 +25,8 @@ class LayerNorm(Module):
         self.bias = parameter.zeros((dim,), dtype, device) if bias else None
 
     def forward(self, x):
-        if x.shape[-1] != self.dim:
+        check_tensor("LayerNorm", "x", x)
+        if x.ndim == 0 or x.shape[-1] != self.dim:
             raise ValueError(f"LayerNorm expects input (..., {self.dim}), got shape {x.shape}")
         return F.layer_norm(x, self.weight, self.bias, self.eps)
 

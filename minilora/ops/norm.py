@@ -78,8 +78,8 @@ class CompiledLayerNorm(Function):
 def layer_norm(x, weight=None, bias=None, eps=1e-5):
     """Layer normalisation over the last axis. x: (..., D); weight, bias: (D,) or None; same shape out."""
     check_tensor("layer_norm", "x", x)
-    if x.ndim == 0:
-        raise ValueError("layer_norm needs x of shape (..., D), got a scalar")
+    if x.ndim == 0 or x.shape[-1] == 0:  # D = 0 has no mean to subtract
+        raise ValueError(f"layer_norm needs x of shape (..., D) with D >= 1, got shape {x.shape}")
     dim = x.shape[-1]
     for name, p in (("weight", weight), ("bias", bias)):
         if p is not None and (not isinstance(p, Tensor) or p.shape != (dim,)):
